@@ -1,0 +1,109 @@
+//! The command line (clap). Names and exit codes are fixed by DESIGN §2.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "amy-emperor", version, about = "Supervise a Python WSGI app from a uWSGI ini")]
+pub struct Cli {
+    /// More log output (repeatable). `AMY_LOG` (EnvFilter syntax) overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Less log output (repeatable).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub quiet: u8,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Validate, bind, write the pidfile and supervise the pool in the foreground.
+    Start(StartArgs),
+    /// Graceful stop (SIGTERM) and wait until the master is gone.
+    Stop(StopArgs),
+    /// Graceful reload; waits for the outcome.
+    Reload(ReloadArgs),
+    /// Show whether the instance runs, its workers and the last reload.
+    Status(StatusArgs),
+    /// Parse and validate the config without starting anything.
+    Check(CheckArgs),
+}
+
+/// Where to find an instance: an ini (default `./amy_uwsgi.ini`) or a pidfile.
+#[derive(Debug, Clone, Args)]
+pub struct Target {
+    /// The uWSGI ini of the instance.
+    #[arg(value_name = "INI")]
+    pub ini: Option<PathBuf>,
+    /// Use this pidfile instead of reading the ini.
+    #[arg(long, value_name = "PATH")]
+    pub pidfile: Option<PathBuf>,
+}
+
+impl Target {
+    pub fn ini_or_default(&self) -> PathBuf {
+        self.ini.clone().unwrap_or_else(|| PathBuf::from("amy_uwsgi.ini"))
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct StartArgs {
+    #[arg(value_name = "INI")]
+    pub ini: Option<PathBuf>,
+    /// Load this env file before the ini's `env =` lines.
+    #[arg(long, value_name = "PATH")]
+    pub env_file: Option<PathBuf>,
+    /// Detach; return once the first generation is ready.
+    #[arg(long)]
+    pub daemonize: bool,
+    /// Emperor mode: one instance per `*.ini` in DIR.
+    #[arg(long, value_name = "DIR", conflicts_with = "ini")]
+    pub emperor: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct StopArgs {
+    #[command(flatten)]
+    pub target: Target,
+    /// Seconds to wait for the master to exit.
+    #[arg(long, default_value_t = 90.0)]
+    pub timeout: f64,
+    /// Fast stop (SIGINT): workers stop at once.
+    #[arg(long)]
+    pub now: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ReloadArgs {
+    #[command(flatten)]
+    pub target: Target,
+    /// Seconds to wait for the outcome.
+    #[arg(long, default_value_t = 300.0)]
+    pub timeout: f64,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    pub target: Target,
+    /// Machine-readable output.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct CheckArgs {
+    #[arg(value_name = "INI")]
+    pub ini: Option<PathBuf>,
+    /// Print the resolved `[uwsgi]` section as uWSGI's `--show-config` does (env values redacted).
+    #[arg(long)]
+    pub show_config: bool,
+    /// With `--show-config`: print env values unredacted.
+    #[arg(long, requires = "show_config")]
+    pub show_secrets: bool,
+    /// Load this env file before the ini's `env =` lines.
+    #[arg(long, value_name = "PATH")]
+    pub env_file: Option<PathBuf>,
+}

@@ -1,0 +1,128 @@
+//! The typed, validated configuration: what the rest of the program consumes.
+//!
+//! Built from the raw ini entries (see `ini.rs` and `expand.rs`) by `build.rs`.
+//! Every path here is already absolute, resolved the way uWSGI resolves it
+//! (sockets after `chdir`, pidfile/logto against the start-up cwd).
+//! The same validation runs at `start`, at reload and in `check`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// The protocol a listening socket speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Protocol {
+    /// The uwsgi binary protocol (nginx `uwsgi_pass`): `socket`, `uwsgi-socket`.
+    Uwsgi,
+    /// HTTP/1.1, one request per connection: `http-socket`.
+    Http,
+}
+
+impl Protocol {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Uwsgi => "uwsgi",
+            Protocol::Http => "http",
+        }
+    }
+}
+
+/// Where a socket listens.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum SocketAddress {
+    /// A filesystem unix socket, absolute path.
+    Unix(PathBuf),
+    /// A TCP address: host (empty for all interfaces, as uWSGI's `:port`) and port.
+    Tcp { host: String, port: u16 },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SocketSpec {
+    pub address: SocketAddress,
+    pub protocol: Protocol,
+    /// The key as written (`socket`, `uwsgi-socket`, `http-socket`), for messages.
+    pub key: String,
+    /// Line of the ini where it was declared, for messages.
+    pub line: usize,
+}
+
+/// `chown-socket = user[:group]`, names or numbers as written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChownSpec {
+    pub user: String,
+    pub group: Option<String>,
+}
+
+/// One `NAME=value` pair destined for the workers' environment.
+/// The value may be a secret: it must never be logged, printed or put in an error.
+#[derive(Clone, PartialEq, Eq)]
+pub struct EnvVar {
+    pub name: String,
+    pub value: String,
+}
+
+impl std::fmt::Debug for EnvVar {
+    // Redacted on purpose: a stray `{:?}` must not leak a secret into a log.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}=***", self.name)
+    }
+}
+
+/// The validated configuration of one instance.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// The ini this was read from (absolute, as given: not symlink-resolved).
+    pub ini_path: PathBuf,
+    /// Every file whose change should trigger a reload: the ini and anything it
+    /// included, the env file(s) read, and `touch-reload` files.
+    pub watch_paths: Vec<PathBuf>,
+    pub sockets: Vec<SocketSpec>,
+    /// `chmod-socket` as a mode (`1` means 0o666).
+    pub chmod_socket: Option<u32>,
+    pub chown_socket: Option<ChownSpec>,
+    /// `listen` backlog as written; `None` means our default (1024, clamped to somaxconn).
+    pub listen: Option<u32>,
+    pub chdir: Option<PathBuf>,
+    pub module: Option<String>,
+    pub wsgi_file: Option<PathBuf>,
+    /// `callable`, default `application`.
+    pub callable: String,
+    /// `home`/`virtualenv`/`venv`/`pyhome`.
+    pub home: Option<PathBuf>,
+    /// `pythonpath` entries in order, as written (globs allowed; expanded by the worker).
+    pub pythonpath: Vec<String>,
+    /// `processes`/`workers`, default 1, at least 1.
+    pub processes: u32,
+    /// `threads`, default 1, at least 1.
+    pub threads: u32,
+    pub pidfile: Option<PathBuf>,
+    pub vacuum: bool,
+    pub uid: Option<String>,
+    pub gid: Option<String>,
+    /// Worker environment additions in order: the env file first, then `env =` lines.
+    pub env: Vec<EnvVar>,
+    pub harakiri: Option<Duration>,
+    /// 0 = off.
+    pub max_requests: u64,
+    /// Megabytes, 0 = off.
+    pub reload_on_rss_mb: u64,
+    /// Default 60 s.
+    pub worker_reload_mercy: Duration,
+    /// `buffer-size` when set (clamped to 65535 as uWSGI does); `None` accepts 65535.
+    pub buffer_size: Option<u32>,
+    pub logto: Option<PathBuf>,
+    /// Bytes, 0 = off.
+    pub log_maxsize: u64,
+    pub log_reopen: bool,
+    pub disable_logging: bool,
+    pub daemonize: Option<PathBuf>,
+    pub touch_reload: Vec<PathBuf>,
+    /// `stats`: a unix path (absolute) or `host:port`, as written.
+    pub stats: Option<String>,
+    pub strict: bool,
+    pub die_on_term: bool,
+    pub lazy_apps: bool,
+    pub need_app: bool,
+    /// Replace workers one slot at a time on reload instead of a full generation
+    /// (memory-tight hosts). Key: `reload-one-by-one`.
+    pub reload_one_by_one: bool,
+}

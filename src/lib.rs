@@ -1,0 +1,12 @@
+//! amy-emperor: a process supervisor for Python WSGI apps that reads uWSGI's ini.
+//!
+//! Layout: `cli` (arguments), `commands/` (one file per subcommand), `config/`
+//! (the uWSGI ini dialect and `uwsgi_env`), `supervisor/` (the master's state
+//! machine and its executor), `worker/` (spawning workers and the master↔worker
+//! contract), and the resources the master owns: `socket`, `pidfile`, `logs`,
+//! `signals`, `watch`, `control`, `scoreboard`, `stats`. See ARCHITECTURE.md.
+
+pub mod cli;
+pub mod commands;
+pub mod config;
+pub mod worker;

@@ -1,0 +1,113 @@
+//! The master↔worker contract. The Python side is `python/amy_worker.py`; both
+//! sides must change together, and `tests/worker_contract.rs` runs the real
+//! worker against it.
+//!
+//! # Start
+//! The master runs `<python> -c BOOTSTRAP amy-emperor-worker <id> <generation>`
+//! where `<python>` is `<home>/bin/python` (or `python3`), with an explicit
+//! environment: the master's start-up environment, then the env file, then `env =`
+//! lines, plus [`ENV_CONFIG`]. BOOTSTRAP reads the worker source from
+//! [`FD_SOURCE`] (a sealed memfd holding `amy_worker.py`, so the site installs one
+//! binary and no file is written) and executes it as `__main__`.
+//!
+//! # File descriptors
+//! | fd | what | direction |
+//! |----|------|-----------|
+//! | 0 | `/dev/null` | |
+//! | 1, 2 | the shared log pipe (the master copies it to `logto`/stderr); request lines are written here with one `write` each | worker → master |
+//! | [`FD_CONTROL`] | this worker's control pipe, newline-terminated messages ([`MSG_READY`]) | worker → master |
+//! | [`FD_MASTER_ALIVE`] | read end of a pipe whose write end only the master holds: EOF means the master is gone → finish the current request and exit | master → worker |
+//! | [`FD_SCOREBOARD`] | this worker's scoreboard page (memfd, [`SCOREBOARD_SIZE`] bytes), see below | shared memory |
+//! | [`FD_SOURCE`] | the worker source (memfd); closed by the bootstrap after reading | |
+//! | [`FD_FIRST_LISTENER`].. | the listening sockets, in the order of `ENV_CONFIG.listeners` | |
+//!
+//! # Config
+//! [`ENV_CONFIG`] holds JSON: `{"id", "generation", "module", "wsgi_file", "callable",
+//! "chdir", "pythonpath": [...], "threads", "processes", "buffer_size",
+//! "disable_logging", "max_requests", "reload_on_rss_mb", "harakiri",
+//! "listeners": [{"fd", "proto": "uwsgi"|"http", "name"}]}`. The worker removes it
+//! from `os.environ` before importing the app.
+//!
+//! # Scoreboard (little-endian, written only by the worker, read by the master)
+//! | offset | type | field |
+//! |---|---|---|
+//! | 0 | f64 | start of the current request, unix seconds; 0.0 when idle |
+//! | 8 | u64 | requests completed |
+//! | 16 | u64 | bytes sent (response bodies) |
+//! | 24 | f64 | total seconds spent in requests |
+//! | 32 | u64 | exceptions raised by the app |
+//! | 40 | u16 | length of the current request's "METHOD PATH" (no query string) |
+//! | 42 | bytes | that text, at most [`SCOREBOARD_REQ_MAX`] bytes |
+//!
+//! Readers tolerate torn reads (a field read mid-update is off by one request at
+//! most); nothing here is used for correctness, only for harakiri and `status`.
+//!
+//! # Signals to a worker
+//! - SIGTERM: graceful: stop accepting, finish the current request(s), exit 0.
+//! - SIGINT, SIGQUIT: exit at once.
+//! - SIGKILL: harakiri and mercy.
+//!
+//! # Exit codes
+//! See [`ExitReason::from_code`].
+
+/// Env var holding the worker's JSON config.
+pub const ENV_CONFIG: &str = "AMY_EMPEROR_WORKER";
+
+pub const FD_CONTROL: i32 = 3;
+pub const FD_MASTER_ALIVE: i32 = 4;
+pub const FD_SCOREBOARD: i32 = 5;
+pub const FD_SOURCE: i32 = 6;
+pub const FD_FIRST_LISTENER: i32 = 7;
+
+/// Sent once on [`FD_CONTROL`] when the app is imported and the worker accepts.
+pub const MSG_READY: &str = "ready";
+
+pub const SCOREBOARD_SIZE: usize = 256;
+pub const SCOREBOARD_REQ_MAX: usize = SCOREBOARD_SIZE - 42;
+
+/// The worker's code, shipped inside the binary.
+pub const WORKER_SOURCE: &str = include_str!("../../python/amy_worker.py");
+
+/// Executed with `python -c`: loads the source from [`FD_SOURCE`] and runs it.
+pub const BOOTSTRAP: &str = "import os,sys\nf=os.fdopen(6,'rb')\nsrc=f.read()\nf.close()\nexec(compile(src,'amy_worker.py','exec'))\n";
+
+/// Exit codes the worker uses on purpose.
+pub mod exit_code {
+    /// Graceful exit (SIGTERM, master gone).
+    pub const OK: i32 = 0;
+    /// The app failed to import (traceback already logged). Not worth an
+    /// immediate respawn: at cold start it halts the master, at reload it
+    /// rejects the new generation.
+    pub const APP_LOAD_FAILED: i32 = 3;
+    /// The contract was violated (bad config JSON, missing fd): a bug, not the app's.
+    pub const CONTRACT: i32 = 4;
+    /// Recycled after `max-requests`: respawn at once, no back-off.
+    pub const MAX_REQUESTS: i32 = 5;
+    /// Recycled after `reload-on-rss`: respawn at once, no back-off.
+    pub const RELOAD_ON_RSS: i32 = 6;
+}
+
+/// Why a worker ended, as the master classifies it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExitReason {
+    Graceful,
+    AppLoadFailed,
+    ContractViolation,
+    Recycled(&'static str),
+    /// Any other exit status.
+    Crashed(i32),
+    Signaled(i32),
+}
+
+impl ExitReason {
+    pub fn from_code(code: i32) -> Self {
+        match code {
+            exit_code::OK => ExitReason::Graceful,
+            exit_code::APP_LOAD_FAILED => ExitReason::AppLoadFailed,
+            exit_code::CONTRACT => ExitReason::ContractViolation,
+            exit_code::MAX_REQUESTS => ExitReason::Recycled("max-requests"),
+            exit_code::RELOAD_ON_RSS => ExitReason::Recycled("reload-on-rss"),
+            other => ExitReason::Crashed(other),
+        }
+    }
+}
