@@ -5,7 +5,11 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 #[derive(Debug, Parser)]
-#[command(name = "amy-emperor", version, about = "Supervise a Python WSGI app from a uWSGI ini")]
+#[command(
+    name = "amy-emperor",
+    version,
+    about = "Supervise a Python WSGI app from a uWSGI ini"
+)]
 pub struct Cli {
     /// More log output (repeatable). `AMY_LOG` (EnvFilter syntax) overrides.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
@@ -44,7 +48,9 @@ pub struct Target {
 
 impl Target {
     pub fn ini_or_default(&self) -> PathBuf {
-        self.ini.clone().unwrap_or_else(|| PathBuf::from("amy_uwsgi.ini"))
+        self.ini
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("amy_uwsgi.ini"))
     }
 }
 

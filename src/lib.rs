@@ -4,9 +4,20 @@
 //! (the uWSGI ini dialect and `uwsgi_env`), `supervisor/` (the master's state
 //! machine and its executor), `worker/` (spawning workers and the master↔worker
 //! contract), and the resources the master owns: `socket`, `pidfile`, `logs`,
-//! `signals`, `watch`, `control`, `scoreboard`, `stats`. See ARCHITECTURE.md.
+//! `signals`, `watch`, `control`, `scoreboard`, `privileges`, `systemd`.
+//! See ARCHITECTURE.md.
 
 pub mod cli;
 pub mod commands;
 pub mod config;
+pub mod control;
+pub mod logs;
+pub mod pidfile;
+pub mod privileges;
+pub mod scoreboard;
+pub mod signals;
+pub mod socket;
+pub mod supervisor;
+pub mod systemd;
+pub mod watch;
 pub mod worker;

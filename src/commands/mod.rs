@@ -1,18 +1,51 @@
 //! One module per subcommand. Each returns the process exit code (DESIGN §2).
 
 pub mod check;
+pub mod emperor;
+pub mod reload;
+pub mod start;
+pub mod status;
+pub mod stop;
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
-use crate::cli::{Cli, Command};
+use crate::cli::{Cli, Command, Target};
+use crate::config::{self, LoadOptions};
 
 /// Runs the parsed command line and returns the exit status.
 pub fn run(cli: Cli) -> ExitCode {
+    let verbosity = cli.verbose as i8 - cli.quiet as i8;
     match cli.command {
+        Command::Start(args) => start::run(&args, verbosity),
+        Command::Stop(args) => stop::run(&args),
+        Command::Reload(args) => reload::run(&args),
+        Command::Status(args) => status::run(&args),
         Command::Check(args) => check::run(&args),
-        _ => {
-            eprintln!("amy-emperor: not implemented yet");
-            ExitCode::from(2)
-        }
     }
+}
+
+/// The pidfile of the instance a command targets: `--pidfile`, or the ini's
+/// `pidfile`. Reading the ini needs no env file, so a half-deployed config
+/// whose env file is broken still lets people stop the site.
+pub fn locate_pidfile(target: &Target) -> Result<PathBuf, String> {
+    if let Some(p) = &target.pidfile {
+        return Ok(p.clone());
+    }
+    let ini = target.ini_or_default();
+    let cwd =
+        std::env::current_dir().map_err(|e| format!("cannot read the current directory: {e}"))?;
+    let options = LoadOptions {
+        env_file: None,
+        environment: std::env::vars_os().collect(),
+        cwd,
+    };
+    let loaded = config::load(&ini, &options)
+        .map_err(|e| format!("{e} (use --pidfile to name the pidfile directly)"))?;
+    loaded.config.pidfile.ok_or_else(|| {
+        format!(
+            "{}: no pidfile configured; add `pidfile =` or use --pidfile",
+            ini.display()
+        )
+    })
 }

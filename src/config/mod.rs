@@ -3,7 +3,14 @@
 //!
 //! The same [`load`] runs at `start`, at every reload and in `check`.
 
+mod build;
+pub mod envfile;
+mod expand;
+pub mod ini;
+pub mod keys;
+pub mod magic;
 mod model;
+pub mod show;
 
 pub use model::*;
 
@@ -60,7 +67,31 @@ pub struct Loaded {
 }
 
 /// Reads and validates the config at `ini`.
+///
+/// `ini` may be relative (to `options.cwd`) and may carry a `:section` suffix,
+/// as uWSGI's `--ini` does. Errors are fatal-at-start conditions (`path:line:
+/// reason`); everything uWSGI would survive is a [`Warning`].
 pub fn load(ini: &Path, options: &LoadOptions) -> Result<Loaded, ConfigError> {
-    let _ = (ini, options);
-    unimplemented!("config::load is being written")
+    let given = ini.to_string_lossy().into_owned();
+    let facts = magic::ProcessFacts::current(&options.cwd);
+    let mut expander = expand::Expander::new(facts, &options.environment);
+    expander.load_main(&given)?;
+    expander.expand()?;
+    let file = match given.rfind(':') {
+        Some(i) if i > 0 => PathBuf::from(&given[..i]),
+        _ => PathBuf::from(&given),
+    };
+    let (config, build_warnings) = build::build(&file, &expander, options)?;
+    let resolved = expander
+        .opts
+        .iter()
+        .map(|o| (o.key.clone(), o.value.clone()))
+        .collect();
+    let mut warnings = std::mem::take(&mut expander.warnings);
+    warnings.extend(build_warnings);
+    Ok(Loaded {
+        config,
+        warnings,
+        resolved,
+    })
 }

@@ -15,7 +15,7 @@
 //! |----|------|-----------|
 //! | 0 | `/dev/null` | |
 //! | 1, 2 | the shared log pipe (the master copies it to `logto`/stderr); request lines are written here with one `write` each | worker → master |
-//! | [`FD_CONTROL`] | this worker's control pipe, newline-terminated messages ([`MSG_READY`]) | worker → master |
+//! | [`FD_CONTROL`] | this worker's control pipe, newline-terminated messages: [`MSG_READY`] once the app is imported; on an import failure, [`MSG_FAILED`] followed by the traceback as one JSON string, before exit 3 (so `reload` and `status` can show why) | worker → master |
 //! | [`FD_MASTER_ALIVE`] | read end of a pipe whose write end only the master holds: EOF means the master is gone → finish the current request and exit | master → worker |
 //! | [`FD_SCOREBOARD`] | this worker's scoreboard page (memfd, [`SCOREBOARD_SIZE`] bytes), see below | shared memory |
 //! | [`FD_SOURCE`] | the worker source (memfd); closed by the bootstrap after reading | |
@@ -31,7 +31,7 @@
 //! # Scoreboard (little-endian, written only by the worker, read by the master)
 //! | offset | type | field |
 //! |---|---|---|
-//! | 0 | f64 | start of the current request, unix seconds; 0.0 when idle |
+//! | 0 | f64 | start of the current request, `time.monotonic()` seconds (CLOCK_MONOTONIC, the master's clock too, immune to wall-clock jumps); 0.0 when idle |
 //! | 8 | u64 | requests completed |
 //! | 16 | u64 | bytes sent (response bodies) |
 //! | 24 | f64 | total seconds spent in requests |
@@ -62,14 +62,20 @@ pub const FD_FIRST_LISTENER: i32 = 7;
 /// Sent once on [`FD_CONTROL`] when the app is imported and the worker accepts.
 pub const MSG_READY: &str = "ready";
 
+/// `failed <json string>`: why the app could not be loaded (traceback).
+pub const MSG_FAILED: &str = "failed";
+
 pub const SCOREBOARD_SIZE: usize = 256;
 pub const SCOREBOARD_REQ_MAX: usize = SCOREBOARD_SIZE - 42;
 
 /// The worker's code, shipped inside the binary.
 pub const WORKER_SOURCE: &str = include_str!("../../python/amy_worker.py");
 
-/// Executed with `python -c`: loads the source from [`FD_SOURCE`] and runs it.
-pub const BOOTSTRAP: &str = "import os,sys\nf=os.fdopen(6,'rb')\nsrc=f.read()\nf.close()\nexec(compile(src,'amy_worker.py','exec'))\n";
+/// Executed with `python -c`: loads the source from [`FD_SOURCE`] and runs it as
+/// `__main__`. `pread` from offset 0 because every worker shares the memfd's
+/// file offset (one open file description, duplicated).
+pub const BOOTSTRAP: &str =
+    "import os\nsrc=os.pread(6,os.fstat(6).st_size,0)\nos.close(6)\nexec(compile(src,'amy_worker.py','exec'))\n";
 
 /// Exit codes the worker uses on purpose.
 pub mod exit_code {

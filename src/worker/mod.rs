@@ -1,3 +1,4 @@
 //! Worker processes: the contract with the Python side and how they are spawned.
 
 pub mod contract;
+pub mod spawn;

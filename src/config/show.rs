@@ -1,0 +1,58 @@
+//! `--show-config`: the resolved list in uWSGI's block format.
+//!
+//! The block is what `uwsgi --show-config --ini X` prints, so it starts with the
+//! two command-line options uWSGI lists first (`show-config = true`, then
+//! `ini = X`) and has every option in list order, immediate ones included.
+//! `env` values are secrets: printed as `NAME=***` unless asked otherwise.
+
+pub const BEGIN: &str = ";uWSGI instance configuration";
+pub const END: &str = ";end of configuration";
+
+pub fn render(resolved: &[(String, String)], show_secrets: bool) -> String {
+    let mut out = format!("\n{BEGIN}\n[uwsgi]\nshow-config = true\n");
+    for (key, value) in resolved {
+        let shown = if key == "env" && !show_secrets {
+            redact(value)
+        } else {
+            value.clone()
+        };
+        out.push_str(&format!("{key} = {shown}\n"));
+    }
+    out.push_str(END);
+    out.push_str("\n\n");
+    out
+}
+
+fn redact(value: &str) -> String {
+    match value.split_once('=') {
+        Some((name, _)) => format!("{name}=***"),
+        None if value.is_empty() => String::new(),
+        None => "***".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kv(k: &str, v: &str) -> (String, String) {
+        (k.into(), v.into())
+    }
+
+    #[test]
+    fn block_matches_uwsgi_layout_and_redacts_env() {
+        let r = vec![
+            kv("ini", "a.ini"),
+            kv("master", ""),
+            kv("env", "SECRET_KEY=abc=d"),
+            kv("env", ""),
+        ];
+        let out = render(&r, false);
+        assert_eq!(
+            out,
+            "\n;uWSGI instance configuration\n[uwsgi]\nshow-config = true\nini = a.ini\nmaster = \nenv = SECRET_KEY=***\nenv = \n;end of configuration\n\n"
+        );
+        assert!(render(&r, true).contains("env = SECRET_KEY=abc=d\n"));
+        assert!(!render(&[kv("env", "oops-no-equals")], false).contains("oops"));
+    }
+}

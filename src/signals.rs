@@ -1,0 +1,32 @@
+//! Signals to the master become [`Event::Signal`]s in the master's one channel
+//! (DESIGN §3). tokio's handlers only set a flag and wake the loop: no logging or
+//! allocation happens in signal context.
+
+use tokio::signal::unix::{signal, SignalKind};
+
+use crate::supervisor::events::{Event, MasterSignal};
+use crate::supervisor::executor::{Inbox, Input};
+
+/// Installs the handlers and one forwarding task per signal.
+pub fn spawn_sources(inbox: Inbox) -> std::io::Result<()> {
+    let table = [
+        (SignalKind::hangup(), MasterSignal::Hup),
+        (SignalKind::terminate(), MasterSignal::Term),
+        (SignalKind::interrupt(), MasterSignal::Int),
+        (SignalKind::quit(), MasterSignal::Int),
+        (SignalKind::user_defined1(), MasterSignal::Usr1),
+        (SignalKind::user_defined2(), MasterSignal::Usr2),
+    ];
+    for (kind, meaning) in table {
+        let mut stream = signal(kind)?;
+        let inbox = inbox.clone();
+        tokio::spawn(async move {
+            while stream.recv().await.is_some() {
+                if inbox.send(Input::Event(Event::Signal(meaning))).is_err() {
+                    break;
+                }
+            }
+        });
+    }
+    Ok(())
+}

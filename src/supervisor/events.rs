@@ -1,0 +1,160 @@
+//! What the master's one loop reacts to ([`Event`]) and what it asks the executor
+//! to do ([`Action`]). Both are plain data so the state machine can be tested by
+//! feeding events with explicit instants and asserting actions.
+
+use std::time::Duration;
+
+use crate::worker::contract::ExitReason;
+
+/// A signal delivered to the master (DESIGN §3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MasterSignal {
+    /// Graceful reload.
+    Hup,
+    /// Graceful stop.
+    Term,
+    /// Fast stop (SIGINT and SIGQUIT).
+    Int,
+    /// Stats summary to the log.
+    Usr1,
+    /// Reopen log files.
+    Usr2,
+}
+
+/// Identifies a request from a client of the control socket, so the answer can be
+/// routed back once the outcome is known.
+pub type RequestId = u64;
+
+/// The settings of one generation that the state machine decides with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GenerationPlan {
+    pub processes: usize,
+    pub mercy: Duration,
+    pub harakiri: Option<Duration>,
+    /// Replace one slot at a time instead of starting a full new generation.
+    pub one_by_one: bool,
+}
+
+/// A worker busy on one request, read from its scoreboard.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BusyWorker {
+    pub pid: i32,
+    pub age: Duration,
+    /// "METHOD PATH", no query string.
+    pub request: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    Signal(MasterSignal),
+    /// A watched file changed. `writing` is true while a writer still holds it open
+    /// (a modify without its close), so a half-written file is not applied.
+    FilesChanged {
+        writing: bool,
+    },
+    /// `amy-emperor reload` over the control socket.
+    ReloadRequested(RequestId),
+    StatusRequested(RequestId),
+    /// The answer to [`Action::LoadConfig`]: the new generation's plan, or why the
+    /// config was rejected (`path:line: reason`).
+    ConfigLoaded {
+        generation: u64,
+        result: Result<GenerationPlan, String>,
+    },
+    Spawned {
+        slot: usize,
+        generation: u64,
+        pid: i32,
+    },
+    SpawnFailed {
+        slot: usize,
+        generation: u64,
+        reason: String,
+    },
+    WorkerReady {
+        pid: i32,
+    },
+    /// `detail` is what the worker said before exiting (an import traceback).
+    WorkerExited {
+        pid: i32,
+        reason: ExitReason,
+        detail: Option<String>,
+    },
+    /// The answer to [`Action::CheckHarakiri`].
+    BusyWorkers(Vec<BusyWorker>),
+    /// A deadline from [`super::state::Supervisor::next_deadline`] has passed.
+    Tick,
+}
+
+/// How a reload ended, as `reload` and `status` report it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReloadOutcome {
+    /// The new generation serves.
+    Serving { generation: u64 },
+    /// The config was invalid; nothing changed.
+    Rejected { reason: String },
+    /// The new generation failed to boot; the old one keeps serving.
+    Failed { generation: u64, reason: String },
+    /// The master is stopping.
+    Aborted,
+}
+
+/// Notifications for systemd (`NOTIFY_SOCKET`) and a daemonizing parent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lifecycle {
+    Ready,
+    Reloading,
+    Stopping,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Re-read and validate the config for `generation`; answer with
+    /// [`Event::ConfigLoaded`]. A rejected config leaves nothing behind.
+    LoadConfig {
+        generation: u64,
+    },
+    Spawn {
+        slot: usize,
+        generation: u64,
+    },
+    /// Signal the worker's process group (the worker and anything it spawned).
+    Signal {
+        pid: i32,
+        signal: WorkerSignal,
+    },
+    /// The generation now serves: it becomes the config `status` and respawns use.
+    Activate {
+        generation: u64,
+    },
+    /// No worker of this generation will be spawned again: its resources
+    /// (config, sockets it alone used) may be released once its workers are gone.
+    Release {
+        generation: u64,
+    },
+    CheckHarakiri,
+    ReplyReload {
+        requests: Vec<RequestId>,
+        outcome: ReloadOutcome,
+    },
+    ReplyStatus {
+        request: RequestId,
+    },
+    Notify(Lifecycle),
+    /// Stop listening: close the master's socket copies and vacuum them.
+    CloseListeners,
+    LogStats,
+    ReopenLogs,
+    Exit(i32),
+}
+
+/// What the master sends a worker, in the contract's terms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WorkerSignal {
+    /// Finish the current request, then exit.
+    Graceful,
+    /// Exit at once.
+    Now,
+    /// SIGKILL.
+    Kill,
+}

@@ -1,0 +1,807 @@
+//! The master's state machine: every decision, no I/O.
+//!
+//! [`Supervisor::handle`] takes one [`Event`] and the current instant and returns
+//! the [`Action`]s the executor must carry out; [`Supervisor::next_deadline`] tells
+//! the loop when to wake up with [`Event::Tick`] if nothing else happens. Nothing
+//! here sleeps, reads a file or sends a signal, so every rule below has a unit test
+//! that feeds events with explicit instants.
+//!
+//! Theory of operation:
+//! - A *generation* is the set of workers started from one reading of the config.
+//!   Generation 1 is started at boot; each accepted reload starts the next one.
+//! - A *slot* is a position 0..processes in the current generation; a dead worker
+//!   is replaced in its slot, immediately the first time and with a doubling
+//!   back-off while it keeps dying young.
+//! - A reload loads the config, boots a whole new generation next to the serving
+//!   one and retires the old one only when every new worker is ready. If any new
+//!   worker dies or the boot times out, the new generation is killed and the old
+//!   one never notices. Triggers during a reload queue exactly one more.
+//! - Stopping signals every worker and exits once none is left.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use tracing::{debug, error, info, warn};
+
+use super::events::*;
+use super::policy::Backoff;
+use crate::worker::contract::ExitReason;
+
+/// How long a generation may take from spawn to every worker ready.
+pub const BOOT_TIMEOUT: Duration = Duration::from_secs(60);
+/// File events closer together than this make one reload.
+pub const DEBOUNCE: Duration = Duration::from_millis(200);
+/// The longest we wait for a writer that opened a watched file to close it.
+pub const WRITE_SETTLE_MAX: Duration = Duration::from_secs(10);
+/// Workers asked to stop at once get this long before SIGKILL.
+pub const FAST_STOP_GRACE: Duration = Duration::from_secs(3);
+/// How often harakiri looks at the scoreboards (only when harakiri is set).
+pub const HARAKIRI_PERIOD: Duration = Duration::from_secs(1);
+/// Cold start gives up after this many failed attempts at one slot.
+pub const COLD_START_ATTEMPTS: u32 = 5;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// The first generation is booting.
+    Booting,
+    Running,
+    /// Stopping; exit with `code` once no worker is left.
+    Stopping {
+        fast: bool,
+        code: i32,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WorkerState {
+    Booting,
+    Ready,
+    /// Asked to finish and exit; SIGKILL at the deadline.
+    Retiring {
+        kill_at: Instant,
+    },
+    /// Killed (harakiri, failed generation, stop deadline): waiting for its exit.
+    Killed,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Worker {
+    pub pid: i32,
+    pub slot: usize,
+    pub generation: u64,
+    pub state: WorkerState,
+    pub spawned_at: Instant,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum ReloadState {
+    Idle,
+    /// Waiting for [`Event::ConfigLoaded`].
+    Loading {
+        generation: u64,
+    },
+    /// The new generation is booting.
+    Booting {
+        generation: u64,
+        deadline: Instant,
+    },
+}
+
+#[derive(Debug, Clone, Default)]
+struct Debounce {
+    deadline: Option<Instant>,
+    /// Set while a writer holds a watched file open; capped by [`WRITE_SETTLE_MAX`].
+    writing_since: Option<Instant>,
+}
+
+/// The one owner of the master's state.
+#[derive(Debug)]
+pub struct Supervisor {
+    phase: Phase,
+    current: u64,
+    plans: BTreeMap<u64, GenerationPlan>,
+    workers: Vec<Worker>,
+    /// Spawns asked for and not yet answered: (generation, slot).
+    pending: Vec<(u64, usize)>,
+    /// Back-off per slot of the current generation.
+    slots: Vec<Backoff>,
+    reload: ReloadState,
+    waiters: Vec<RequestId>,
+    /// A reload asked for while one runs: its waiters.
+    queued: Option<Vec<RequestId>>,
+    last_reload: Option<ReloadOutcome>,
+    debounce: Debounce,
+    boot_deadline: Instant,
+    stop_deadline: Option<Instant>,
+    harakiri_at: Option<Instant>,
+    next_generation: u64,
+    listeners_closed: bool,
+}
+
+/// A read-only view for `status`.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    pub phase: Phase,
+    pub generation: u64,
+    pub reloading: bool,
+    pub workers: Vec<Worker>,
+    pub last_reload: Option<ReloadOutcome>,
+}
+
+impl Supervisor {
+    /// Starts generation 1 with `plan`: asks for its workers.
+    pub fn start(plan: GenerationPlan, now: Instant) -> (Self, Vec<Action>) {
+        let mut sup = Supervisor {
+            phase: Phase::Booting,
+            current: 1,
+            plans: BTreeMap::new(),
+            workers: Vec::new(),
+            pending: Vec::new(),
+            slots: vec![Backoff::default(); plan.processes],
+            reload: ReloadState::Idle,
+            waiters: Vec::new(),
+            queued: None,
+            last_reload: None,
+            debounce: Debounce::default(),
+            boot_deadline: now + BOOT_TIMEOUT,
+            stop_deadline: None,
+            harakiri_at: None,
+            next_generation: 2,
+            listeners_closed: false,
+        };
+        let processes = plan.processes;
+        sup.plans.insert(1, plan);
+        let mut actions = Vec::new();
+        for slot in 0..processes {
+            sup.spawn(1, slot, &mut actions);
+        }
+        sup.arm_harakiri(now);
+        (sup, actions)
+    }
+
+    pub fn phase(&self) -> Phase {
+        self.phase
+    }
+
+    pub fn snapshot(&self) -> Snapshot {
+        Snapshot {
+            phase: self.phase,
+            generation: self.current,
+            reloading: self.reload != ReloadState::Idle,
+            workers: self.workers.clone(),
+            last_reload: self.last_reload.clone(),
+        }
+    }
+
+    /// The worker record for `pid`, if it is one of ours.
+    pub fn worker(&self, pid: i32) -> Option<&Worker> {
+        self.workers.iter().find(|w| w.pid == pid)
+    }
+
+    /// When the loop must wake up with [`Event::Tick`] if nothing happens first.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        let mut deadlines = Vec::new();
+        if self.phase == Phase::Booting {
+            deadlines.push(self.boot_deadline);
+        }
+        if let Some(d) = self.debounce.deadline {
+            deadlines.push(match self.debounce.writing_since {
+                Some(since) => since + WRITE_SETTLE_MAX,
+                None => d,
+            });
+        }
+        if let ReloadState::Booting { deadline, .. } = self.reload {
+            deadlines.push(deadline);
+        }
+        deadlines.extend(self.slots.iter().filter_map(|s| s.respawn_at));
+        deadlines.extend(self.workers.iter().filter_map(|w| match w.state {
+            WorkerState::Retiring { kill_at } => Some(kill_at),
+            _ => None,
+        }));
+        deadlines.extend(self.stop_deadline);
+        deadlines.extend(self.harakiri_at);
+        deadlines.into_iter().min()
+    }
+
+    pub fn handle(&mut self, event: Event, now: Instant) -> Vec<Action> {
+        let mut actions = Vec::new();
+        match event {
+            Event::Signal(MasterSignal::Hup) => self.request_reload(Vec::new(), &mut actions),
+            Event::ReloadRequested(id) => self.request_reload(vec![id], &mut actions),
+            Event::Signal(MasterSignal::Term) => {
+                let escalate = matches!(self.phase, Phase::Stopping { .. });
+                self.begin_stop(escalate, 0, now, &mut actions)
+            }
+            Event::Signal(MasterSignal::Int) => self.begin_stop(true, 0, now, &mut actions),
+            Event::Signal(MasterSignal::Usr1) => actions.push(Action::LogStats),
+            Event::Signal(MasterSignal::Usr2) => actions.push(Action::ReopenLogs),
+            Event::StatusRequested(id) => actions.push(Action::ReplyStatus { request: id }),
+            Event::FilesChanged { writing } => self.files_changed(writing, now),
+            Event::ConfigLoaded { generation, result } => {
+                self.config_loaded(generation, result, now, &mut actions)
+            }
+            Event::Spawned {
+                slot,
+                generation,
+                pid,
+            } => self.spawned(slot, generation, pid, now, &mut actions),
+            Event::SpawnFailed {
+                slot,
+                generation,
+                reason,
+            } => {
+                self.pending.retain(|p| *p != (generation, slot));
+                let reason = format!("spawning worker {} failed: {reason}", slot + 1);
+                self.slot_failed(
+                    generation,
+                    slot,
+                    reason,
+                    Some(Duration::ZERO),
+                    now,
+                    &mut actions,
+                );
+            }
+            Event::WorkerReady { pid } => self.worker_ready(pid, now, &mut actions),
+            Event::WorkerExited {
+                pid,
+                reason,
+                detail,
+            } => self.worker_exited(pid, reason, detail, now, &mut actions),
+            Event::BusyWorkers(busy) => self.harakiri(busy, &mut actions),
+            Event::Tick => self.tick(now, &mut actions),
+        }
+        self.maybe_exit(&mut actions);
+        actions
+    }
+
+    // ---- reload ----------------------------------------------------------------
+
+    fn files_changed(&mut self, writing: bool, now: Instant) {
+        if matches!(self.phase, Phase::Stopping { .. }) {
+            return;
+        }
+        self.debounce.deadline = Some(now + DEBOUNCE);
+        if writing {
+            self.debounce.writing_since.get_or_insert(now);
+        } else {
+            self.debounce.writing_since = None;
+        }
+    }
+
+    fn request_reload(&mut self, waiters: Vec<RequestId>, actions: &mut Vec<Action>) {
+        if matches!(self.phase, Phase::Stopping { .. }) {
+            if !waiters.is_empty() {
+                actions.push(Action::ReplyReload {
+                    requests: waiters,
+                    outcome: ReloadOutcome::Aborted,
+                });
+            }
+            return;
+        }
+        if self.phase == Phase::Booting || self.reload != ReloadState::Idle {
+            debug!("reload queued behind the one in progress");
+            self.queued.get_or_insert_with(Vec::new).extend(waiters);
+            return;
+        }
+        info!(generation = self.current, "reload requested");
+        let generation = self.next_generation;
+        self.next_generation += 1;
+        self.reload = ReloadState::Loading { generation };
+        self.waiters = waiters;
+        actions.push(Action::Notify(Lifecycle::Reloading));
+        actions.push(Action::LoadConfig { generation });
+    }
+
+    fn config_loaded(
+        &mut self,
+        generation: u64,
+        result: Result<GenerationPlan, String>,
+        now: Instant,
+        actions: &mut Vec<Action>,
+    ) {
+        if self.reload != (ReloadState::Loading { generation }) {
+            return;
+        }
+        match result {
+            Err(reason) => {
+                error!(%reason, generation = self.current, "reload rejected, the running generation keeps serving");
+                self.finish_reload(ReloadOutcome::Rejected { reason }, actions);
+            }
+            Ok(plan) => {
+                info!(
+                    generation,
+                    processes = plan.processes,
+                    "starting new generation"
+                );
+                let first_slots = if plan.one_by_one {
+                    1.min(plan.processes)
+                } else {
+                    plan.processes
+                };
+                self.plans.insert(generation, plan);
+                self.reload = ReloadState::Booting {
+                    generation,
+                    deadline: now + BOOT_TIMEOUT,
+                };
+                for slot in 0..first_slots {
+                    self.spawn(generation, slot, actions);
+                }
+            }
+        }
+    }
+
+    fn finish_reload(&mut self, outcome: ReloadOutcome, actions: &mut Vec<Action>) {
+        self.reload = ReloadState::Idle;
+        actions.push(Action::ReplyReload {
+            requests: std::mem::take(&mut self.waiters),
+            outcome: outcome.clone(),
+        });
+        self.last_reload = Some(outcome);
+        actions.push(Action::Notify(Lifecycle::Ready));
+        if let Some(waiters) = self.queued.take() {
+            self.request_reload(waiters, actions);
+        }
+    }
+
+    fn fail_reload(&mut self, reason: String, actions: &mut Vec<Action>) {
+        let ReloadState::Booting { generation, .. } = self.reload else {
+            return;
+        };
+        error!(generation, %reason, "new generation failed to boot, the running generation keeps serving");
+        for w in self
+            .workers
+            .iter_mut()
+            .filter(|w| w.generation == generation)
+        {
+            if w.state != WorkerState::Killed {
+                w.state = WorkerState::Killed;
+                actions.push(Action::Signal {
+                    pid: w.pid,
+                    signal: WorkerSignal::Kill,
+                });
+            }
+        }
+        self.plans.remove(&generation);
+        actions.push(Action::Release { generation });
+        self.finish_reload(ReloadOutcome::Failed { generation, reason }, actions);
+    }
+
+    /// Every worker of the booting generation is ready (or, one by one, another
+    /// slot is): retire what it replaces.
+    fn new_worker_ready(
+        &mut self,
+        generation: u64,
+        slot: usize,
+        now: Instant,
+        actions: &mut Vec<Action>,
+    ) {
+        let plan = self.plans[&generation].clone();
+        if plan.one_by_one {
+            let (current, old_mercy) = (self.current, self.plans[&self.current].mercy);
+            self.retire_where(
+                |w| w.generation == current && w.slot == slot,
+                now + old_mercy,
+                actions,
+            );
+            if slot + 1 < plan.processes {
+                self.spawn(generation, slot + 1, actions);
+                return;
+            }
+        }
+        let ready = self
+            .workers
+            .iter()
+            .filter(|w| w.generation == generation && w.state == WorkerState::Ready)
+            .count();
+        if ready < plan.processes {
+            return;
+        }
+        let old = self.current;
+        let old_mercy = self.plans[&old].mercy;
+        self.retire_where(|w| w.generation != generation, now + old_mercy, actions);
+        self.current = generation;
+        self.slots = vec![Backoff::default(); plan.processes];
+        self.plans.remove(&old);
+        actions.push(Action::Activate { generation });
+        actions.push(Action::Release { generation: old });
+        info!(generation, previous = old, "new generation serving");
+        self.arm_harakiri(now);
+        self.finish_reload(ReloadOutcome::Serving { generation }, actions);
+    }
+
+    fn retire_where(
+        &mut self,
+        pred: impl Fn(&Worker) -> bool,
+        kill_at: Instant,
+        actions: &mut Vec<Action>,
+    ) {
+        for w in self.workers.iter_mut() {
+            if pred(w) && matches!(w.state, WorkerState::Booting | WorkerState::Ready) {
+                w.state = WorkerState::Retiring { kill_at };
+                actions.push(Action::Signal {
+                    pid: w.pid,
+                    signal: WorkerSignal::Graceful,
+                });
+            }
+        }
+    }
+
+    // ---- workers ---------------------------------------------------------------
+
+    fn spawn(&mut self, generation: u64, slot: usize, actions: &mut Vec<Action>) {
+        self.pending.push((generation, slot));
+        actions.push(Action::Spawn { slot, generation });
+    }
+
+    fn spawned(
+        &mut self,
+        slot: usize,
+        generation: u64,
+        pid: i32,
+        now: Instant,
+        actions: &mut Vec<Action>,
+    ) {
+        self.pending.retain(|p| *p != (generation, slot));
+        let mut state = WorkerState::Booting;
+        // A spawn answered after its generation was abandoned or the master began
+        // to stop: the process exists, so stop it rather than lose track of it.
+        if !self.plans.contains_key(&generation) || matches!(self.phase, Phase::Stopping { .. }) {
+            state = WorkerState::Killed;
+            actions.push(Action::Signal {
+                pid,
+                signal: WorkerSignal::Kill,
+            });
+        }
+        debug!(worker = slot + 1, pid, generation, "worker spawned");
+        self.workers.push(Worker {
+            pid,
+            slot,
+            generation,
+            state,
+            spawned_at: now,
+        });
+    }
+
+    fn worker_ready(&mut self, pid: i32, now: Instant, actions: &mut Vec<Action>) {
+        let Some(w) = self.workers.iter_mut().find(|w| w.pid == pid) else {
+            return;
+        };
+        if w.state != WorkerState::Booting {
+            return;
+        }
+        w.state = WorkerState::Ready;
+        let (generation, slot) = (w.generation, w.slot);
+        info!(worker = slot + 1, pid, generation, "worker ready");
+        if self.phase == Phase::Booting && generation == self.current {
+            let ready = self
+                .workers
+                .iter()
+                .filter(|w| w.state == WorkerState::Ready)
+                .count();
+            if ready == self.plans[&self.current].processes {
+                self.phase = Phase::Running;
+                info!(generation, workers = ready, "serving");
+                actions.push(Action::Notify(Lifecycle::Ready));
+                if let Some(waiters) = self.queued.take() {
+                    self.request_reload(waiters, actions);
+                }
+            }
+        } else if matches!(self.reload, ReloadState::Booting { generation: g, .. } if g == generation)
+        {
+            self.new_worker_ready(generation, slot, now, actions);
+        }
+    }
+
+    fn worker_exited(
+        &mut self,
+        pid: i32,
+        reason: ExitReason,
+        detail: Option<String>,
+        now: Instant,
+        actions: &mut Vec<Action>,
+    ) {
+        let Some(index) = self.workers.iter().position(|w| w.pid == pid) else {
+            return;
+        };
+        let w = self.workers.remove(index);
+        let expected = matches!(w.state, WorkerState::Retiring { .. } | WorkerState::Killed)
+            || matches!(self.phase, Phase::Stopping { .. });
+        if expected {
+            info!(
+                worker = w.slot + 1,
+                pid,
+                generation = w.generation,
+                ?reason,
+                "worker exited"
+            );
+            return;
+        }
+        let describe = || match (&reason, &detail) {
+            (ExitReason::AppLoadFailed, Some(d)) => format!("the app failed to load:\n{d}"),
+            (ExitReason::AppLoadFailed, None) => "the app failed to load".to_string(),
+            (r, _) => format!(
+                "worker {} (pid {pid}) died before it was ready: {r:?}",
+                w.slot + 1
+            ),
+        };
+        if matches!(self.reload, ReloadState::Booting { generation, .. } if generation == w.generation)
+        {
+            self.fail_reload(describe(), actions);
+            return;
+        }
+        if w.generation != self.current {
+            // An old generation's worker during a one-by-one reload: its slot is
+            // taken over by the new generation, so it is not replaced.
+            warn!(
+                worker = w.slot + 1,
+                pid,
+                generation = w.generation,
+                ?reason,
+                "worker of a previous generation died"
+            );
+            return;
+        }
+        if self.phase == Phase::Booting && reason == ExitReason::AppLoadFailed {
+            error!(reason = %describe(), "the app failed to load at start, giving up");
+            self.begin_stop(true, 1, now, actions);
+            return;
+        }
+        match reason {
+            ExitReason::Recycled(why) => info!(worker = w.slot + 1, pid, why, "worker recycled"),
+            _ => warn!(
+                worker = w.slot + 1,
+                pid,
+                generation = w.generation,
+                ?reason,
+                "worker died"
+            ),
+        }
+        // A recycled worker is replaced at once; a dead one goes through back-off.
+        let lived = match reason {
+            ExitReason::Recycled(_) => None,
+            _ => Some(now.saturating_duration_since(w.spawned_at)),
+        };
+        self.slot_failed(w.generation, w.slot, describe(), lived, now, actions);
+    }
+
+    /// A worker of `generation` in `slot` is gone (or never started): replace it
+    /// as the back-off policy says, or give up on what it belonged to. `lived` is
+    /// how long the dead worker ran; `None` for a planned recycle.
+    fn slot_failed(
+        &mut self,
+        generation: u64,
+        slot: usize,
+        reason: String,
+        lived: Option<Duration>,
+        now: Instant,
+        actions: &mut Vec<Action>,
+    ) {
+        if matches!(self.reload, ReloadState::Booting { generation: g, .. } if g == generation) {
+            self.fail_reload(reason, actions);
+            return;
+        }
+        if generation != self.current || matches!(self.phase, Phase::Stopping { .. }) {
+            return;
+        }
+        // During a one-by-one reload a slot already handed to the new generation
+        // stays with it.
+        if let ReloadState::Booting { generation: g, .. } = self.reload {
+            if self
+                .workers
+                .iter()
+                .any(|w| w.generation == g && w.slot == slot)
+            {
+                return;
+            }
+        }
+        let Some(backoff) = self.slots.get_mut(slot) else {
+            return;
+        };
+        let delay = match lived {
+            None => Duration::ZERO,
+            Some(lived) => backoff.record_failure(lived),
+        };
+        if self.phase == Phase::Booting && backoff.failures > COLD_START_ATTEMPTS {
+            error!(worker = slot + 1, attempts = backoff.failures, %reason, "workers keep dying at start, giving up");
+            self.begin_stop(true, 1, now, actions);
+            return;
+        }
+        if delay.is_zero() {
+            self.spawn(generation, slot, actions);
+        } else {
+            warn!(
+                worker = slot + 1,
+                delay_ms = delay.as_millis() as u64,
+                "worker keeps dying, delaying its respawn"
+            );
+            backoff.respawn_at = Some(now + delay);
+        }
+    }
+
+    fn harakiri(&mut self, busy: Vec<BusyWorker>, actions: &mut Vec<Action>) {
+        for b in busy {
+            let Some(w) = self.workers.iter_mut().find(|w| w.pid == b.pid) else {
+                continue;
+            };
+            let Some(limit) = self.plans.get(&w.generation).and_then(|p| p.harakiri) else {
+                continue;
+            };
+            if b.age >= limit
+                && matches!(w.state, WorkerState::Ready | WorkerState::Retiring { .. })
+            {
+                error!(
+                    worker = w.slot + 1,
+                    pid = w.pid,
+                    request = %b.request,
+                    age_ms = b.age.as_millis() as u64,
+                    "harakiri: request exceeded its time limit, killing the worker"
+                );
+                w.state = WorkerState::Killed;
+                actions.push(Action::Signal {
+                    pid: w.pid,
+                    signal: WorkerSignal::Kill,
+                });
+                // Killed on purpose: replace it at once, not as a crash.
+                if w.generation == self.current && !matches!(self.phase, Phase::Stopping { .. }) {
+                    let (generation, slot) = (w.generation, w.slot);
+                    self.spawn(generation, slot, actions);
+                }
+            }
+        }
+    }
+
+    // ---- stop ------------------------------------------------------------------
+
+    fn begin_stop(&mut self, fast: bool, code: i32, now: Instant, actions: &mut Vec<Action>) {
+        if let Phase::Stopping { fast: true, .. } = self.phase {
+            return;
+        }
+        let code = match self.phase {
+            Phase::Stopping { code: old, .. } => old.max(code),
+            _ => code,
+        };
+        info!(fast, "stopping");
+        self.phase = Phase::Stopping { fast, code };
+        if !self.listeners_closed {
+            self.listeners_closed = true;
+            actions.push(Action::Notify(Lifecycle::Stopping));
+            actions.push(Action::CloseListeners);
+        }
+        if self.reload != ReloadState::Idle || self.queued.is_some() {
+            let mut waiters = std::mem::take(&mut self.waiters);
+            waiters.extend(self.queued.take().unwrap_or_default());
+            self.reload = ReloadState::Idle;
+            actions.push(Action::ReplyReload {
+                requests: waiters,
+                outcome: ReloadOutcome::Aborted,
+            });
+        }
+        self.debounce = Debounce::default();
+        for s in self.slots.iter_mut() {
+            s.respawn_at = None;
+        }
+        self.harakiri_at = None;
+        let mercy = self
+            .plans
+            .get(&self.current)
+            .map(|p| p.mercy)
+            .unwrap_or(FAST_STOP_GRACE);
+        let signal = if fast {
+            WorkerSignal::Now
+        } else {
+            WorkerSignal::Graceful
+        };
+        self.stop_deadline = Some(now + if fast { FAST_STOP_GRACE } else { mercy });
+        for w in self.workers.iter_mut() {
+            if w.state != WorkerState::Killed {
+                actions.push(Action::Signal { pid: w.pid, signal });
+            }
+        }
+    }
+
+    fn maybe_exit(&mut self, actions: &mut Vec<Action>) {
+        if let Phase::Stopping { code, .. } = self.phase {
+            if self.workers.is_empty()
+                && self.pending.is_empty()
+                && !actions.iter().any(|a| matches!(a, Action::Exit(_)))
+            {
+                actions.push(Action::Exit(code));
+            }
+        }
+    }
+
+    // ---- timers ----------------------------------------------------------------
+
+    fn arm_harakiri(&mut self, now: Instant) {
+        if self.plans.values().any(|p| p.harakiri.is_some()) {
+            self.harakiri_at.get_or_insert(now + HARAKIRI_PERIOD);
+        }
+    }
+
+    fn tick(&mut self, now: Instant, actions: &mut Vec<Action>) {
+        if let Some(deadline) = self.debounce.deadline {
+            let settled = match self.debounce.writing_since {
+                Some(since) => now >= since + WRITE_SETTLE_MAX,
+                None => now >= deadline,
+            };
+            if settled {
+                self.debounce = Debounce::default();
+                self.request_reload(Vec::new(), actions);
+            }
+        }
+        if self.phase == Phase::Booting && now >= self.boot_deadline {
+            error!(
+                timeout_s = BOOT_TIMEOUT.as_secs(),
+                "the first generation did not become ready in time, giving up"
+            );
+            self.begin_stop(true, 1, now, actions);
+        }
+        if let ReloadState::Booting { deadline, .. } = self.reload {
+            if now >= deadline {
+                self.fail_reload(
+                    format!(
+                        "the new workers were not ready within {} s",
+                        BOOT_TIMEOUT.as_secs()
+                    ),
+                    actions,
+                );
+            }
+        }
+        let current = self.current;
+        let due: Vec<usize> = self
+            .slots
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.respawn_at.is_some_and(|t| now >= t))
+            .map(|(i, _)| i)
+            .collect();
+        for slot in due {
+            self.slots[slot].respawn_at = None;
+            self.spawn(current, slot, actions);
+        }
+        for w in self.workers.iter_mut() {
+            if let WorkerState::Retiring { kill_at } = w.state {
+                if now >= kill_at {
+                    warn!(
+                        worker = w.slot + 1,
+                        pid = w.pid,
+                        "worker took too long to finish, killing it"
+                    );
+                    w.state = WorkerState::Killed;
+                    actions.push(Action::Signal {
+                        pid: w.pid,
+                        signal: WorkerSignal::Kill,
+                    });
+                }
+            }
+        }
+        if self.stop_deadline.is_some_and(|t| now >= t) {
+            self.stop_deadline = None;
+            for w in self
+                .workers
+                .iter_mut()
+                .filter(|w| w.state != WorkerState::Killed)
+            {
+                warn!(
+                    worker = w.slot + 1,
+                    pid = w.pid,
+                    "worker still running at the stop deadline, killing it"
+                );
+                w.state = WorkerState::Killed;
+                actions.push(Action::Signal {
+                    pid: w.pid,
+                    signal: WorkerSignal::Kill,
+                });
+            }
+        }
+        if self.harakiri_at.is_some_and(|t| now >= t) {
+            self.harakiri_at = Some(now + HARAKIRI_PERIOD);
+            if self.workers.iter().any(|w| w.state == WorkerState::Ready) {
+                actions.push(Action::CheckHarakiri);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

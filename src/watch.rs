@@ -1,0 +1,202 @@
+//! Watching the config files (the ini, its includes, the env file, `touch-reload`
+//! files) for the reload trigger: inotify through the notify crate, a polling
+//! fallback where inotify is unavailable (`AMY_EMPEROR_WATCH=poll` forces it).
+//!
+//! We watch each file's *parent directory*, never the file itself: editors and
+//! deploy tools replace files by rename, which would orphan a watch on the old
+//! inode. For a symlinked path (capistrano's `current -> releases/N`), the
+//! directory holding each symlink is watched too, so a flip is seen. The watch set
+//! is recomputed after every change, so it survives any number of replacements.
+//!
+//! Only writes count: our own reads of the files (open, close-nowrite, access)
+//! are ignored, or every reload would trigger the next.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use notify::event::{AccessKind, AccessMode, EventKind, ModifyKind};
+use notify::RecursiveMode;
+
+use crate::supervisor::events::Event;
+use crate::supervisor::executor::{Inbox, Input};
+
+pub struct Watcher {
+    inner: Box<dyn notify::Watcher + Send>,
+    state: Arc<Mutex<WatchSet>>,
+    paths: Vec<PathBuf>,
+}
+
+/// What the notify callback matches events against.
+#[derive(Default)]
+struct WatchSet {
+    /// Exact paths whose change is a trigger.
+    names: HashSet<PathBuf>,
+    /// Directories currently watched.
+    dirs: HashSet<PathBuf>,
+}
+
+impl Watcher {
+    pub fn new(inbox: Inbox, paths: &[PathBuf]) -> notify::Result<Watcher> {
+        let state = Arc::new(Mutex::new(WatchSet::default()));
+        let filter = state.clone();
+        let handler = move |result: notify::Result<notify::Event>| {
+            let Ok(event) = result else {
+                return;
+            };
+            let Some(writing) = classify(&event.kind) else {
+                return;
+            };
+            let relevant = {
+                let set = filter.lock().unwrap_or_else(|p| p.into_inner());
+                event.paths.iter().any(|p| set.names.contains(p))
+            };
+            if relevant {
+                let _ = inbox.send(Input::Event(Event::FilesChanged { writing }));
+            }
+        };
+        let poll = std::env::var("AMY_EMPEROR_WATCH").is_ok_and(|v| v == "poll");
+        let inner: Box<dyn notify::Watcher + Send> = if poll {
+            Box::new(poll_watcher(handler)?)
+        } else {
+            match notify::recommended_watcher(handler.clone()) {
+                Ok(w) => Box::new(w),
+                Err(e) => {
+                    tracing::warn!(error = %e, "inotify unavailable, polling the config files every 2 s");
+                    Box::new(poll_watcher(handler)?)
+                }
+            }
+        };
+        let mut watcher = Watcher {
+            inner,
+            state,
+            paths: Vec::new(),
+        };
+        watcher.set_paths(paths);
+        Ok(watcher)
+    }
+
+    /// Watches exactly `paths` from now on.
+    pub fn set_paths(&mut self, paths: &[PathBuf]) {
+        self.paths = paths.to_vec();
+        self.refresh();
+    }
+
+    /// Recomputes the watched directories (symlinks may point elsewhere now,
+    /// directories may have been re-created).
+    pub fn refresh(&mut self) {
+        let mut names = HashSet::new();
+        let mut dirs = HashSet::new();
+        for path in &self.paths {
+            for candidate in trigger_paths(path) {
+                if let Some(parent) = candidate.parent() {
+                    dirs.insert(parent.to_path_buf());
+                }
+                names.insert(candidate);
+            }
+        }
+        let mut set = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        for gone in set.dirs.difference(&dirs) {
+            let _ = self.inner.unwatch(gone);
+        }
+        let mut watched = HashSet::new();
+        for dir in &dirs {
+            // Re-adding an existing inotify watch is cheap and re-arms a directory
+            // that was deleted and created again.
+            match self.inner.watch(dir, RecursiveMode::NonRecursive) {
+                Ok(()) => {
+                    watched.insert(dir.clone());
+                }
+                Err(e) => {
+                    tracing::warn!(dir = %dir.display(), error = %e, "cannot watch directory")
+                }
+            }
+        }
+        set.names = names;
+        set.dirs = watched;
+    }
+}
+
+fn poll_watcher<F: notify::EventHandler>(handler: F) -> notify::Result<notify::PollWatcher> {
+    let config = notify::Config::default()
+        .with_poll_interval(Duration::from_secs(2))
+        .with_compare_contents(false);
+    notify::PollWatcher::new(handler, config)
+}
+
+/// `Some(writing)` for a change that counts; `writing` is true while a writer may
+/// still be filling the file (a data modification not yet followed by its close).
+fn classify(kind: &EventKind) -> Option<bool> {
+    match kind {
+        EventKind::Modify(ModifyKind::Data(_)) => Some(true),
+        EventKind::Modify(_) | EventKind::Create(_) | EventKind::Remove(_) => Some(false),
+        EventKind::Access(AccessKind::Close(AccessMode::Write)) => Some(false),
+        EventKind::Any | EventKind::Other => Some(false),
+        EventKind::Access(_) => None,
+    }
+}
+
+/// The path itself, and every ancestor that is a symlink: a change to any of
+/// them changes what the path refers to.
+fn trigger_paths(path: &Path) -> Vec<PathBuf> {
+    let mut out = vec![path.to_path_buf()];
+    let mut ancestor = path.parent();
+    while let Some(a) = ancestor {
+        if a.symlink_metadata()
+            .is_ok_and(|m| m.file_type().is_symlink())
+        {
+            out.push(a.to_path_buf());
+        }
+        ancestor = a.parent();
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use notify::event::{CreateKind, DataChange, MetadataKind, RenameMode};
+
+    #[test]
+    fn reads_do_not_trigger_and_writes_do() {
+        assert_eq!(
+            classify(&EventKind::Access(AccessKind::Open(AccessMode::Any))),
+            None
+        );
+        assert_eq!(
+            classify(&EventKind::Access(AccessKind::Close(AccessMode::Read))),
+            None
+        );
+        assert_eq!(
+            classify(&EventKind::Access(AccessKind::Close(AccessMode::Write))),
+            Some(false)
+        );
+        assert_eq!(
+            classify(&EventKind::Modify(ModifyKind::Data(DataChange::Any))),
+            Some(true)
+        );
+        assert_eq!(
+            classify(&EventKind::Modify(ModifyKind::Metadata(MetadataKind::Any))),
+            Some(false)
+        );
+        assert_eq!(
+            classify(&EventKind::Modify(ModifyKind::Name(RenameMode::To))),
+            Some(false)
+        );
+        assert_eq!(classify(&EventKind::Create(CreateKind::File)), Some(false));
+    }
+
+    #[test]
+    fn a_symlinked_ancestor_is_a_trigger_too() {
+        let dir = std::env::temp_dir().join(format!("amy-watch-{}", std::process::id()));
+        let release = dir.join("releases/1");
+        std::fs::create_dir_all(&release).unwrap();
+        let current = dir.join("current");
+        let _ = std::fs::remove_file(&current);
+        std::os::unix::fs::symlink(&release, &current).unwrap();
+        let ini = current.join("amy_uwsgi.ini");
+        assert_eq!(trigger_paths(&ini), vec![ini.clone(), current.clone()]);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -1,0 +1,216 @@
+//! Starting one worker process: fork+exec of the app's Python with the bundled
+//! worker, its descriptors laid out as `contract` says, in a process group of its
+//! own (so `stop` also reaches whatever the app spawned).
+
+use std::ffi::OsString;
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::path::PathBuf;
+use std::process::Stdio;
+
+use serde_json::json;
+use tokio::process::{Child, Command};
+
+use super::contract::{
+    self, BOOTSTRAP, ENV_CONFIG, FD_CONTROL, FD_FIRST_LISTENER, FD_MASTER_ALIVE, FD_SCOREBOARD,
+    FD_SOURCE,
+};
+use crate::config::{Config, Protocol};
+use crate::scoreboard::Scoreboard;
+
+/// Descriptors shared by every worker of this master.
+pub struct SharedFds<'a> {
+    /// Write end of the log pipe: the worker's stdout and stderr.
+    pub log: &'a OwnedFd,
+    /// Read end of the master-alive pipe.
+    pub master_alive: &'a OwnedFd,
+    /// The sealed memfd holding the worker source.
+    pub source: &'a OwnedFd,
+}
+
+/// A listening socket as the worker sees it.
+pub struct ListenerFd<'a> {
+    pub fd: &'a OwnedFd,
+    pub protocol: Protocol,
+    pub name: String,
+}
+
+/// A started worker: the process, the read end of its control pipe, its scoreboard.
+pub struct Spawned {
+    pub child: Child,
+    pub control: OwnedFd,
+    pub scoreboard: Scoreboard,
+}
+
+/// The interpreter to run: the virtualenv's, else `python3` from PATH.
+pub fn python_for(config: &Config) -> PathBuf {
+    match &config.home {
+        Some(home) => home.join("bin").join("python"),
+        None => PathBuf::from("python3"),
+    }
+}
+
+/// The worker's environment, built afresh for every spawn: the master's start-up
+/// environment, then the config's (env file, then `env =` lines), then the contract.
+pub fn environment(
+    base: &[(OsString, OsString)],
+    config: &Config,
+    worker_json: String,
+) -> Vec<(OsString, OsString)> {
+    let mut env: Vec<(OsString, OsString)> = base.to_vec();
+    let mut set = |name: OsString, value: OsString| {
+        env.retain(|(n, _)| *n != name);
+        env.push((name, value));
+    };
+    for var in &config.env {
+        set(var.name.clone().into(), var.value.clone().into());
+    }
+    if let Some(home) = &config.home {
+        // What `source venv/bin/activate` would do; the app's subprocesses find the venv.
+        set("VIRTUAL_ENV".into(), home.clone().into());
+    }
+    set(ENV_CONFIG.into(), worker_json.into());
+    env
+}
+
+/// The JSON the worker reads from [`ENV_CONFIG`].
+pub fn worker_json(
+    config: &Config,
+    id: usize,
+    generation: u64,
+    listeners: &[ListenerFd<'_>],
+) -> String {
+    let listeners: Vec<_> = listeners
+        .iter()
+        .enumerate()
+        .map(|(i, l)| json!({"fd": FD_FIRST_LISTENER + i as i32, "proto": l.protocol.as_str(), "name": l.name}))
+        .collect();
+    json!({
+        "id": id,
+        "generation": generation,
+        "module": config.module,
+        "wsgi_file": config.wsgi_file,
+        "callable": config.callable,
+        "chdir": config.chdir,
+        "pythonpath": config.pythonpath,
+        "threads": config.threads,
+        "processes": config.processes,
+        "buffer_size": config.buffer_size,
+        "disable_logging": config.disable_logging,
+        "max_requests": config.max_requests,
+        "reload_on_rss_mb": config.reload_on_rss_mb,
+        "harakiri": config.harakiri.map(|d| d.as_secs_f64()),
+        "listeners": listeners,
+    })
+    .to_string()
+}
+
+/// Forks and execs worker `id` (1-based) of `generation`.
+pub fn spawn(
+    config: &Config,
+    base_env: &[(OsString, OsString)],
+    id: usize,
+    generation: u64,
+    shared: &SharedFds<'_>,
+    listeners: &[ListenerFd<'_>],
+) -> io::Result<Spawned> {
+    let (control_read, control_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+    let (scoreboard, scoreboard_fd) = Scoreboard::create()?;
+    let json = worker_json(config, id, generation, listeners);
+
+    // Descriptor moves done in the child, listed here so the child only does
+    // syscalls: (source fd in the parent, the fd number the worker expects).
+    let mut moves: Vec<(RawFd, RawFd)> = vec![
+        (control_write.as_raw_fd(), FD_CONTROL),
+        (shared.master_alive.as_raw_fd(), FD_MASTER_ALIVE),
+        (scoreboard_fd.as_raw_fd(), FD_SCOREBOARD),
+        (shared.source.as_raw_fd(), FD_SOURCE),
+    ];
+    for (i, l) in listeners.iter().enumerate() {
+        moves.push((l.fd.as_raw_fd(), FD_FIRST_LISTENER + i as i32));
+    }
+
+    let mut cmd = Command::new(python_for(config));
+    cmd.arg("-c")
+        .arg(BOOTSTRAP)
+        .arg("amy-emperor-worker")
+        .arg(id.to_string())
+        .arg(generation.to_string())
+        .env_clear()
+        .envs(environment(base_env, config, json))
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(shared.log.try_clone()?))
+        .stderr(Stdio::from(shared.log.try_clone()?))
+        .kill_on_drop(false);
+    // SAFETY: the closure runs in the forked child before exec and only makes
+    // async-signal-safe syscalls (fcntl, dup2, setpgid) on integers prepared above;
+    // it allocates nothing and takes no lock.
+    unsafe {
+        cmd.pre_exec(move || place_fds(&moves));
+    }
+    let child = cmd.spawn()?;
+    drop(control_write);
+    drop(scoreboard_fd);
+    Ok(Spawned {
+        child,
+        control: control_read,
+        scoreboard,
+    })
+}
+
+/// In the child: move every descriptor to its contract number. Sources are first
+/// copied above the target range so that no move overwrites a later source.
+fn place_fds(moves: &[(RawFd, RawFd)]) -> io::Result<()> {
+    const SCRATCH: RawFd = 512;
+    let mut scratch = [0 as RawFd; 64];
+    if moves.len() > scratch.len() {
+        return Err(io::Error::from_raw_os_error(libc::EMFILE));
+    }
+    for (i, (src, _)) in moves.iter().enumerate() {
+        // SAFETY: plain fcntl on an fd inherited from the parent.
+        let fd = unsafe { libc::fcntl(*src, libc::F_DUPFD_CLOEXEC, SCRATCH) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        scratch[i] = fd;
+    }
+    for (i, (_, target)) in moves.iter().enumerate() {
+        // SAFETY: dup2 onto a fixed number; dup2 clears CLOEXEC on the target,
+        // which is what lets it survive exec. The scratch copy stays CLOEXEC.
+        if unsafe { libc::dup2(scratch[i], *target) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    // A process group of its own: signals for the worker reach its children too,
+    // and a Ctrl-C at the terminal reaches only the master, which decides.
+    // SAFETY: setpgid on ourselves.
+    if unsafe { libc::setpgid(0, 0) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// A sealed memfd holding the worker source, shared read-only by every worker.
+pub fn source_memfd() -> io::Result<OwnedFd> {
+    use nix::sys::memfd::{memfd_create, MemFdCreateFlag};
+    let fd = memfd_create(
+        c"amy-worker.py",
+        MemFdCreateFlag::MFD_CLOEXEC | MemFdCreateFlag::MFD_ALLOW_SEALING,
+    )?;
+    let mut file = std::fs::File::from(fd);
+    io::Write::write_all(&mut file, contract::WORKER_SOURCE.as_bytes())?;
+    let fd = OwnedFd::from(file);
+    // SAFETY: fcntl on an fd we own; the seals make the source immutable, so a
+    // worker cannot change what the next worker runs.
+    let sealed = unsafe {
+        libc::fcntl(
+            fd.as_raw_fd(),
+            libc::F_ADD_SEALS,
+            libc::F_SEAL_WRITE | libc::F_SEAL_GROW | libc::F_SEAL_SHRINK | libc::F_SEAL_SEAL,
+        )
+    };
+    if sealed < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(fd)
+}

@@ -1,0 +1,306 @@
+"""Launch python/amy_worker.py standalone, exactly as the master does
+(src/worker/contract.rs): listening sockets, control and master-alive pipes, the
+scoreboard memfd, the source memfd and `python -c BOOTSTRAP` with the JSON config
+in AMY_EMPEROR_WORKER. A harness for the worker, not a second master."""
+
+import json
+import mmap
+import os
+import re
+import select
+import signal
+import socket
+import struct
+import sys
+import time
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+APPS = os.path.join(ROOT, "tests", "apps")
+WORKER_SOURCE = os.path.join(ROOT, "python", "amy_worker.py")
+CONTRACT = os.path.join(ROOT, "src", "worker", "contract.rs")
+VENV_PYTHON = os.path.join(ROOT, ".venv-test", "bin", "python")
+
+
+def _contract_constant(name):
+    """Read a constant from contract.rs so the harness cannot drift from it."""
+    text = open(CONTRACT).read()
+    m = re.search(r"pub const %s: [^=]+=\s*(.+?);\n" % name, text, re.S)
+    assert m, name
+    value = m.group(1).strip()
+    if value.startswith('"'):
+        return json.loads(value)
+    return value
+
+
+BOOTSTRAP = _contract_constant("BOOTSTRAP")
+ENV_CONFIG = _contract_constant("ENV_CONFIG")
+FD_CONTROL = int(_contract_constant("FD_CONTROL"))
+FD_MASTER_ALIVE = int(_contract_constant("FD_MASTER_ALIVE"))
+FD_SCOREBOARD = int(_contract_constant("FD_SCOREBOARD"))
+FD_SOURCE = int(_contract_constant("FD_SOURCE"))
+FD_FIRST_LISTENER = int(_contract_constant("FD_FIRST_LISTENER"))
+SCOREBOARD_SIZE = int(_contract_constant("SCOREBOARD_SIZE"))
+SCOREBOARD = struct.Struct("<dQQdQH")
+
+
+def wait_for(predicate, timeout=10.0, what="condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.01)
+    raise AssertionError("timed out waiting for " + what)
+
+
+class Worker:
+    """One worker process plus the master-side ends of its fds."""
+
+    def __init__(self, tmp_path, app="pep3333", listeners=("uwsgi-unix",), chdir=APPS, python=VENV_PYTHON, env=None, share=None, **cfg):
+        """`share`: another Worker whose listening sockets this one accepts on too
+        (a second process of the same pool)."""
+        self.tmp_path = tmp_path
+        self.log_path = os.path.join(str(tmp_path), "worker-%d.log" % id(self))
+        self.sockets = []
+        self.addresses = []
+        specs = []
+        for i, kind in enumerate(listeners):
+            proto, family = kind.split("-")
+            if share is not None:
+                s = share.sockets[i]
+                addr = share.addresses[i]
+            elif family == "unix":
+                path = os.path.join(str(tmp_path), "w%d-s%d.sock" % (id(self) % 100000, i))
+                s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                s.bind(path)
+                addr = path
+            else:
+                s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                s.bind(("127.0.0.1", 0))
+                addr = s.getsockname()
+            s.listen(1024)
+            self.sockets.append(s)
+            self.addresses.append(addr)
+            specs.append({"fd": FD_FIRST_LISTENER + i, "proto": proto, "name": kind})
+        config = {
+            "id": 1,
+            "generation": 1,
+            "module": app,
+            "wsgi_file": None,
+            "callable": None,
+            "chdir": chdir,
+            "pythonpath": [],
+            "threads": 1,
+            "processes": 1,
+            "buffer_size": None,
+            "disable_logging": False,
+            "max_requests": 0,
+            "reload_on_rss_mb": None,
+            "harakiri": None,
+            "listeners": specs,
+        }
+        config.update(cfg)
+        self.config = config
+
+        control_r, control_w = os.pipe()
+        alive_r, alive_w = os.pipe()
+        self.control = control_r
+        self.alive_w = alive_w
+        board = os.memfd_create("amy-scoreboard")
+        os.ftruncate(board, SCOREBOARD_SIZE)
+        self.scoreboard = mmap.mmap(board, SCOREBOARD_SIZE)
+        source = os.memfd_create("amy-worker-source")
+        with open(WORKER_SOURCE, "rb") as f:
+            os.write(source, f.read())
+        os.lseek(source, 0, os.SEEK_SET)
+        log = os.open(self.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        devnull = os.open(os.devnull, os.O_RDONLY)
+
+        wanted = [(devnull, 0), (log, 1), (log, 2), (control_w, FD_CONTROL), (alive_r, FD_MASTER_ALIVE), (board, FD_SCOREBOARD), (source, FD_SOURCE)]
+        wanted += [(s.fileno(), spec["fd"]) for s, spec in zip(self.sockets, specs)]
+        # Move every source fd above the targets first so a dup2 never clobbers one.
+        high = [(_dup_high(fd), target) for fd, target in wanted]
+        actions = [(os.POSIX_SPAWN_DUP2, fd, target) for fd, target in high]
+        child_env = dict(os.environ if env is None else env)
+        child_env[ENV_CONFIG] = json.dumps(config)
+        child_env.pop("PYTHONPATH", None)
+        self.proc_pid = os.posix_spawn(python, [python, "-c", BOOTSTRAP, "amy-emperor-worker", "1", "1"], child_env, file_actions=actions)
+        for fd, _ in high:
+            os.close(fd)
+        for fd in (control_w, alive_r, board, source, log, devnull):
+            os.close(fd)
+        self.pid = self.proc_pid
+        self.returncode = None
+
+    # -- lifecycle
+
+    def wait_ready(self, timeout=20.0):
+        """The contract's readiness: `ready\\n` on the control pipe."""
+        r, _, _ = select.select([self.control], [], [], timeout)
+        assert r, "worker not ready in %ss; log:\n%s" % (timeout, self.log())
+        data = os.read(self.control, 64)
+        assert data == b"ready\n", "control pipe said %r; log:\n%s" % (data, self.log())
+        return self
+
+    def poll(self):
+        if self.returncode is None:
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+            if pid:
+                self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+    def wait_exit(self, timeout=10.0):
+        wait_for(lambda: self.poll() is not None, timeout, "worker exit")
+        return self.returncode
+
+    def kill(self):
+        if self.poll() is None:
+            os.kill(self.pid, signal.SIGKILL)
+            self.wait_exit()
+
+    def close(self):
+        self.kill()
+        for s in self.sockets:
+            s.close()
+        for fd in (self.control, self.alive_w):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+    def master_gone(self):
+        os.close(self.alive_w)
+
+    def log(self):
+        with open(self.log_path, "rb") as f:
+            return f.read().decode("utf-8", "replace")
+
+    def board(self):
+        start, requests, sent, seconds, exceptions, n = SCOREBOARD.unpack_from(self.scoreboard, 0)
+        text = bytes(self.scoreboard[42 : 42 + n]).decode("latin-1")
+        return {"start": start, "requests": requests, "bytes": sent, "seconds": seconds, "exceptions": exceptions, "request": text}
+
+
+def _dup_high(fd):
+    import fcntl
+
+    return fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 100)
+
+
+@pytest.fixture
+def spawn(tmp_path):
+    started = []
+
+    def start(ready=True, **kwargs):
+        w = Worker(tmp_path, **kwargs)
+        started.append(w)
+        if ready:
+            w.wait_ready()
+        return w
+
+    yield start
+    for w in started:
+        w.close()
+
+
+# ------------------------------------------------------------------ clients
+
+
+def pack_uwsgi(pairs, modifier1=0):
+    block = b""
+    for key, value in pairs:
+        key = key.encode("latin-1") if isinstance(key, str) else key
+        value = value.encode("latin-1") if isinstance(value, str) else value
+        block += struct.pack("<H", len(key)) + key + struct.pack("<H", len(value)) + value
+    return struct.pack("<BHB", modifier1, len(block), 0) + block
+
+
+def nginx_vars(method="GET", uri="/", body=b"", headers=(), content_type=""):
+    """The vars nginx's default uwsgi_params send, in its order."""
+    path, _, query = uri.partition("?")
+    pairs = [
+        ("QUERY_STRING", query),
+        ("REQUEST_METHOD", method),
+        ("CONTENT_TYPE", content_type),
+        ("CONTENT_LENGTH", str(len(body)) if body else ""),
+        ("REQUEST_URI", uri),
+        ("PATH_INFO", path),
+        ("DOCUMENT_ROOT", "/usr/share/nginx/html"),
+        ("SERVER_PROTOCOL", "HTTP/1.1"),
+        ("REQUEST_SCHEME", "http"),
+        ("REMOTE_ADDR", "127.0.0.1"),
+        ("REMOTE_PORT", "50000"),
+        ("SERVER_PORT", "80"),
+        ("SERVER_NAME", "localhost"),
+        ("HTTP_HOST", "localhost"),
+        ("HTTP_USER_AGENT", "test"),
+    ]
+    pairs += list(headers)
+    return pairs
+
+
+def connect(addr, timeout=15.0):
+    family = socket.AF_UNIX if isinstance(addr, str) else socket.AF_INET
+    s = socket.socket(family, socket.SOCK_STREAM)
+    s.settimeout(timeout)
+    s.connect(addr)
+    return s
+
+
+def recv_all(s):
+    parts = []
+    while True:
+        try:
+            chunk = s.recv(65536)
+        except ConnectionResetError:
+            parts.append(b"<RST>")
+            break
+        if not chunk:
+            break
+        parts.append(chunk)
+    return b"".join(parts)
+
+
+def raw_request(addr, data, split=None, shutdown=False):
+    """Send bytes (optionally one `split`-sized piece at a time) and read to EOF."""
+    s = connect(addr)
+    try:
+        if split:
+            for i in range(0, len(data), split):
+                s.sendall(data[i : i + split])
+        else:
+            s.sendall(data)
+        if shutdown:
+            s.shutdown(socket.SHUT_WR)
+        return recv_all(s)
+    finally:
+        s.close()
+
+
+class Response:
+    def __init__(self, raw):
+        self.raw = raw
+        head, sep, self.body = raw.partition(b"\r\n\r\n")
+        assert sep, "no header end in %r" % raw[:200]
+        lines = head.decode("latin-1").split("\r\n")
+        self.status_line = lines[0]
+        parts = lines[0].split(" ", 2)
+        self.protocol = parts[0]
+        self.status = int(parts[1])
+        self.headers = [tuple(line.split(": ", 1)) for line in lines[1:]]
+
+    def header(self, name):
+        for k, v in self.headers:
+            if k.lower() == name.lower():
+                return v
+        return None
+
+    def json(self):
+        return json.loads(self.body)
+
+
+def uwsgi(addr, method="GET", uri="/", body=b"", headers=(), split=None, content_type=""):
+    packet = pack_uwsgi(nginx_vars(method, uri, body, headers, content_type)) + body
+    return Response(raw_request(addr, packet, split=split))
