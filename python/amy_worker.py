@@ -73,7 +73,6 @@ DRAIN_TIMEOUT = 5.0
 READ_SLACK = 8192
 
 _SB = struct.Struct("<dQQdQH%ds" % SCOREBOARD_REQ_MAX)
-_U16 = struct.Struct("<H")
 
 # Framing and routing vars: a duplicate with a different value is a 400 (an
 # ambiguous request is refused rather than guessed).
@@ -368,6 +367,7 @@ class Worker(object):
 
         self.scoreboard = mmap.mmap(FD_SCOREBOARD, SCOREBOARD_SIZE)
         self.app_lock = None
+        self.requests_objs = []
 
     def ctime(self, t):
         sec = int(t)
@@ -460,6 +460,10 @@ class Request(object):
         self.head_only = False
         self.start_response = self._start_response
         self.write = self._write
+        # Set while the thread waits for a connection's first bytes.
+        self.conn = -1
+        self.first_read_deadline = 0.0
+        worker.requests_objs.append(self)
 
     def reset(self, fd, proto, http):
         self.fd = fd
@@ -788,10 +792,15 @@ def _read_more(fd, mv, n, need, deadline, what):
 
 
 def handle_uwsgi(worker, req, fd, addr, buf, mv, base, listener):
+    # A connection that sends nothing is cut by the watchdog (watch_master).
+    req.conn = fd
+    req.first_read_deadline = time.monotonic() + HEADER_TIMEOUT
     try:
         n = os.readv(fd, [mv])
     except OSError:
         return CLOSE
+    finally:
+        req.first_read_deadline = 0.0
     if n < 4 or n < 4 + (buf[1] | (buf[2] << 8)):
         if n == 0:
             return CLOSE
@@ -851,8 +860,13 @@ def _read_more_uwsgi(worker, fd, buf, mv, n):
 
 def handle_http(worker, req, fd, addr, buf, mv, base, listener):
     limit = 4 + worker.max_block
+    req.conn = fd
+    req.first_read_deadline = time.monotonic() + HEADER_TIMEOUT
     try:
-        n = os.readv(fd, [mv[:limit]])
+        try:
+            n = os.readv(fd, [mv[:limit]])
+        finally:
+            req.first_read_deadline = 0.0
         if n == 0:
             return CLOSE
         end = buf.find(b"\r\n\r\n", 0, n)
@@ -1084,6 +1098,24 @@ def _set_sys_path(cfg):
     sys.path[:] = entries + [cwd] + rest
 
 
+def _cut_silent(req):
+    fd = req.conn
+    try:
+        s = socket.socket(fileno=fd)
+    except OSError:
+        return
+    try:
+        # Re-checked after the probing syscalls above: the fd must still be the
+        # silent connection, not a newer one that reused its number.
+        if req.conn == fd and req.first_read_deadline:
+            s.shutdown(socket.SHUT_RDWR)
+            log("closed a connection that sent nothing in %ds" % HEADER_TIMEOUT)
+    except OSError:
+        pass
+    finally:
+        s.detach()
+
+
 def _contract_error(msg):
     try:
         os.write(2, ("amy-worker: contract violation: %s\n" % msg).encode())
@@ -1165,10 +1197,23 @@ def run(worker, listeners):
     signal.signal(signal.SIGQUIT, on_quit)
 
     def watch_master():
+        """Wait for the master's EOF; once a second, cut connections that sent
+        nothing for HEADER_TIMEOUT (a unix socket's accepted connection does not
+        inherit the listener's SO_RCVTIMEO, and a timeout per connection would
+        cost a syscall per request)."""
         signal.pthread_sigmask(signal.SIG_BLOCK, (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT))
+        poller = select.poll()
+        poller.register(FD_MASTER_ALIVE, select.POLLIN)
         try:
-            while os.read(FD_MASTER_ALIVE, 64):
-                pass
+            while True:
+                if poller.poll(1000):
+                    if not os.read(FD_MASTER_ALIVE, 64):
+                        break
+                    continue
+                now = time.monotonic()
+                for req in worker.requests_objs:
+                    if 0.0 < req.first_read_deadline < now:
+                        _cut_silent(req)
         except OSError:
             pass
         # The master is gone: behave as on SIGTERM (finish the request, exit).

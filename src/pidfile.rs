@@ -558,6 +558,44 @@ mod tests {
         assert_eq!((meta.dev(), meta.ino()), winners[0].inode);
     }
 
+    /// A tiny tmpfs, unmounted when dropped; `None` where mounting is not allowed.
+    struct TinyFs(TempDir);
+    impl TinyFs {
+        fn mount() -> Option<Self> {
+            let dir = TempDir::new();
+            let ok = Command::new("mount")
+                .args(["-t", "tmpfs", "-o", "size=16k", "tmpfs"])
+                .arg(&dir.0)
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success());
+            ok.then_some(TinyFs(dir))
+        }
+    }
+    impl Drop for TinyFs {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg(&self.0 .0).status();
+        }
+    }
+
+    #[test]
+    fn full_disk_fails_without_leaving_an_empty_pidfile() {
+        let Some(fs) = TinyFs::mount() else {
+            return; // needs root
+        };
+        let mut filler = File::create(fs.0 .0.join("filler")).unwrap();
+        while filler.write_all(&[0u8; 4096]).is_ok() {}
+        drop(filler);
+        let path = fs.0 .0.join("amy.pid");
+        let err = acquire(&path).unwrap_err();
+        assert!(matches!(err, PidfileError::Io { .. }), "{err}");
+        let left: Vec<_> = std::fs::read_dir(&fs.0 .0)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(left, vec![std::ffi::OsString::from("filler")]);
+    }
+
     #[test]
     fn unwritable_directory_fails_without_leaving_a_file() {
         let dir = TempDir::new();

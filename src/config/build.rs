@@ -92,8 +92,7 @@ pub fn build(
     let chdir = ex
         .opts
         .iter()
-        .filter(|o| o.key == "chdir")
-        .last()
+        .rfind(|o| o.key == "chdir")
         .map(|o| resolve(cwd, &o.value));
     let app_base = chdir.clone().unwrap_or_else(|| cwd.to_path_buf());
 

@@ -367,18 +367,15 @@ impl<'a> Expander<'a> {
             }
             LogicKind::ForReadline => {
                 let path = self.cwd().join(data);
-                match self.read_env_file_for_loop(&path, &logic.origin)? {
-                    Some(lines) => {
-                        for (i, line) in lines.into_iter().enumerate() {
-                            let env_line = EnvLine {
-                                path: path.clone(),
-                                line: i + 1,
-                                raw: line.clone(),
-                            };
-                            emit(self, &line, Some(env_line))?;
-                        }
+                if let Some(lines) = self.read_env_file_for_loop(&path, &logic.origin)? {
+                    for (i, line) in lines.into_iter().enumerate() {
+                        let env_line = EnvLine {
+                            path: path.clone(),
+                            line: i + 1,
+                            raw: line.clone(),
+                        };
+                        emit(self, &line, Some(env_line))?;
                     }
-                    None => {}
                 }
             }
             LogicKind::IfEnv | LogicKind::IfNotEnv => {

@@ -542,7 +542,12 @@ impl Supervisor {
             return;
         }
         if self.phase == Phase::Booting && reason == ExitReason::AppLoadFailed {
-            error!(reason = %describe(), "the app failed to load at start, giving up");
+            // The worker logged the traceback; name its last line, not all of it again.
+            let last = detail
+                .as_deref()
+                .and_then(|d| d.trim_end().lines().last())
+                .unwrap_or("see the traceback above");
+            error!(error = last, "the app failed to load at start, giving up");
             self.begin_stop(true, 1, now, actions);
             return;
         }
@@ -693,8 +698,18 @@ impl Supervisor {
         };
         self.stop_deadline = Some(now + if fast { FAST_STOP_GRACE } else { mercy });
         for w in self.workers.iter_mut() {
-            if w.state != WorkerState::Killed {
-                actions.push(Action::Signal { pid: w.pid, signal });
+            match w.state {
+                WorkerState::Killed => {}
+                // Nothing to finish while importing the app: do not make it print
+                // a KeyboardInterrupt traceback over the reason we are stopping.
+                WorkerState::Booting => {
+                    w.state = WorkerState::Killed;
+                    actions.push(Action::Signal {
+                        pid: w.pid,
+                        signal: WorkerSignal::Kill,
+                    });
+                }
+                _ => actions.push(Action::Signal { pid: w.pid, signal }),
             }
         }
     }

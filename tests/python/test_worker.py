@@ -4,6 +4,7 @@ import http.client
 import json
 import os
 import re
+import select
 import signal
 import socket
 import struct
@@ -572,3 +573,40 @@ def test_django_app_renders_a_page(spawn, tmp_path):
     assert ("Notes served by %d" % w.pid).encode() in r.body
     r, data = http_get(w.addresses[1], "/")
     assert r.status == 200 and b"first note" in data
+
+
+# ------------------------------------------------------------ slow clients
+
+
+def test_silent_unix_connection_is_cut_and_the_worker_serves_again(spawn):
+    w = spawn()
+    s = connect(w.addresses[0], timeout=20)
+    t0 = time.monotonic()
+    assert recv_all(s) == b""
+    assert time.monotonic() - t0 <= 12
+    s.close()
+    assert "sent nothing" in w.log()
+    served_after(w)
+
+
+def test_drip_client_is_cut_at_the_total_header_deadline(spawn):
+    """Reliability row 36: 1 byte every 2 s must not survive past ~10 s."""
+    w = spawn()
+    packet = pack_uwsgi(nginx_vars(uri="/pid"))
+    s = connect(w.addresses[0], timeout=20)
+    t0 = time.monotonic()
+    answer = b""
+    for byte in packet:
+        try:
+            s.sendall(bytes([byte]))
+        except OSError:
+            break
+        r, _, _ = select.select([s], [], [], 2.0)
+        if r:
+            answer = recv_all(s)
+            break
+    elapsed = time.monotonic() - t0
+    s.close()
+    assert answer.startswith(b"HTTP/1.1 408 ")
+    assert elapsed <= 12
+    served_after(w)

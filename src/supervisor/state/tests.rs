@@ -135,7 +135,7 @@ fn app_import_failure_at_cold_start_halts_with_exit_1() {
         spawns(&a).is_empty(),
         "no respawn after an import error: {a:?}"
     );
-    assert_eq!(signals(&a), vec![(11, WorkerSignal::Now)]);
+    assert_eq!(signals(&a), vec![(11, WorkerSignal::Kill)]);
     let a = sup.handle(
         Event::WorkerExited {
             pid: 11,
@@ -161,7 +161,7 @@ fn cold_start_that_never_becomes_ready_halts_at_the_boot_timeout() {
     );
     assert_eq!(sup.next_deadline(), Some(t0 + BOOT_TIMEOUT));
     let a = sup.handle(Event::Tick, t0 + BOOT_TIMEOUT);
-    assert_eq!(signals(&a), vec![(10, WorkerSignal::Now)]);
+    assert_eq!(signals(&a), vec![(10, WorkerSignal::Kill)]);
     let a = sup.handle(
         Event::WorkerExited {
             pid: 10,
@@ -554,7 +554,7 @@ fn stop_during_a_reload_answers_the_waiters_and_kills_the_new_generation_too() {
     sig.sort_by_key(|(pid, _)| *pid);
     assert_eq!(
         sig,
-        vec![(101, WorkerSignal::Now), (201, WorkerSignal::Now)]
+        vec![(101, WorkerSignal::Now), (201, WorkerSignal::Kill)]
     );
 }
 

@@ -1,0 +1,491 @@
+//! Serving: the real binary, real Python workers, real nginx and independent
+//! clients (issue 3).
+
+mod common;
+
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+
+#[test]
+fn serves_over_the_uwsgi_socket_and_the_http_socket() {
+    let site = Site::new("basic", "hello", 2, "");
+    let inst = site.start();
+    let r = uwsgi_get(&site.sock(), "/").unwrap();
+    assert_eq!(r.status, 200);
+    assert_eq!(r.text(), "Hello, World!\n");
+    let r = http_get(site.http_port, "/").unwrap();
+    assert_eq!(r.status, 200, "{}", inst.tail());
+    assert_eq!(r.text(), "Hello, World!\n");
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(site.sock()).unwrap().permissions(),
+    );
+    assert_eq!(mode & 0o777, 0o660, "chmod-socket applied");
+    let pid: i32 = std::fs::read_to_string(site.pidfile())
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert_eq!(pid, inst.pid());
+}
+
+#[test]
+fn nginx_uwsgi_pass_gets_the_apps_bytes_headers_and_status() {
+    let site = Site::new("nginx", "pep3333", 2, "");
+    let _inst = site.start();
+    let nginx = Nginx::start(&site.sock());
+    let r = nginx.get("/pid").unwrap();
+    assert_eq!(r.status, 200, "{}", nginx.error_log());
+    assert!(r.text().parse::<i32>().is_ok());
+    let r = nginx.get("/nope").unwrap();
+    assert_eq!(r.status, 404);
+    assert_eq!(r.text(), "not found");
+    let r = nginx.get("/write").unwrap();
+    assert_eq!(r.text(), "written by write() then returned");
+    let r = nginx.get("/exc-info").unwrap();
+    assert_eq!(r.status, 503);
+    let body = http(
+        nginx.port,
+        "POST",
+        "/echo?mode=chunks",
+        &vec![b'x'; 300_000],
+    )
+    .unwrap();
+    assert_eq!(body.body.len(), 300_000);
+    let r = nginx.get("/file").unwrap();
+    assert_eq!(
+        r.body,
+        std::fs::read(repo().join("tests/apps/pep3333.py")).unwrap()
+    );
+    // An app exception before headers: a 500 from us, not nginx's 502.
+    let r = nginx.get("/raw/crash").unwrap();
+    assert_eq!(r.status, 500);
+    let r = nginx.get("/environ").unwrap();
+    let environ: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(environ["wsgi.url_scheme"], "http");
+    assert_eq!(environ["REQUEST_METHOD"], "GET");
+}
+
+#[test]
+fn django_app_with_sqlite_through_nginx() {
+    let site = Site::new("django", "djangoapp.wsgi", 2, "");
+    let db = site.dir.join("db.sqlite3");
+    let env = format!(
+        "AMY_TEST_DB={}\nDJANGO_SETTINGS_MODULE=djangoapp.settings\n",
+        db.display()
+    );
+    site.write_env(&env);
+    std::fs::write(
+        site.ini(),
+        site.ini_text("djangoapp.wsgi", 2, "").replace(
+            &format!("chdir = {}", repo().join("tests/apps").display()),
+            &format!("chdir = {}", repo().join("tests/apps/djangoapp").display()),
+        ),
+    )
+    .unwrap();
+    let migrate = std::process::Command::new(venv().join("bin/python"))
+        .args(["manage.py", "migrate", "--noinput"])
+        .current_dir(repo().join("tests/apps/djangoapp"))
+        .env("AMY_TEST_DB", &db)
+        .output()
+        .unwrap();
+    assert!(
+        migrate.status.success(),
+        "{}",
+        String::from_utf8_lossy(&migrate.stderr)
+    );
+    let inst = site.start();
+    let nginx = Nginx::start(&site.sock());
+    let r = nginx.get("/").unwrap();
+    assert_eq!(r.status, 200, "{}\n{}", inst.tail(), nginx.error_log());
+    assert!(r
+        .header("Content-Type")
+        .unwrap_or("")
+        .starts_with("text/html"));
+}
+
+#[test]
+fn uwsgi_curl_is_answered() {
+    let site = Site::new("uwcurl", "hello", 1, "");
+    let _inst = site.start();
+    let out = std::process::Command::new(venv().join("bin/uwsgi_curl"))
+        .arg(site.sock())
+        .arg("/")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("200 OK"), "{text}");
+    assert!(text.contains("Hello, World!"), "{text}");
+}
+
+#[test]
+fn request_lines_reach_logto_in_uwsgis_format_and_secrets_never_do() {
+    let site = Site::new("logs", "pep3333", 1, "");
+    let inst = site.start();
+    uwsgi_get(&site.sock(), "/pid").unwrap();
+    let r = uwsgi_get(&site.sock(), "/env?name=AMY_CANARY").unwrap();
+    assert_eq!(
+        r.text(),
+        "canary-secret-7f3a9",
+        "the env file reached the app"
+    );
+    let log = wait_for("the request line", Duration::from_secs(5), || {
+        let log = site.log_text();
+        log.contains("GET /pid").then_some(log)
+    });
+    let line = log.lines().find(|l| l.contains("GET /pid")).unwrap();
+    assert!(line.starts_with("[pid: "), "{line}");
+    assert!(line.contains("=> generated"), "{line}");
+    assert!(
+        !log.contains("canary-secret-7f3a9"),
+        "a secret reached the log"
+    );
+    let status = site.cli(&["status", "--json", site.ini().to_str().unwrap()]);
+    assert!(!String::from_utf8_lossy(&status.stdout).contains("canary-secret-7f3a9"));
+    let check = site.cli(&["check", "--show-config", site.ini().to_str().unwrap()]);
+    assert!(!String::from_utf8_lossy(&check.stdout).contains("canary-secret-7f3a9"));
+    drop(inst);
+}
+
+#[test]
+fn sigusr2_reopens_the_log_without_losing_lines() {
+    let site = Site::new("reopen", "hello", 1, "");
+    let inst = site.start();
+    let rotated = site.dir.join("amy.log.1");
+    std::fs::rename(site.log(), &rotated).unwrap();
+    inst.signal(12);
+    wait_for("a new log file", Duration::from_secs(5), || {
+        site.log().exists().then_some(())
+    });
+    uwsgi_get(&site.sock(), "/after").unwrap();
+    wait_for(
+        "the request line in the new file",
+        Duration::from_secs(5),
+        || site.log_text().contains("GET /after").then_some(()),
+    );
+    assert!(
+        common::alive(inst.pid()),
+        "SIGUSR2 must not kill the master"
+    );
+}
+
+#[test]
+fn status_reports_workers_and_uses_lsb_exit_codes() {
+    let site = Site::new("status", "hello", 2, "");
+    let out = site.cli(&["status", site.ini().to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(3), "not running");
+    let inst = site.start();
+    let s = site.status_json();
+    assert_eq!(s["running"], true);
+    assert_eq!(s["pid"], inst.pid());
+    let workers = s["workers"].as_array().unwrap();
+    assert_eq!(workers.len(), 2);
+    for w in workers {
+        assert!(w["pid"].as_i64().unwrap() > 1);
+        assert!(w["rss_bytes"].as_u64().unwrap() > 0);
+        assert_eq!(w["state"], "idle");
+    }
+    uwsgi_get(&site.sock(), "/").unwrap();
+    let total: u64 = site.status_json()["workers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w["requests"].as_u64().unwrap())
+        .sum();
+    assert_eq!(total, 1);
+    let out = site.cli(&["status", "--pidfile", site.pidfile().to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("running"));
+}
+
+#[test]
+fn stop_completes_in_flight_requests_and_cleans_up() {
+    let site = Site::new("stop", "pep3333", 2, "");
+    let mut inst = site.start();
+    let sock = site.sock();
+    let slow = std::thread::spawn(move || uwsgi_get(&sock, "/sleep?s=1.5"));
+    wait_for("the slow request to start", Duration::from_secs(5), || {
+        site.status_json()["workers"]
+            .as_array()?
+            .iter()
+            .any(|w| w["state"] == "busy")
+            .then_some(())
+    });
+    let workers = inst.worker_pids();
+    let out = site.cli(&["stop", site.ini().to_str().unwrap()]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r = slow
+        .join()
+        .unwrap()
+        .expect("the in-flight request completes");
+    assert_eq!(r.text(), "slept");
+    assert_eq!(inst.wait_exit(Duration::from_secs(10)), 0);
+    assert!(!site.sock().exists(), "vacuum removed the socket");
+    assert!(!site.pidfile().exists(), "the pidfile is removed");
+    for pid in workers {
+        assert!(!alive(pid), "worker {pid} left behind");
+    }
+}
+
+#[test]
+fn stop_refuses_pidfiles_that_do_not_name_our_master() {
+    let site = Site::new("badpid", "hello", 1, "");
+    let mut decoy = std::process::Command::new("sleep")
+        .arg("30")
+        .spawn()
+        .unwrap();
+    let decoy_pid = decoy.id().to_string();
+    for content in ["abc", "0", "-1", "1", "", decoy_pid.as_str()] {
+        std::fs::write(site.pidfile(), format!("{content}\n")).unwrap();
+        let out = site.cli(&[
+            "stop",
+            "--pidfile",
+            site.pidfile().to_str().unwrap(),
+            "--timeout",
+            "1",
+        ]);
+        assert_ne!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            "stopped",
+            "content {content:?}"
+        );
+        assert!(
+            alive(decoy.id() as i32),
+            "the decoy was signalled for {content:?}"
+        );
+        assert!(std::fs::read_to_string(site.pidfile()).is_ok());
+    }
+    let _ = decoy.kill();
+    let _ = decoy.wait();
+}
+
+#[test]
+fn a_second_start_refuses_and_leaves_the_running_instance_alone() {
+    let site = Site::new("twice", "hello", 1, "");
+    let inst = site.start();
+    let inode = std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(site.sock()).unwrap());
+    let out = std::process::Command::new(BIN)
+        .arg("start")
+        .arg(site.ini())
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("already running"));
+    assert_eq!(
+        std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(site.sock()).unwrap()),
+        inode
+    );
+    assert_eq!(uwsgi_get(&site.sock(), "/").unwrap().status, 200);
+    drop(inst);
+}
+
+#[test]
+fn a_stale_socket_is_replaced_and_a_regular_file_is_refused_untouched() {
+    let site = Site::new("stale", "hello", 1, "");
+    // A stale socket: bound once, nobody listening any more.
+    drop(std::os::unix::net::UnixListener::bind(site.sock()).unwrap());
+    let inst = site.start();
+    assert_eq!(uwsgi_get(&site.sock(), "/").unwrap().status, 200);
+    drop(inst);
+
+    let site = Site::new("notsock", "hello", 1, "");
+    std::fs::write(site.sock(), "precious").unwrap();
+    let mut inst = site.spawn();
+    assert_eq!(inst.wait_exit(Duration::from_secs(10)), 1);
+    assert_eq!(std::fs::read_to_string(site.sock()).unwrap(), "precious");
+}
+
+#[test]
+fn an_app_that_fails_to_import_at_start_exits_1_with_the_traceback_logged_once() {
+    let site = Site::new("broken", "broken_import", 2, "");
+    let mut inst = site.spawn();
+    assert_eq!(
+        inst.wait_exit(Duration::from_secs(30)),
+        1,
+        "{}",
+        inst.tail()
+    );
+    let log = site.log_text();
+    assert_eq!(log.matches("Traceback").count(), 1, "{log}");
+    assert!(!site.sock().exists() && !site.pidfile().exists());
+}
+
+#[test]
+fn env_file_permissions_world_writable_refused_world_readable_warned() {
+    let site = Site::new("envperm", "hello", 1, "");
+    let env = site.dir.join("uwsgi_env");
+    std::fs::set_permissions(&env, std::os::unix::fs::PermissionsExt::from_mode(0o666)).unwrap();
+    let out = std::process::Command::new(BIN)
+        .arg("start")
+        .arg(site.ini())
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("writable"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::set_permissions(&env, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    let out = site.cli(&["check", site.ini().to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("readable"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn a_killed_worker_under_load_loses_only_its_own_requests_and_is_replaced() {
+    let site = Site::new("sigkill", "hello", 2, "");
+    let inst = site.start();
+    let before = inst.worker_pids();
+    let stop = Arc::new(AtomicBool::new(false));
+    let sock = site.sock();
+    let load = load(4, Duration::from_secs(20), stop.clone(), move || {
+        uwsgi_get(&sock, "/")
+    });
+    std::thread::sleep(Duration::from_millis(300)); // let load build up; not a readiness wait
+    assert!(kill(before[0], 9));
+    let after = wait_for("the slot to be refilled", Duration::from_secs(10), || {
+        let pids = inst.worker_pids();
+        (pids.len() == 2
+            && !pids.contains(&before[0])
+            && site.status_json()["workers"]
+                .as_array()?
+                .iter()
+                .all(|w| w["state"] != "booting"))
+        .then_some(pids)
+    });
+    assert!(after.contains(&before[1]));
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let report = load.join().unwrap();
+    // One sync worker has at most one request in flight when killed.
+    assert!(report.failed.len() <= 1, "{:?}", report.failed);
+    assert!(report.ok > 0);
+}
+
+#[test]
+fn workers_leave_after_their_request_when_the_master_is_killed() {
+    let site = Site::new("orphans", "pep3333", 2, "");
+    let mut inst = site.start();
+    let workers = inst.worker_pids();
+    let sock = site.sock();
+    let slow = std::thread::spawn(move || uwsgi_get(&sock, "/sleep?s=1"));
+    wait_for("the slow request to start", Duration::from_secs(5), || {
+        site.status_json()["workers"]
+            .as_array()?
+            .iter()
+            .any(|w| w["state"] == "busy")
+            .then_some(())
+    });
+    inst.signal(9);
+    inst.wait_exit(Duration::from_secs(5));
+    assert_eq!(
+        slow.join()
+            .unwrap()
+            .expect("finished despite the master's death")
+            .text(),
+        "slept"
+    );
+    wait_for("every worker to exit", Duration::from_secs(10), || {
+        workers.iter().all(|p| !alive(*p)).then_some(())
+    });
+    // An immediate start succeeds: the stale socket and pidfile are handled.
+    let inst = site.start();
+    assert_eq!(uwsgi_get(&site.sock(), "/pid").unwrap().status, 200);
+    drop(inst);
+}
+
+#[test]
+fn harakiri_kills_a_stuck_worker_and_its_slot_is_refilled() {
+    let site = Site::new("harakiri", "pep3333", 1, "harakiri = 1");
+    let inst = site.start();
+    let before = inst.worker_pids();
+    let sock = site.sock();
+    let started = std::time::Instant::now();
+    let _ = uwsgi_get(&sock, "/sleep?s=30");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "harakiri fired within its limit + 1 s (+ slack)"
+    );
+    let after = wait_for("a replacement worker", Duration::from_secs(10), || {
+        let p = inst.worker_pids();
+        (p.len() == 1 && p != before).then_some(p)
+    });
+    assert!(!alive(before[0]));
+    assert_eq!(
+        uwsgi_get(&site.sock(), "/pid").unwrap().text(),
+        after[0].to_string()
+    );
+    assert!(site.log_text().contains("harakiri"));
+}
+
+#[test]
+fn max_requests_recycles_a_worker_without_failing_a_request() {
+    let site = Site::new("maxreq", "pep3333", 1, "max-requests = 3");
+    let _inst = site.start();
+    let mut pids = Vec::new();
+    for _ in 0..7 {
+        let r = uwsgi_get(&site.sock(), "/pid").unwrap();
+        assert_eq!(r.status, 200);
+        pids.push(r.text());
+    }
+    assert_eq!(pids[0], pids[2]);
+    assert_ne!(pids[2], pids[3], "recycled after 3 requests: {pids:?}");
+}
+
+#[test]
+fn grandchildren_are_gone_after_stop() {
+    let site = Site::new("grandkids", "spawner", 1, "");
+    std::fs::write(
+        site.dir.join("spawner.py"),
+        "import os, subprocess\nCHILD = subprocess.Popen(['sleep', '300'])\n\
+         def application(environ, start_response):\n    start_response('200 OK', [])\n    return [str(CHILD.pid).encode()]\n",
+    )
+    .unwrap();
+    std::fs::write(
+        site.ini(),
+        site.ini_text("spawner", 1, "").replace(
+            &format!("chdir = {}", repo().join("tests/apps").display()),
+            &format!("chdir = {}", site.dir.display()),
+        ),
+    )
+    .unwrap();
+    let mut inst = site.start();
+    let grandchild: i32 = uwsgi_get(&site.sock(), "/")
+        .unwrap()
+        .text()
+        .parse()
+        .unwrap();
+    assert!(alive(grandchild));
+    let out = site.cli(&["stop", site.ini().to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0));
+    inst.wait_exit(Duration::from_secs(10));
+    wait_for("the grandchild to be gone", Duration::from_secs(5), || {
+        (!alive(grandchild)).then_some(())
+    });
+}
