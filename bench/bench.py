@@ -124,6 +124,27 @@ def pss_kib(pid):
     return None
 
 
+def where(pid):
+    """What a process that failed to stop is doing: for the server's developers."""
+
+    def read(path):
+        try:
+            with open(path) as f:
+                return f.read().strip()
+        except OSError:
+            return "?"
+
+    threads = {}
+    try:
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            stat = read(f"/proc/{pid}/task/{tid}/stat")
+            state = stat.rsplit(")", 1)[1].split()[0] if ")" in stat else "?"
+            threads[tid] = f"{state} {read(f'/proc/{pid}/task/{tid}/wchan')}"
+    except OSError:
+        pass
+    return {"pid": pid, "cmd": read(f"/proc/{pid}/cmdline").replace("\0", " ")[:200], "threads": threads}
+
+
 class Tracked:
     """A process we started (or a descendant of one), identified by pid + start time."""
 
@@ -580,8 +601,9 @@ class Run:
         gone = wait_until(lambda: not any(t.alive() for t in tree), self.a.stop_timeout, 0.005)
         stop_ms = (time.monotonic() - t0) * 1e3
         code = self.server_proc.popen.poll()
+        extra = {} if gone else {"still_running": [where(t.pid) for t in tree if t.alive()]}
         self.emit("shutdown", signal="SIGTERM", stop_ms=round(stop_ms, 1), all_gone=bool(gone), exit_code=code,
-                  socket_left=self.sock.exists(), pidfile_left=(self.d / "app.pid").exists())
+                  socket_left=self.sock.exists(), pidfile_left=(self.d / "app.pid").exists(), **extra)
 
     def execute(self):
         self.render()
@@ -714,7 +736,9 @@ def main():
     a.warmup = 2 if a.quick else 3
     a.duration = int(a.duration or (5 if a.quick else 12))
     a.direct_duration = 5 if a.quick else 10
-    a.reload_duration = 7 if a.quick else 10
+    # Long enough for a server that boots the new generation under load before it
+    # switches (the window must close inside the run).
+    a.reload_duration = 10 if a.quick else 15
     a.reload_at = 3
     a.settle_cap = 30 if a.quick else 70
     a.ready_timeout = 60

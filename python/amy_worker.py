@@ -17,6 +17,12 @@ lengths read by byte indexing, a reusable `start_response`, memoised response
 heads, one `struct.pack_into` into the scoreboard at each end, one `os.write`
 for the request log line.
 
+Slow clients: TCP connections inherit SO_RCVTIMEO/SO_SNDTIMEO from the
+listener; a unix connection that sends nothing is cut after HEADER_TIMEOUT by
+the watchdog thread (the same thread that watches the master-alive pipe), so
+the fast path needs no syscall for it. Once a read comes back short, the rest
+of the head has a total deadline (poll), and each body read a stall timeout.
+
 Deliberate differences from uWSGI (documented in the README):
 - An oversized uwsgi block gets `431` (uWSGI closes, nginx shows 502); when
   `buffer_size` is unset blocks up to 65535 bytes are accepted.
@@ -24,7 +30,12 @@ Deliberate differences from uWSGI (documented in the README):
 - `HTTP_CONTENT_TYPE`/`HTTP_CONTENT_LENGTH` duplicates nginx sends are dropped
   (PEP 3333 / CGI: only `CONTENT_TYPE`/`CONTENT_LENGTH`).
 - `wsgi.url_scheme` never comes from client headers (X-Forwarded-Proto).
-- The log line's `req: a/b` shows this worker process's request count twice.
+- The log line's `req: a/b` shows this worker process's request count twice
+  (uWSGI: per-slot count surviving respawns / instance total).
+- Malformed packets (P2-P7, P11 of reliability.md) get a 400, not a silent
+  close. NUL bytes inside uwsgi var *values* are passed through (keys are
+  checked): checking every value costs on every request, and nginx never
+  sends them.
 - http-socket: chunked request bodies get `411 Length Required`; the response
   carries `Connection: close`, and `Content-Length` is added only when the app
   returned a list and set none (a streamed body is delimited by the close).
@@ -741,10 +752,6 @@ def serve(worker, listener, core):
             fd, addr = accept()
         except BlockingIOError:
             # SO_RCVTIMEO on the listener also bounds accept(); just wait again.
-            if is_main:
-                worker.main_idle = False
-            continue
-        except InterruptedError:
             continue
         if is_main:
             worker.main_idle = False

@@ -96,8 +96,12 @@ impl Watcher {
                 names.insert(candidate);
             }
         }
-        let mut set = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        for gone in set.dirs.difference(&dirs) {
+        // Never hold the filter's lock while calling into notify: its watch()
+        // waits for notify's event thread, which may be inside our handler
+        // waiting for that same lock.
+        let previous =
+            std::mem::take(&mut self.state.lock().unwrap_or_else(|p| p.into_inner()).dirs);
+        for gone in previous.difference(&dirs) {
             let _ = self.inner.unwatch(gone);
         }
         let mut watched = HashSet::new();
@@ -113,6 +117,7 @@ impl Watcher {
                 }
             }
         }
+        let mut set = self.state.lock().unwrap_or_else(|p| p.into_inner());
         set.names = names;
         set.dirs = watched;
     }
@@ -137,18 +142,32 @@ fn classify(kind: &EventKind) -> Option<bool> {
     }
 }
 
-/// The path itself, and every ancestor that is a symlink: a change to any of
-/// them changes what the path refers to.
+/// The path itself, every ancestor that is a symlink, and — when the path is a
+/// symlink — the same for what it points to: a change to any of them changes
+/// what the path refers to.
 fn trigger_paths(path: &Path) -> Vec<PathBuf> {
-    let mut out = vec![path.to_path_buf()];
-    let mut ancestor = path.parent();
-    while let Some(a) = ancestor {
-        if a.symlink_metadata()
-            .is_ok_and(|m| m.file_type().is_symlink())
-        {
-            out.push(a.to_path_buf());
+    let mut out = Vec::new();
+    let mut next = Some(path.to_path_buf());
+    // A bounded walk: a symlink loop must not hang the master.
+    for _ in 0..8 {
+        let Some(p) = next.take() else { break };
+        let mut ancestor = p.parent();
+        while let Some(a) = ancestor {
+            if a.symlink_metadata()
+                .is_ok_and(|m| m.file_type().is_symlink())
+                && !out.contains(&a.to_path_buf())
+            {
+                out.push(a.to_path_buf());
+            }
+            ancestor = a.parent();
         }
-        ancestor = a.parent();
+        if let Ok(target) = std::fs::read_link(&p) {
+            let base = p.parent().unwrap_or(Path::new("/"));
+            next = Some(base.join(target));
+        }
+        if !out.contains(&p) {
+            out.push(p);
+        }
     }
     out
 }
@@ -196,7 +215,15 @@ mod tests {
         let _ = std::fs::remove_file(&current);
         std::os::unix::fs::symlink(&release, &current).unwrap();
         let ini = current.join("amy_uwsgi.ini");
-        assert_eq!(trigger_paths(&ini), vec![ini.clone(), current.clone()]);
+        assert_eq!(trigger_paths(&ini), vec![current.clone(), ini.clone()]);
+        // A symlinked ini whose target lies under the symlinked `current`.
+        let link = dir.join("amy_uwsgi.ini");
+        let _ = std::fs::remove_file(&link);
+        std::os::unix::fs::symlink(&ini, &link).unwrap();
+        assert_eq!(
+            trigger_paths(&link),
+            vec![link.clone(), current.clone(), ini.clone()]
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -26,8 +26,8 @@ pub fn run(cli: Cli) -> ExitCode {
 }
 
 /// The pidfile of the instance a command targets: `--pidfile`, or the ini's
-/// `pidfile`. Reading the ini needs no env file, so a half-deployed config
-/// whose env file is broken still lets people stop the site.
+/// `pidfile`, read leniently so that a half-deployed, invalid config still lets
+/// people stop, reload and inspect the running site.
 pub fn locate_pidfile(target: &Target) -> Result<PathBuf, String> {
     if let Some(p) = &target.pidfile {
         return Ok(p.clone());
@@ -40,12 +40,12 @@ pub fn locate_pidfile(target: &Target) -> Result<PathBuf, String> {
         environment: std::env::vars_os().collect(),
         cwd,
     };
-    let loaded = config::load(&ini, &options)
-        .map_err(|e| format!("{e} (use --pidfile to name the pidfile directly)"))?;
-    loaded.config.pidfile.ok_or_else(|| {
-        format!(
-            "{}: no pidfile configured; add `pidfile =` or use --pidfile",
-            ini.display()
-        )
-    })
+    config::pidfile_of(&ini, &options)
+        .map_err(|e| format!("{e} (use --pidfile to name the pidfile directly)"))?
+        .ok_or_else(|| {
+            format!(
+                "{}: no pidfile configured; add `pidfile =` or use --pidfile",
+                ini.display()
+            )
+        })
 }

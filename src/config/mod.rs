@@ -95,3 +95,21 @@ pub fn load(ini: &Path, options: &LoadOptions) -> Result<Loaded, ConfigError> {
         resolved,
     })
 }
+
+/// Only the `pidfile` of an ini, read leniently: the dialect is expanded but
+/// nothing is validated, so `stop`, `status` and `reload` still find a running
+/// master while a half-deployed config is invalid.
+pub fn pidfile_of(ini: &Path, options: &LoadOptions) -> Result<Option<PathBuf>, ConfigError> {
+    let given = ini.to_string_lossy().into_owned();
+    let facts = magic::ProcessFacts::current(&options.cwd);
+    let mut expander = expand::Expander::new(facts, &options.environment);
+    expander.load_main(&given)?;
+    // Expansion can fail on a broken value elsewhere; the raw pidfile still counts.
+    let _ = expander.expand();
+    let last = expander
+        .opts
+        .iter()
+        .rev()
+        .find(|o| keys::canonical(&o.key) == "pidfile");
+    Ok(last.map(|o| options.cwd.join(&o.value)))
+}

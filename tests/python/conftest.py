@@ -11,6 +11,7 @@ import select
 import signal
 import socket
 import struct
+import subprocess
 import sys
 import time
 
@@ -304,3 +305,71 @@ class Response:
 def uwsgi(addr, method="GET", uri="/", body=b"", headers=(), split=None, content_type=""):
     packet = pack_uwsgi(nginx_vars(method, uri, body, headers, content_type)) + body
     return Response(raw_request(addr, packet, split=split))
+
+
+NGINX = "/usr/sbin/nginx"
+
+
+class Nginx:
+    """A throwaway nginx on a loopback port with `uwsgi_pass` to a unix socket."""
+
+    def __init__(self, tmp_path, upstream):
+        self.dir = os.path.join(str(tmp_path), "nginx-%d" % id(self))
+        os.makedirs(os.path.join(self.dir, "logs"))
+        probe = socket.socket()
+        probe.bind(("127.0.0.1", 0))
+        self.port = probe.getsockname()[1]
+        probe.close()
+        conf = os.path.join(self.dir, "nginx.conf")
+        with open(conf, "w") as f:
+            f.write(
+                "%(user)sworker_processes 1;\npid %(d)s/nginx.pid;\nerror_log %(d)s/logs/error.log;\n"
+                "events { worker_connections 256; }\n"
+                "http {\n access_log off;\n client_body_temp_path %(d)s/body;\n"
+                " uwsgi_temp_path %(d)s/uwsgi;\n proxy_temp_path %(d)s/proxy;\n"
+                " fastcgi_temp_path %(d)s/fastcgi;\n scgi_temp_path %(d)s/scgi;\n"
+                " client_max_body_size 64m;\n large_client_header_buffers 4 64k;\n"
+                " server {\n  listen 127.0.0.1:%(p)d;\n  location / {\n"
+                "   include /etc/nginx/uwsgi_params;\n   uwsgi_pass unix:%(u)s;\n  }\n }\n}\n"
+                # As root, nginx's workers would run as nobody: no access to the temp dir.
+                % {"d": self.dir, "p": self.port, "u": upstream, "user": "user root;\n" if os.geteuid() == 0 else ""}
+            )
+        self.proc = subprocess.Popen([NGINX, "-p", self.dir, "-c", conf, "-g", "daemon off;"], stderr=subprocess.PIPE)
+        wait_for(self._up, 10, "nginx listening")
+
+    def _up(self):
+        assert self.proc.poll() is None, self.proc.stderr.read()
+        try:
+            socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+            return True
+        except OSError:
+            return False
+
+    def error_log(self):
+        with open(os.path.join(self.dir, "logs", "error.log")) as f:
+            return f.read()
+
+    def close(self):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGQUIT)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+@pytest.fixture
+def nginx(tmp_path):
+    if not os.path.exists(NGINX):
+        pytest.skip("nginx is not installed")
+    started = []
+
+    def start(upstream):
+        n = Nginx(tmp_path, upstream)
+        started.append(n)
+        return n
+
+    yield start
+    for n in started:
+        n.close()
