@@ -240,6 +240,11 @@ impl Master {
                 if let Some(g) = self.generations.get(&generation) {
                     let paths = g.config.watch_paths.clone();
                     self.vacuum = g.config.vacuum;
+                    if g.config.log_reopen {
+                        if let Err(e) = self.sink.reopen() {
+                            warn!(error = %e, "cannot reopen the log");
+                        }
+                    }
                     if let Some(w) = self.watcher.as_mut() {
                         w.set_paths(&paths);
                     }
