@@ -17,6 +17,7 @@ pub mod privileges;
 pub mod scoreboard;
 pub mod signals;
 pub mod socket;
+pub mod stats;
 pub mod supervisor;
 pub mod systemd;
 pub mod watch;

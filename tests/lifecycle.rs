@@ -13,11 +13,24 @@ use common::*;
 #[test]
 fn daemonize_returns_once_ready_and_stop_ends_the_daemon() {
     let site = Site::new("daemon", "hello", 2, "");
-    let out = Command::new(BIN).args(["start", "--daemonize"]).arg(site.ini()).output().unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(BIN)
+        .args(["start", "--daemonize"])
+        .arg(site.ini())
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // Ready means ready: no polling needed before the first request.
     assert_eq!(uwsgi_get(&site.sock(), "/").unwrap().status, 200);
-    let pid: i32 = std::fs::read_to_string(site.pidfile()).unwrap().trim().parse().unwrap();
+    let pid: i32 = std::fs::read_to_string(site.pidfile())
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
     assert!(alive(pid));
     let out = site.cli(&["stop", site.ini().to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(0));
@@ -28,10 +41,21 @@ fn daemonize_returns_once_ready_and_stop_ends_the_daemon() {
 #[test]
 fn daemonize_with_an_app_that_cannot_import_fails_the_command() {
     let site = Site::new("daemonbad", "broken_import", 1, "");
-    let out = Command::new(BIN).args(["start", "--daemonize"]).arg(site.ini()).output().unwrap();
-    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(BIN)
+        .args(["start", "--daemonize"])
+        .arg(site.ini())
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(!site.pidfile().exists());
-    assert!(site.log_text().contains("broken_import: this app fails to import on purpose"));
+    assert!(site
+        .log_text()
+        .contains("broken_import: this app fails to import on purpose"));
 }
 
 #[test]
@@ -39,7 +63,9 @@ fn systemd_gets_ready_reloading_and_stopping() {
     let site = Site::new("notify", "hello", 1, "");
     let sock_path = site.dir.join("notify.sock");
     let notify = UnixDatagram::bind(&sock_path).unwrap();
-    notify.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    notify
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
     let mut child = Command::new(BIN)
         .arg("start")
         .arg(site.ini())
@@ -47,14 +73,18 @@ fn systemd_gets_ready_reloading_and_stopping() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    let mut recv = || {
+    let recv = || {
         let mut buf = [0u8; 512];
         let n = notify.recv(&mut buf).expect("a notification");
         String::from_utf8_lossy(&buf[..n]).into_owned()
     };
     let first = recv();
     assert!(first.starts_with("READY=1"), "{first}");
-    assert_eq!(uwsgi_get(&site.sock(), "/").unwrap().status, 200, "serving once READY=1 is sent");
+    assert_eq!(
+        uwsgi_get(&site.sock(), "/").unwrap().status,
+        200,
+        "serving once READY=1 is sent"
+    );
     let out = site.cli(&["reload", site.ini().to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(0));
     assert!(recv().starts_with("RELOADING=1"));
@@ -69,12 +99,24 @@ fn systemd_gets_ready_reloading_and_stopping() {
 #[test]
 fn a_config_error_at_start_exits_2_naming_file_and_line() {
     let site = Site::new("cfgerr", "hello", 1, "processes = -3");
-    let out = Command::new(BIN).arg("start").arg(site.ini()).output().unwrap();
+    let out = Command::new(BIN)
+        .arg("start")
+        .arg(site.ini())
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
-    let line = site.ini_text("hello", 1, "processes = -3").lines().position(|l| l == "processes = -3").unwrap() + 1;
+    let line = site
+        .ini_text("hello", 1, "processes = -3")
+        .lines()
+        .position(|l| l == "processes = -3")
+        .unwrap()
+        + 1;
     assert!(err.contains(&format!("amy_uwsgi.ini:{line}:")), "{err}");
-    assert!(!site.sock().exists() && !site.pidfile().exists(), "nothing touched");
+    assert!(
+        !site.sock().exists() && !site.pidfile().exists(),
+        "nothing touched"
+    );
 }
 
 #[test]
@@ -83,19 +125,36 @@ fn an_idle_master_is_small_and_asleep() {
     let inst = site.start();
     let rss_kib = |pid: i32| -> u64 {
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-        let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap().to_string();
+        let line = status
+            .lines()
+            .find(|l| l.starts_with("VmRSS:"))
+            .unwrap()
+            .to_string();
         line.split_whitespace().nth(1).unwrap().parse().unwrap()
     };
     let cpu_ticks = |pid: i32| -> u64 {
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-        let fields: Vec<&str> = stat.rsplit(')').next().unwrap().split_whitespace().collect();
+        let fields: Vec<&str> = stat
+            .rsplit(')')
+            .next()
+            .unwrap()
+            .split_whitespace()
+            .collect();
         fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
     };
     let before = cpu_ticks(inst.pid());
     // An observation window: an idle master must not wake up on a timer.
     std::thread::sleep(Duration::from_secs(2));
     let after = cpu_ticks(inst.pid());
-    assert!(after - before <= 1, "the idle master used {} ticks in 2 s", after - before);
+    assert!(
+        after - before <= 1,
+        "the idle master used {} ticks in 2 s",
+        after - before
+    );
     // The debug build is larger than release; the release figure is in the benchmark.
-    assert!(rss_kib(inst.pid()) < 16 * 1024, "master RSS {} KiB", rss_kib(inst.pid()));
+    assert!(
+        rss_kib(inst.pid()) < 16 * 1024,
+        "master RSS {} KiB",
+        rss_kib(inst.pid())
+    );
 }

@@ -92,6 +92,8 @@ struct Master {
     pidfile: Option<Pidfile>,
     ready_pipe: Option<OwnedFd>,
     control_path: Option<PathBuf>,
+    /// Kept so its unix socket can be vacuumed at exit.
+    stats: Option<crate::stats::StatsServer>,
     watcher: Option<watch::Watcher>,
     next_request: RequestId,
     reload_replies: HashMap<RequestId, oneshot::Sender<Value>>,
@@ -123,6 +125,16 @@ impl Master {
         if let Some((listener, _)) = setup.control {
             crate::control::spawn_server(listener, tx.clone())?;
         }
+        let stats = match &setup.config.stats {
+            Some(addr) => match crate::stats::spawn_server(addr, tx.clone()) {
+                Ok(server) => Some(server),
+                Err(e) => {
+                    warn!(error = %e, "cannot start the stats server");
+                    None
+                }
+            },
+            None => None,
+        };
         let open: Vec<Arc<Listener>> = setup.listeners.into_iter().map(Arc::new).collect();
         let config = Arc::new(setup.config);
         let plan = plan_of(&config);
@@ -162,6 +174,7 @@ impl Master {
             pidfile: setup.pidfile,
             ready_pipe: setup.ready_pipe,
             control_path,
+            stats,
             watcher,
             next_request: 1,
             reload_replies: HashMap::new(),
@@ -486,6 +499,10 @@ impl Master {
                     "exceptions": reading.exceptions,
                     "rss_bytes": rss_bytes(w.pid),
                     "request_age_s": age.map(|a| a.as_secs_f64()),
+                    // For the stats server (src/stats.rs): uWSGI's tx, running_time, last_spawn.
+                    "tx_bytes": reading.tx_bytes,
+                    "busy_s": reading.busy_seconds,
+                    "spawned_unix": SystemTime::now().checked_sub(w.spawned_at.elapsed()).and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok()).map(|d| d.as_secs()),
                 })
             })
             .collect();
@@ -503,6 +520,8 @@ impl Master {
             "generation": snap.generation,
             "reloading": snap.reloading,
             "workers": workers,
+            // For the stats server (src/stats.rs): uWSGI's sockets[].
+            "sockets": self.open.iter().map(|l| json!({"name": l.local_address(), "proto": l.spec.protocol.as_str()})).collect::<Vec<_>>(),
             "master_rss_bytes": rss_bytes(std::process::id() as i32),
             "last_reload": snap.last_reload.as_ref().map(outcome_json),
             "last_reload_unix": self.last_reload_at.and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok()).map(|d| d.as_secs()),
@@ -536,6 +555,9 @@ impl Master {
         }
         if let Some(path) = &self.control_path {
             let _ = std::fs::remove_file(path);
+        }
+        if let Some(stats) = self.stats.take() {
+            stats.vacuum();
         }
         if let Some(p) = self.pidfile.take() {
             p.remove_if_ours();
