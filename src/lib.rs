@@ -11,6 +11,7 @@ pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod control;
+pub mod emperor;
 pub mod logs;
 pub mod pidfile;
 pub mod privileges;

@@ -4,6 +4,7 @@
 
 mod common;
 
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -318,4 +319,52 @@ fn reload_command_waits_for_the_new_generation_and_sighup_reloads_too() {
     assert!(!old.contains(&pid));
     inst.signal(1);
     wait_generation(&site, 3);
+}
+
+#[test]
+fn one_by_one_reload_under_load_fails_no_request_and_never_doubles_the_pool() {
+    let site = Site::new("onebyone", "hello", 3, "reload-one-by-one = true");
+    let inst = site.start();
+    let old = inst.worker_pids();
+    let sock = site.sock();
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = load(4, Duration::from_secs(30), stop.clone(), move || {
+        uwsgi_get(&sock, "/")
+    });
+    let reload = std::thread::spawn({
+        let ini = site.ini();
+        move || Command::new(BIN).arg("reload").arg(ini).output().unwrap()
+    });
+    // Sample the pool while the reload runs: never more than processes + 1 workers.
+    let mut most = 0;
+    while !reload.is_finished() {
+        let s = site.status_json();
+        let alive_workers = s["workers"]
+            .as_array()
+            .map(|w| {
+                w.iter()
+                    .filter(|w| w["state"] != "retiring" && w["state"] != "killed")
+                    .count()
+            })
+            .unwrap_or(0);
+        most = most.max(alive_workers);
+    }
+    let out = reload.join().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stop.store(true, Ordering::SeqCst);
+    let report = load.join().unwrap();
+    assert!(
+        report.failed.is_empty(),
+        "{:?}",
+        &report.failed[..report.failed.len().min(5)]
+    );
+    assert!(most <= 4, "{most} workers at once");
+    let new = inst.worker_pids();
+    assert_eq!(new.len(), 3);
+    assert!(new.iter().all(|p| !old.contains(p)));
 }

@@ -1,14 +1,11 @@
 //! `amy-emperor start --emperor DIR`: one supervised instance per `*.ini` in DIR.
+//! The work is in [`crate::emperor`].
 
 use std::path::Path;
 use std::process::ExitCode;
 
 use crate::cli::StartArgs;
 
-pub fn run(dir: &Path, _args: &StartArgs, _verbosity: i8) -> ExitCode {
-    eprintln!(
-        "amy-emperor: emperor mode ({}) is not implemented yet",
-        dir.display()
-    );
-    ExitCode::from(2)
+pub fn run(dir: &Path, args: &StartArgs, verbosity: i8) -> ExitCode {
+    crate::emperor::run(dir, args, verbosity)
 }
