@@ -368,3 +368,49 @@ fn one_by_one_reload_under_load_fails_no_request_and_never_doubles_the_pool() {
     assert_eq!(new.len(), 3);
     assert!(new.iter().all(|p| !old.contains(p)));
 }
+
+#[test]
+fn a_half_written_ini_is_never_applied() {
+    let site = Site::new("slowwriter", "hello", 1, "");
+    let _inst = site.start();
+    let text = site.ini_text("hello", 1, "");
+    // The first half alone has no module: applying it would be rejected.
+    let cut = text.find("module").unwrap();
+    let mut file = std::fs::File::create(site.ini()).unwrap();
+    std::io::Write::write_all(&mut file, text[..cut].as_bytes()).unwrap();
+    std::io::Write::flush(&mut file).unwrap();
+    std::thread::sleep(Duration::from_millis(400)); // the writer's pause, part of the scenario
+    std::io::Write::write_all(&mut file, text[cut..].as_bytes()).unwrap();
+    drop(file);
+    wait_generation(&site, 2);
+    std::thread::sleep(Duration::from_millis(500)); // quiet window: nothing more follows
+    let log = site.log_text();
+    assert_eq!(reloads_in_log(&site), 1, "{log}");
+    assert!(
+        !log.contains("reload rejected"),
+        "the partial file was applied:\n{log}"
+    );
+}
+
+#[test]
+fn the_polling_fallback_sees_a_touch() {
+    let site = Site::new("poll", "hello", 1, "");
+    let mut child = Command::new(BIN)
+        .arg("start")
+        .arg(site.ini())
+        .env("AMY_EMPEROR_WATCH", "poll")
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_generation(&site, 1);
+    // Polling compares whole-second mtimes on some filesystems: move it clearly.
+    let f = std::fs::File::options()
+        .append(true)
+        .open(site.ini())
+        .unwrap();
+    f.set_modified(SystemTime::now() + Duration::from_secs(5))
+        .unwrap();
+    wait_generation(&site, 2);
+    assert!(kill(child.id() as i32, 15));
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+}

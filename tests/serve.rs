@@ -489,3 +489,89 @@ fn grandchildren_are_gone_after_stop() {
         (!alive(grandchild)).then_some(())
     });
 }
+
+#[test]
+fn workers_run_as_the_configured_user_with_no_way_back_to_root() {
+    // Runs as root (CI does); nobody/nogroup exist on Debian.
+    if !nix_is_root() {
+        panic!("this test needs root: it checks the privilege drop");
+    }
+    // The test venv's interpreter lives under /root (pyenv), which `nobody`
+    // cannot enter; a deployment's venv is readable by its user, so build one
+    // from Debian's python3 as a deployment would.
+    let system_python = std::path::Path::new("/usr/bin/python3");
+    assert!(system_python.exists(), "this test needs Debian's python3");
+    let site = Site::new("privdrop", "pep3333", 1, "uid = nobody\ngid = nogroup");
+    let venv = site.dir.join("venv");
+    let made = std::process::Command::new(system_python)
+        .args(["-m", "venv", "--without-pip"])
+        .arg(&venv)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let text = site
+        .ini_text("pep3333", 1, "uid = nobody\ngid = nogroup")
+        .replace(
+            &format!("home = {}", common::venv().display()),
+            &format!("home = {}", venv.display()),
+        );
+    std::fs::write(site.ini(), text).unwrap();
+    // The unprivileged master must still be able to read its ini on reload.
+    for entry in std::fs::read_dir(&site.dir).unwrap() {
+        let p = entry.unwrap().path();
+        if p.is_file() {
+            std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(0o644))
+                .unwrap();
+        }
+    }
+    std::fs::set_permissions(
+        &site.dir,
+        std::os::unix::fs::PermissionsExt::from_mode(0o777),
+    )
+    .unwrap();
+    let inst = site.start();
+    let worker = inst.worker_pids()[0];
+    let status = std::fs::read_to_string(format!("/proc/{worker}/status")).unwrap();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .unwrap()
+            .split_whitespace()
+            .skip(1)
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    let nobody = "65534";
+    assert!(
+        field("Uid:").split(' ').all(|u| u == nobody),
+        "Uid: {}",
+        field("Uid:")
+    );
+    assert!(
+        field("Gid:").split(' ').all(|g| g != "0"),
+        "Gid: {}",
+        field("Gid:")
+    );
+    assert!(
+        !field("Groups:").split(' ').any(|g| g == "0"),
+        "Groups: {}",
+        field("Groups:")
+    );
+    assert_eq!(field("CapEff:"), "0000000000000000");
+    let master = std::fs::read_to_string(format!("/proc/{}/status", inst.pid())).unwrap();
+    assert!(
+        master
+            .lines()
+            .any(|l| l.starts_with("Uid:") && l.split_whitespace().skip(1).all(|u| u == nobody)),
+        "the master drops too"
+    );
+    assert_eq!(uwsgi_get(&site.sock(), "/pid").unwrap().status, 200);
+}
+
+fn nix_is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
+}
