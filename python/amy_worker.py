@@ -42,6 +42,7 @@ Deliberate differences from uWSGI (documented in the README):
 """
 
 import errno
+import itertools
 import json
 import os
 import re
@@ -76,6 +77,10 @@ MAX_VARS = 1024
 HEADER_TIMEOUT = 10.0
 # Longest wait for the next piece of a request body.
 BODY_TIMEOUT = 10.0
+# Longest a send to a client may make no progress.
+SEND_TIMEOUT = 10.0
+# How often a thread idle in accept() wakes to notice a stop.
+ACCEPT_WAKEUP = 0.05
 # After a response, unread body bytes are drained (so the peer never gets an RST
 # instead of our response) up to this many bytes or seconds.
 DRAIN_MAX = 16 << 20
@@ -371,13 +376,13 @@ class Worker(object):
         self.inflight = 0
         self.stopping = False
         self.exit_code = EXIT_OK
-        self.main_idle = False
         self.head_cache = {}
         self.ctime_cache = (0, "")
         import mmap
 
         self.scoreboard = mmap.mmap(FD_SCOREBOARD, SCOREBOARD_SIZE)
         self.app_lock = None
+        self.main_idle = False
         self.requests_objs = []
 
     def ctime(self, t):
@@ -393,9 +398,6 @@ class Worker(object):
         if not self.stopping:
             self.stopping = True
             self.exit_code = code
-            if threading.current_thread() is not threading.main_thread():
-                # Wake the main thread if it is idle in accept().
-                signal.pthread_kill(threading.main_thread().ident, signal.SIGTERM)
 
     def after_request(self):
         """Recycling checks; called with the request fully done."""
@@ -719,12 +721,13 @@ class Listener(object):
             raise ValueError("unknown listener proto %r" % self.proto)
         self.name = spec.get("name") or str(self.fd)
         self.sock = socket.socket(fileno=self.fd)
-        # TCP connections inherit these from the listener, which bounds a silent
-        # client's first read and a stalled send without a syscall per request.
-        # accept() is bounded too, and simply retried.
-        timeo = struct.pack("ll", int(HEADER_TIMEOUT), 0)
-        for opt in (socket.SO_RCVTIMEO, socket.SO_SNDTIMEO):
-            self.sock.setsockopt(socket.SOL_SOCKET, opt, timeo)
+        # SO_RCVTIMEO bounds accept(), so an idle thread sees `stopping` within
+        # ACCEPT_WAKEUP without a signal handler raising into it (raising there
+        # can lose a connection accept() has just returned). TCP connections
+        # inherit both options: a stalled send fails after SEND_TIMEOUT, and a
+        # first read that times out moves to the slow path with its deadline.
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, struct.pack("ll", 0, int(ACCEPT_WAKEUP * 1e6)))
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, struct.pack("ll", int(SEND_TIMEOUT), 0))
         self.server_name = "localhost"
         self.server_port = "80"
         try:
@@ -736,39 +739,65 @@ class Listener(object):
             pass
 
 
+class _Stop(BaseException):
+    """Raised by the SIGTERM handler into the main thread while it waits in accept()."""
+
+
 def serve(worker, listener, core):
-    """One serving thread: accept, handle, repeat until told to stop."""
+    """One serving thread: accept, handle, repeat until told to stop.
+
+    On SIGTERM the main thread must leave accept() at once (so a reloaded
+    generation stops taking requests), yet never lose a connection accept() has
+    just returned. The handler raises `_Stop` only while `main_idle` is set, and
+    accept() runs inside `pending.extend(islice(...))`: the C loop stores the
+    accepted connection before the interpreter can run the handler, so after a
+    `_Stop` any connection accepted is in `pending` and is served before exit."""
     req = Request(worker, core)
     buf = bytearray(4 + worker.max_block + READ_SLACK)
     mv = memoryview(buf)
-    accept = listener.sock._accept
-    is_main = threading.current_thread() is threading.main_thread()
+    acceptor = itertools.starmap(listener.sock._accept, itertools.repeat(()))
+    pending = []
     handle = handle_uwsgi if listener.proto == "uwsgi" else handle_http
     base = _base_environ(worker, listener)
-    while not worker.stopping:
-        if is_main:
-            worker.main_idle = True
-        try:
-            fd, addr = accept()
-        except BlockingIOError:
-            # SO_RCVTIMEO on the listener also bounds accept(); just wait again.
-            continue
-        if is_main:
-            worker.main_idle = False
-        worker.inflight += 1
-        drain = DRAIN_ALL
-        try:
-            drain = handle(worker, req, fd, addr, buf, mv, base, listener)
-        except Exception:
-            # A bug here must not kill the worker.
-            log("internal error:\n" + traceback.format_exc())
-        finally:
-            if drain:
-                _drain_and_close(fd, None if drain < 0 else drain)
-            else:
-                os.close(fd)
-            worker.inflight -= 1
-        worker.after_request()
+    # Only the main thread runs Python signal handlers, so only it flags itself.
+    flags = worker if threading.current_thread() is threading.main_thread() else _IdleFlag()
+    try:
+        while not worker.stopping:
+            try:
+                flags.main_idle = True
+                pending.extend(itertools.islice(acceptor, 1))
+                flags.main_idle = False
+            except BlockingIOError:
+                continue  # the ACCEPT_WAKEUP timeout
+            _serve_one(worker, req, pending.pop(), buf, mv, base, listener, handle)
+    except _Stop:
+        pass
+    finally:
+        flags.main_idle = False
+    if pending:
+        _serve_one(worker, req, pending.pop(), buf, mv, base, listener, handle)
+
+
+class _IdleFlag(object):
+    main_idle = False
+
+
+def _serve_one(worker, req, conn, buf, mv, base, listener, handle):
+    fd, addr = conn
+    worker.inflight += 1
+    drain = DRAIN_ALL
+    try:
+        drain = handle(worker, req, fd, addr, buf, mv, base, listener)
+    except Exception:
+        # A bug here must not kill the worker.
+        log("internal error:\n" + traceback.format_exc())
+    finally:
+        if drain:
+            _drain_and_close(fd, None if drain < 0 else drain)
+        else:
+            os.close(fd)
+        worker.inflight -= 1
+    worker.after_request()
 
 
 def _base_environ(worker, listener):
@@ -804,6 +833,8 @@ def handle_uwsgi(worker, req, fd, addr, buf, mv, base, listener):
     req.first_read_deadline = time.monotonic() + HEADER_TIMEOUT
     try:
         n = os.readv(fd, [mv])
+    except BlockingIOError:
+        n = -1  # a TCP connection's inherited SO_RCVTIMEO: wait with the deadline
     except OSError:
         return CLOSE
     finally:
@@ -812,7 +843,7 @@ def handle_uwsgi(worker, req, fd, addr, buf, mv, base, listener):
         if n == 0:
             return CLOSE
         try:
-            n = _read_more_uwsgi(worker, fd, buf, mv, n)
+            n = _read_more_uwsgi(worker, fd, buf, mv, max(n, 0))
         except BadRequest as e:
             return _reject(fd, e.code, str(e))
     if buf[0] != 0:
@@ -872,10 +903,13 @@ def handle_http(worker, req, fd, addr, buf, mv, base, listener):
     try:
         try:
             n = os.readv(fd, [mv[:limit]])
+        except BlockingIOError:
+            n = -1  # a TCP connection's inherited SO_RCVTIMEO: wait with the deadline
         finally:
             req.first_read_deadline = 0.0
         if n == 0:
             return CLOSE
+        n = max(n, 0)
         end = buf.find(b"\r\n\r\n", 0, n)
         if end < 0:
             deadline = time.monotonic() + HEADER_TIMEOUT
@@ -1139,10 +1173,6 @@ def _exit(code):
     os._exit(code)
 
 
-class _Stop(BaseException):
-    pass
-
-
 def main():
     raw = os.environ.pop(ENV_CONFIG, None)
     if raw is None:
@@ -1189,9 +1219,11 @@ def main():
 
 
 def run(worker, listeners):
-    main_thread = threading.main_thread()
+    main_ident = threading.main_thread().ident
 
     def on_term(signum, frame):
+        # Busy threads see the flag after their request; other threads within
+        # ACCEPT_WAKEUP; the main thread, if idle in accept(), at once.
         worker.stop(EXIT_OK)
         if worker.main_idle:
             raise _Stop()
@@ -1224,7 +1256,7 @@ def run(worker, listeners):
         except OSError:
             pass
         # The master is gone: behave as on SIGTERM (finish the request, exit).
-        signal.pthread_kill(main_thread.ident, signal.SIGTERM)
+        signal.pthread_kill(main_ident, signal.SIGTERM)
 
     def thread_main(listener, core):
         signal.pthread_sigmask(signal.SIG_BLOCK, (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT))
@@ -1234,17 +1266,19 @@ def run(worker, listeners):
     if worker.threads == 1 and len(listeners) > 1:
         # One thread per listener, but the app is promised wsgi.multithread False.
         worker.app_lock = threading.Lock()
-    for core, (lst, _) in enumerate(slots[1:], 1):
-        threading.Thread(target=thread_main, args=(lst, core), daemon=True, name="amy-core-%d" % core).start()
+    others = [
+        threading.Thread(target=thread_main, args=(lst, core), daemon=True, name="amy-core-%d" % core)
+        for core, (lst, _) in enumerate(slots[1:], 1)
+    ]
+    for t in others:
+        t.start()
     threading.Thread(target=watch_master, daemon=True, name="amy-master-watch").start()
     os.write(FD_CONTROL, MSG_READY)
-    try:
-        serve(worker, slots[0][0], 0)
-    except _Stop:
-        pass
-    # Other threads finish their current request; idle ones die with the process.
-    while worker.inflight > 0:
-        time.sleep(0.01)
+    serve(worker, slots[0][0], 0)
+    # Every serving thread leaves its loop after its current request, or within
+    # ACCEPT_WAKEUP when idle; a request it accepted is never dropped.
+    for t in others:
+        t.join()
     _exit(worker.exit_code)
 
 

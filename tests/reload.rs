@@ -377,10 +377,10 @@ fn a_half_written_ini_is_never_applied() {
     // The first half alone has no module: applying it would be rejected.
     let cut = text.find("module").unwrap();
     let mut file = std::fs::File::create(site.ini()).unwrap();
-    std::io::Write::write_all(&mut file, text[..cut].as_bytes()).unwrap();
+    std::io::Write::write_all(&mut file, &text.as_bytes()[..cut]).unwrap();
     std::io::Write::flush(&mut file).unwrap();
     std::thread::sleep(Duration::from_millis(400)); // the writer's pause, part of the scenario
-    std::io::Write::write_all(&mut file, text[cut..].as_bytes()).unwrap();
+    std::io::Write::write_all(&mut file, &text.as_bytes()[cut..]).unwrap();
     drop(file);
     wait_generation(&site, 2);
     std::thread::sleep(Duration::from_millis(500)); // quiet window: nothing more follows

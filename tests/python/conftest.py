@@ -3,6 +3,7 @@
 scoreboard memfd, the source memfd and `python -c BOOTSTRAP` with the JSON config
 in AMY_EMPEROR_WORKER. A harness for the worker, not a second master."""
 
+import itertools
 import json
 import mmap
 import os
@@ -44,6 +45,7 @@ FD_SOURCE = int(_contract_constant("FD_SOURCE"))
 FD_FIRST_LISTENER = int(_contract_constant("FD_FIRST_LISTENER"))
 SCOREBOARD_SIZE = int(_contract_constant("SCOREBOARD_SIZE"))
 SCOREBOARD = struct.Struct("<dQQdQH")
+_serial = itertools.count(1)
 
 
 def wait_for(predicate, timeout=10.0, what="condition"):
@@ -63,7 +65,8 @@ class Worker:
         """`share`: another Worker whose listening sockets this one accepts on too
         (a second process of the same pool)."""
         self.tmp_path = tmp_path
-        self.log_path = os.path.join(str(tmp_path), "worker-%d.log" % id(self))
+        self.serial = next(_serial)
+        self.log_path = os.path.join(str(tmp_path), "worker-%d.log" % self.serial)
         self.sockets = []
         self.addresses = []
         specs = []
@@ -73,7 +76,7 @@ class Worker:
                 s = share.sockets[i]
                 addr = share.addresses[i]
             elif family == "unix":
-                path = os.path.join(str(tmp_path), "w%d-s%d.sock" % (id(self) % 100000, i))
+                path = os.path.join(str(tmp_path), "w%d-s%d.sock" % (self.serial, i))
                 s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
                 s.bind(path)
                 addr = path
@@ -314,7 +317,7 @@ class Nginx:
     """A throwaway nginx on a loopback port with `uwsgi_pass` to a unix socket."""
 
     def __init__(self, tmp_path, upstream):
-        self.dir = os.path.join(str(tmp_path), "nginx-%d" % id(self))
+        self.dir = os.path.join(str(tmp_path), "nginx-%d" % next(_serial))
         os.makedirs(os.path.join(self.dir, "logs"))
         probe = socket.socket()
         probe.bind(("127.0.0.1", 0))
