@@ -1207,12 +1207,13 @@ def main():
     try:
         app = load_app(cfg)
     except BaseException:
+        # The master logs the traceback, once per generation however many
+        # workers fail the same way; stderr only if the master cannot be told.
         tb = traceback.format_exc()
-        os.write(2, ("amy-worker[%d]: failed to load the app:\n%s" % (os.getpid(), tb)).encode("utf-8", "replace"))
         try:
             os.write(FD_CONTROL, MSG_FAILED + b" " + json.dumps(tb).encode("ascii") + b"\n")
         except OSError:
-            pass
+            os.write(2, ("amy-worker[%d]: failed to load the app:\n%s" % (os.getpid(), tb)).encode("utf-8", "replace"))
         _exit(EXIT_APP_LOAD_FAILED)
     worker = Worker(cfg, app)
     run(worker, listeners)

@@ -116,6 +116,8 @@ pub struct Supervisor {
     harakiri_at: Option<Instant>,
     next_generation: u64,
     listeners_closed: bool,
+    /// The last import traceback logged for a respawn, so a crash loop logs it once.
+    last_traceback: Option<String>,
 }
 
 /// A read-only view for `status`.
@@ -148,6 +150,7 @@ impl Supervisor {
             harakiri_at: None,
             next_generation: 2,
             listeners_closed: false,
+            last_traceback: None,
         };
         let processes = plan.processes;
         sup.plans.insert(1, plan);
@@ -542,17 +545,26 @@ impl Supervisor {
             return;
         }
         if self.phase == Phase::Booting && reason == ExitReason::AppLoadFailed {
-            // The worker logged the traceback; name its last line, not all of it again.
-            let last = detail
-                .as_deref()
-                .and_then(|d| d.trim_end().lines().last())
-                .unwrap_or("see the traceback above");
-            error!(error = last, "the app failed to load at start, giving up");
+            error!(
+                traceback = %detail.as_deref().unwrap_or("(none)"),
+                "the app failed to load at start, giving up"
+            );
             self.begin_stop(true, 1, now, actions);
             return;
         }
         match reason {
             ExitReason::Recycled(why) => info!(worker = w.slot + 1, pid, why, "worker recycled"),
+            ExitReason::AppLoadFailed if detail != self.last_traceback => {
+                // Code changed on disk under a running generation: say why once,
+                // not at every back-off retry.
+                warn!(
+                    worker = w.slot + 1,
+                    pid,
+                    traceback = %detail.as_deref().unwrap_or("(none)"),
+                    "a respawned worker failed to load the app"
+                );
+                self.last_traceback = detail.clone();
+            }
             _ => warn!(
                 worker = w.slot + 1,
                 pid,
