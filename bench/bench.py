@@ -476,6 +476,8 @@ class Run:
         render_app(self.app, self.d, self.seed_db)
         self.ini.write_text(ini_text(self.server, self.app, self.d, self.a.processes))
         (self.d / "uwsgi_env").write_text(env_text(self.app, self.d))
+        # As a site keeps it: the env file holds secrets.
+        (self.d / "uwsgi_env").chmod(0o600)
         self.port = free_port()
         (self.d / "nginx.conf").write_text(nginx_conf(self.d, self.port, self.sock, self.proto))
 

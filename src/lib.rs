@@ -21,5 +21,7 @@ pub mod socket;
 pub mod stats;
 pub mod supervisor;
 pub mod systemd;
+#[cfg(test)]
+mod testutil;
 pub mod watch;
 pub mod worker;

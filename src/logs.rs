@@ -395,29 +395,36 @@ fn readable_within(fd: &impl AsFd, timeout_ms: i32) -> bool {
     }
 }
 
+/// Sets up the process's tracing: `AMY_LOG` (EnvFilter syntax) or a level from
+/// `-v`/`-q` (`verbosity` = count of `-v` minus count of `-q`), written to `writer`.
+pub fn init_tracing<W>(writer: W, verbosity: i8)
+where
+    W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
+{
+    let default = match verbosity {
+        i8::MIN..=-2 => "error",
+        -1 => "warn",
+        0 => "info",
+        1 => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("AMY_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(false)
+        .with_target(false)
+        .with_writer(writer)
+        .try_init();
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::collections::HashMap;
     use std::os::unix::fs::PermissionsExt;
-    use std::sync::atomic::{AtomicU32, Ordering};
 
-    struct TempDir(PathBuf);
-    impl TempDir {
-        fn new() -> Self {
-            static N: AtomicU32 = AtomicU32::new(0);
-            let n = N.fetch_add(1, Ordering::SeqCst);
-            let p = std::env::temp_dir().join(format!("amy-logs-{}-{n}", std::process::id()));
-            let _ = std::fs::remove_dir_all(&p);
-            std::fs::create_dir(&p).unwrap();
-            TempDir(p)
-        }
-    }
-    impl Drop for TempDir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
+    use crate::testutil::TempDir;
 
     fn line(writer: usize, i: usize) -> String {
         // Varying lengths, so lines straddle the pump's reads.
@@ -493,7 +500,7 @@ mod tests {
 
     #[test]
     fn concurrent_writers_lines_arrive_intact_exactly_once() {
-        let dir = TempDir::new();
+        let dir = TempDir::new("logs");
         let sink = LogSink::open(Some(&dir.0.join("app.log")), 0).unwrap();
         let expected = run_writers(&sink, 4, 3000);
         let (counts, files) = all_lines(&dir.0);
@@ -506,7 +513,7 @@ mod tests {
 
     #[test]
     fn rotation_keeps_every_line() {
-        let dir = TempDir::new();
+        let dir = TempDir::new("logs");
         let sink = LogSink::open(Some(&dir.0.join("app.log")), 16 * 1024).unwrap();
         let expected = run_writers(&sink, 3, 1500);
         let (counts, files) = all_lines(&dir.0);
@@ -519,7 +526,7 @@ mod tests {
 
     #[test]
     fn rotation_happens_at_line_boundaries() {
-        let dir = TempDir::new();
+        let dir = TempDir::new("logs");
         let path = dir.0.join("app.log");
         let sink = LogSink::open(Some(&path), 100).unwrap();
         for i in 0..10 {
@@ -547,7 +554,7 @@ mod tests {
 
     #[test]
     fn reopen_after_rename_writes_to_the_new_file() {
-        let dir = TempDir::new();
+        let dir = TempDir::new("logs");
         let path = dir.0.join("app.log");
         let moved = dir.0.join("app.log.1");
         let sink = LogSink::open(Some(&path), 0).unwrap();
@@ -562,7 +569,7 @@ mod tests {
 
     #[test]
     fn log_file_is_created_0640_at_most() {
-        let dir = TempDir::new();
+        let dir = TempDir::new("logs");
         let path = dir.0.join("app.log");
         let _sink = LogSink::open(Some(&path), 0).unwrap();
         let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
@@ -572,7 +579,7 @@ mod tests {
 
     #[test]
     fn existing_log_is_appended_to() {
-        let dir = TempDir::new();
+        let dir = TempDir::new("logs");
         let path = dir.0.join("app.log");
         std::fs::write(&path, "old\n").unwrap();
         let sink = LogSink::open(Some(&path), 0).unwrap();
@@ -585,7 +592,7 @@ mod tests {
         if !Path::new("/dev/full").exists() {
             return;
         }
-        let dir = TempDir::new();
+        let dir = TempDir::new("logs");
         let sink = LogSink::open(Some(Path::new("/dev/full")), 0).unwrap();
         sink.write_bytes(b"a\nb\n");
         sink.write_bytes(b"c\n");
@@ -626,7 +633,7 @@ mod tests {
 
     #[test]
     fn a_partial_line_is_flushed_after_a_while() {
-        let dir = TempDir::new();
+        let dir = TempDir::new("logs");
         let path = dir.0.join("app.log");
         let sink = LogSink::open(Some(&path), 0).unwrap();
         let pipe = log_pipe().unwrap();
@@ -656,7 +663,7 @@ mod tests {
     #[test]
     fn tracing_events_go_through_the_sink() {
         use tracing_subscriber::fmt::MakeWriter;
-        let dir = TempDir::new();
+        let dir = TempDir::new("logs");
         let path = dir.0.join("app.log");
         let sink = LogSink::open(Some(&path), 0).unwrap();
         let subscriber = tracing_subscriber::fmt()

@@ -306,25 +306,9 @@ fn parse_proc_locks(text: &str, major: u32, minor: u32, ino: u64) -> Vec<i32> {
 mod tests {
     use super::*;
     use std::process::{Child, Command, Stdio};
-    use std::sync::atomic::{AtomicU32, Ordering};
     use std::time::{Duration, Instant};
 
-    struct TempDir(PathBuf);
-    impl TempDir {
-        fn new() -> Self {
-            static N: AtomicU32 = AtomicU32::new(0);
-            let n = N.fetch_add(1, Ordering::SeqCst);
-            let p = std::env::temp_dir().join(format!("amy-pid-{}-{n}", std::process::id()));
-            let _ = std::fs::remove_dir_all(&p);
-            std::fs::create_dir(&p).unwrap();
-            TempDir(p)
-        }
-    }
-    impl Drop for TempDir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
+    use crate::testutil::TempDir;
 
     /// Kills the child by pid when the test ends, pass or fail.
     struct Reaped(Child);
@@ -384,7 +368,7 @@ mod tests {
 
     #[test]
     fn bad_contents_are_invalid() {
-        let dir = TempDir::new();
+        let dir = TempDir::new("pid");
         let path = dir.0.join("amy.pid");
         for bad in [
             "abc",
@@ -407,7 +391,7 @@ mod tests {
 
     #[test]
     fn missing_file_is_not_running() {
-        let dir = TempDir::new();
+        let dir = TempDir::new("pid");
         assert_eq!(
             inspect(&dir.0.join("nope.pid")).unwrap(),
             Running::NotRunning
@@ -416,7 +400,7 @@ mod tests {
 
     #[test]
     fn symlink_and_directory_are_invalid() {
-        let dir = TempDir::new();
+        let dir = TempDir::new("pid");
         let real = dir.0.join("real.pid");
         std::fs::write(&real, format!("{}\n", std::process::id())).unwrap();
         let link = dir.0.join("link.pid");
@@ -427,7 +411,7 @@ mod tests {
 
     #[test]
     fn foreign_live_pid_is_stale_not_master() {
-        let dir = TempDir::new();
+        let dir = TempDir::new("pid");
         let path = dir.0.join("amy.pid");
         let decoy = Reaped(Command::new("sleep").arg("30").spawn().unwrap());
         let pid = decoy.0.id() as i32;
@@ -444,7 +428,7 @@ mod tests {
 
     #[test]
     fn acquire_writes_pid_and_holds_the_lock() {
-        let dir = TempDir::new();
+        let dir = TempDir::new("pid");
         let path = dir.0.join("amy.pid");
         let me = std::process::id() as i32;
         let pf = acquire(&path).unwrap();
@@ -470,7 +454,7 @@ mod tests {
 
     #[test]
     fn dropping_the_pidfile_makes_it_stale() {
-        let dir = TempDir::new();
+        let dir = TempDir::new("pid");
         let path = dir.0.join("amy.pid");
         let pf = acquire(&path).unwrap();
         drop(pf);
@@ -480,7 +464,7 @@ mod tests {
 
     #[test]
     fn remove_if_ours_leaves_a_replaced_file() {
-        let dir = TempDir::new();
+        let dir = TempDir::new("pid");
         let path = dir.0.join("amy.pid");
         let pf = acquire(&path).unwrap();
         std::fs::remove_file(&path).unwrap();
@@ -494,7 +478,7 @@ mod tests {
         if Command::new("flock").arg("--version").output().is_err() {
             return; // util-linux not installed
         }
-        let dir = TempDir::new();
+        let dir = TempDir::new("pid");
         let path = dir.0.join("amy.pid");
         std::fs::write(&path, "").unwrap();
         let holder = Reaped(
@@ -539,7 +523,7 @@ mod tests {
 
     #[test]
     fn concurrent_acquires_leave_exactly_one_winner() {
-        let dir = TempDir::new();
+        let dir = TempDir::new("pid");
         let path = dir.0.join("amy.pid");
         let barrier = std::sync::Arc::new(std::sync::Barrier::new(4));
         let handles: Vec<_> = (0..4)
@@ -562,7 +546,7 @@ mod tests {
     struct TinyFs(TempDir);
     impl TinyFs {
         fn mount() -> Option<Self> {
-            let dir = TempDir::new();
+            let dir = TempDir::new("pid");
             let ok = Command::new("mount")
                 .args(["-t", "tmpfs", "-o", "size=16k", "tmpfs"])
                 .arg(&dir.0)
@@ -598,7 +582,7 @@ mod tests {
 
     #[test]
     fn unwritable_directory_fails_without_leaving_a_file() {
-        let dir = TempDir::new();
+        let dir = TempDir::new("pid");
         let path = dir.0.join("missing-dir").join("amy.pid");
         let err = acquire(&path).unwrap_err();
         assert!(matches!(err, PidfileError::Io { .. }), "{err}");

@@ -17,12 +17,27 @@ pub fn spawn_sources(inbox: Inbox) -> std::io::Result<()> {
         (SignalKind::user_defined1(), MasterSignal::Usr1),
         (SignalKind::user_defined2(), MasterSignal::Usr2),
     ];
-    for (kind, meaning) in table {
+    forward(&table, move |meaning| {
+        inbox.send(Input::Event(Event::Signal(meaning))).is_ok()
+    })
+}
+
+/// For each `(signal, meaning)`, a task that calls `send(meaning)` on every
+/// delivery until `send` says the receiver is gone. Shared by the master and
+/// the emperor, each with its own table and channel.
+pub fn forward<T>(
+    table: &[(SignalKind, T)],
+    send: impl Fn(T) -> bool + Clone + Send + 'static,
+) -> std::io::Result<()>
+where
+    T: Copy + Send + 'static,
+{
+    for &(kind, meaning) in table {
         let mut stream = signal(kind)?;
-        let inbox = inbox.clone();
+        let send = send.clone();
         tokio::spawn(async move {
             while stream.recv().await.is_some() {
-                if inbox.send(Input::Event(Event::Signal(meaning))).is_err() {
+                if !send(meaning) {
                     break;
                 }
             }

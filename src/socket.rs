@@ -554,24 +554,8 @@ mod tests {
     use std::io::{Read, Write};
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
     use std::os::unix::net::{UnixListener, UnixStream};
-    use std::sync::atomic::{AtomicU32, Ordering};
 
-    struct TempDir(PathBuf);
-    impl TempDir {
-        fn new() -> Self {
-            static N: AtomicU32 = AtomicU32::new(0);
-            let n = N.fetch_add(1, Ordering::SeqCst);
-            let p = std::env::temp_dir().join(format!("amy-sock-{}-{n}", std::process::id()));
-            let _ = std::fs::remove_dir_all(&p);
-            std::fs::create_dir(&p).unwrap();
-            TempDir(p)
-        }
-    }
-    impl Drop for TempDir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
+    use crate::testutil::TempDir;
 
     fn unix_spec(path: &Path) -> SocketSpec {
         SocketSpec {
@@ -611,7 +595,7 @@ mod tests {
 
     #[test]
     fn unix_socket_gets_the_configured_mode_and_accepts() {
-        let dir = TempDir::new();
+        let dir = TempDir::new("sock");
         let path = dir.0.join("amy.sock");
         let opts = BindOptions {
             chmod: Some(0o660),
@@ -639,7 +623,7 @@ mod tests {
 
     #[test]
     fn world_accessible_chmod_is_warned_about() {
-        let dir = TempDir::new();
+        let dir = TempDir::new("sock");
         let path = dir.0.join("amy.sock");
         let opts = BindOptions {
             chmod: Some(0o666),
@@ -654,7 +638,7 @@ mod tests {
 
     #[test]
     fn without_chmod_the_mode_comes_from_the_umask() {
-        let dir = TempDir::new();
+        let dir = TempDir::new("sock");
         let path = dir.0.join("amy.sock");
         let (_l, _) = bind(&unix_spec(&path), &BindOptions::default()).unwrap();
         let status = std::fs::read_to_string("/proc/self/status").unwrap();
@@ -675,14 +659,14 @@ mod tests {
     fn mode_is_never_wider_than_chmod_while_the_path_exists() {
         // Watch the target from another thread while binding repeatedly: every
         // stat that sees the socket must see the final mode.
-        let dir = TempDir::new();
+        let dir = TempDir::new("sock");
         let path = dir.0.join("race.sock");
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let watcher = {
             let (path, stop) = (path.clone(), stop.clone());
             std::thread::spawn(move || {
                 let mut seen = 0u32;
-                while !stop.load(Ordering::Relaxed) {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                     if let Ok(m) = std::fs::symlink_metadata(&path) {
                         assert_eq!(m.permissions().mode() & 0o777, 0o600, "mode seen wider");
                         seen += 1;
@@ -699,14 +683,14 @@ mod tests {
             let (l, _) = bind(&unix_spec(&path), &opts).unwrap();
             vacuum(&l);
         }
-        stop.store(true, Ordering::Relaxed);
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
         let seen = watcher.join().unwrap();
         assert!(seen > 0, "the watcher never saw the socket");
     }
 
     #[test]
     fn stale_socket_is_replaced() {
-        let dir = TempDir::new();
+        let dir = TempDir::new("sock");
         let path = dir.0.join("amy.sock");
         let old = UnixListener::bind(&path).unwrap();
         drop(old); // the file stays, nobody accepts: stale
@@ -720,7 +704,7 @@ mod tests {
 
     #[test]
     fn live_socket_is_refused_and_untouched() {
-        let dir = TempDir::new();
+        let dir = TempDir::new("sock");
         let path = dir.0.join("amy.sock");
         let live = UnixListener::bind(&path).unwrap();
         let ino = std::fs::symlink_metadata(&path).unwrap().ino();
@@ -736,7 +720,7 @@ mod tests {
 
     #[test]
     fn regular_file_symlink_and_directory_are_refused_and_untouched() {
-        let dir = TempDir::new();
+        let dir = TempDir::new("sock");
         let file = dir.0.join("file.sock");
         std::fs::write(&file, b"precious").unwrap();
         std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o640)).unwrap();
@@ -778,7 +762,7 @@ mod tests {
     #[test]
     fn target_near_the_length_limit_binds_through_proc() {
         // The staging path is longer than the target; it must still fit.
-        let dir = TempDir::new();
+        let dir = TempDir::new("sock");
         let room = MAX_UNIX_PATH - dir.0.as_os_str().len() - 1;
         let path = dir.0.join("s".repeat(room));
         assert_eq!(path.as_os_str().len(), MAX_UNIX_PATH);
@@ -789,7 +773,7 @@ mod tests {
 
     #[test]
     fn unknown_chown_user_is_an_error() {
-        let dir = TempDir::new();
+        let dir = TempDir::new("sock");
         let path = dir.0.join("amy.sock");
         let opts = BindOptions {
             chown: Some(ChownSpec {
@@ -808,7 +792,7 @@ mod tests {
         if !nix::unistd::geteuid().is_root() {
             return; // chown to another uid needs root
         }
-        let dir = TempDir::new();
+        let dir = TempDir::new("sock");
         let path = dir.0.join("amy.sock");
         let opts = BindOptions {
             chmod: Some(0o660),
@@ -826,7 +810,7 @@ mod tests {
 
     #[test]
     fn vacuum_removes_only_our_inode() {
-        let dir = TempDir::new();
+        let dir = TempDir::new("sock");
         let path = dir.0.join("amy.sock");
         let (l, _) = bind(&unix_spec(&path), &BindOptions::default()).unwrap();
         assert_eq!(vacuum_checked(&l), Vacuum::Removed);

@@ -84,7 +84,8 @@ pub fn run(args: &StartArgs, verbosity: i8) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    init_tracing(&sink, verbosity);
+    // The master's own events go through the same sink as worker output.
+    crate::logs::init_tracing(SinkWriter(sink.clone()), verbosity);
 
     match prepare(&ini, load_options, config, environment, sink, ready_pipe) {
         Ok(setup) => {
@@ -228,23 +229,4 @@ fn daemonize() -> std::io::Result<Option<OwnedFd>> {
             Ok(Some(write))
         }
     }
-}
-
-/// The master's own events go through the same sink as worker output.
-fn init_tracing(sink: &Arc<LogSink>, verbosity: i8) {
-    let default = match verbosity {
-        i8::MIN..=-2 => "error",
-        -1 => "warn",
-        0 => "info",
-        1 => "debug",
-        _ => "trace",
-    };
-    let filter = tracing_subscriber::EnvFilter::try_from_env("AMY_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(false)
-        .with_target(false)
-        .with_writer(SinkWriter(sink.clone()))
-        .try_init();
 }

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use notify::event::{AccessKind, AccessMode, EventKind};
 use notify::RecursiveMode;
-use tokio::signal::unix::{signal, SignalKind};
+use tokio::signal::unix::SignalKind;
 use tokio::sync::mpsc;
 use tracing::{error, info, warn};
 
@@ -203,18 +203,9 @@ fn spawn_signal_sources(inbox: Inbox) -> std::io::Result<()> {
         (SignalKind::quit(), Sig::Int),
         (SignalKind::user_defined1(), Sig::Usr1),
     ];
-    for (kind, meaning) in table {
-        let mut stream = signal(kind)?;
-        let inbox = inbox.clone();
-        tokio::spawn(async move {
-            while stream.recv().await.is_some() {
-                if inbox.send(Input::Event(Event::Signal(meaning))).is_err() {
-                    break;
-                }
-            }
-        });
-    }
-    Ok(())
+    crate::signals::forward(&table, move |meaning| {
+        inbox.send(Input::Event(Event::Signal(meaning))).is_ok()
+    })
 }
 
 /// Watches DIR itself (not recursively): every vassal file is directly in it, and

@@ -23,7 +23,7 @@ use std::process::ExitCode;
 use crate::cli::StartArgs;
 
 pub fn run(dir: &Path, args: &StartArgs, verbosity: i8) -> ExitCode {
-    init_tracing(verbosity);
+    crate::logs::init_tracing(std::io::stderr, verbosity);
     if args.daemonize {
         eprintln!("amy-emperor: --daemonize is not supported with --emperor; run the emperor under an init system");
         return ExitCode::from(2);
@@ -71,22 +71,4 @@ pub fn run(dir: &Path, args: &StartArgs, verbosity: i8) -> ExitCode {
     let code = runtime.block_on(executor::run(setup));
     runtime.shutdown_background();
     ExitCode::from(code.clamp(0, 255) as u8)
-}
-
-fn init_tracing(verbosity: i8) {
-    let default = match verbosity {
-        i8::MIN..=-2 => "error",
-        -1 => "warn",
-        0 => "info",
-        1 => "debug",
-        _ => "trace",
-    };
-    let filter = tracing_subscriber::EnvFilter::try_from_env("AMY_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(false)
-        .with_target(false)
-        .with_writer(std::io::stderr)
-        .try_init();
 }

@@ -466,12 +466,26 @@ fn main() {
         .filter(|r| r.status != 200 && r.status != 0)
         .count();
     let socket_errors = recs.iter().filter(|r| r.status == 0).count();
+    let mut statuses: Vec<(u16, usize)> = Vec::new();
+    for r in recs.iter().filter(|r| r.status != 200) {
+        match statuses.iter_mut().find(|(s, _)| *s == r.status) {
+            Some((_, n)) => *n += 1,
+            None => statuses.push((r.status, 1)),
+        }
+    }
+    statuses.sort_unstable();
+    // "0" counts socket errors.
+    let failed_statuses = statuses
+        .iter()
+        .map(|(s, n)| format!("\"{s}\":{n}"))
+        .collect::<Vec<_>>()
+        .join(",");
     let mut lats: Vec<u64> = recs.iter().map(|r| r.lat_us).collect();
     lats.sort_unstable();
     let mut out = format!(
         "{{\"mode\":\"{}\",\"conns\":{},\"duration_s\":{:.3},\"requests\":{},\"ok\":{},\
          \"errors\":{},\"status_errors\":{},\"socket_errors\":{},\"stuck_threads\":{},\
-         \"rps\":{:.1},\"p50_ms\":{:.3},\"p99_ms\":{:.3},\"max_ms\":{:.3},\"pids\":{}",
+         \"failed_statuses\":{{{}}},\"rps\":{:.1},\"p50_ms\":{:.3},\"p99_ms\":{:.3},\"max_ms\":{:.3},\"pids\":{}",
         match o.mode {
             Mode::Uwsgi => "uwsgi",
             Mode::HttpUnix => "http-unix",
@@ -485,6 +499,7 @@ fn main() {
         status_errors,
         socket_errors,
         stuck,
+        failed_statuses,
         ok as f64 / elapsed.as_secs_f64(),
         pct(&lats, 0.5),
         pct(&lats, 0.99),
