@@ -263,10 +263,33 @@ fn parse_pid(content: &[u8]) -> Result<i32, String> {
 
 /// Pids holding a flock on (dev, ino), from `/proc/locks`.
 fn flock_holders(dev: u64, ino: u64) -> Vec<i32> {
-    let Ok(locks) = std::fs::read_to_string("/proc/locks") else {
+    let Some(locks) = read_proc_locks() else {
         return Vec::new();
     };
     parse_proc_locks(&locks, libc::major(dev), libc::minor(dev), ino)
+}
+
+/// `/proc/locks` in one `read()`: it is a seq_file, and read in several calls
+/// (as `read_to_string` does, starting small) it can skip entries when another
+/// process takes or drops a lock between the calls — our master's lock among
+/// them, which would make a live master look stale.
+fn read_proc_locks() -> Option<String> {
+    use std::io::Read;
+    let mut size = 256 * 1024;
+    loop {
+        let mut file = File::open("/proc/locks").ok()?;
+        let mut buf = vec![0u8; size];
+        let n = file.read(&mut buf).ok()?;
+        if n < size {
+            buf.truncate(n);
+            return String::from_utf8(buf).ok();
+        }
+        // Filled the buffer: there may be more; read it whole with a larger one.
+        size *= 4;
+        if size > 64 * 1024 * 1024 {
+            return None;
+        }
+    }
 }
 
 /// Lines look like `3: FLOCK  ADVISORY  WRITE 2139 fd:01:1234 0 EOF` (major and

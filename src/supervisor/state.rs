@@ -30,7 +30,7 @@ use crate::worker::contract::ExitReason;
 /// How long a generation may take from spawn to every worker ready.
 pub const BOOT_TIMEOUT: Duration = Duration::from_secs(60);
 /// File events closer together than this make one reload.
-pub const DEBOUNCE: Duration = Duration::from_millis(200);
+pub const DEBOUNCE: Duration = Duration::from_millis(100);
 /// The longest we wait for a writer that opened a watched file to close it.
 pub const WRITE_SETTLE_MAX: Duration = Duration::from_secs(10);
 /// Workers asked to stop at once get this long before SIGKILL.
