@@ -1149,8 +1149,9 @@ def _cut_silent(req):
         # Re-checked after the probing syscalls above: the fd must still be the
         # silent connection, not a newer one that reused its number.
         if req.conn == fd and req.first_read_deadline:
-            s.shutdown(socket.SHUT_RDWR)
+            # Logged first, so whoever sees the cut can already read why.
             log("closed a connection that sent nothing in %ds" % HEADER_TIMEOUT)
+            s.shutdown(socket.SHUT_RDWR)
     except OSError:
         pass
     finally:

@@ -566,7 +566,7 @@ def test_silent_unix_connection_is_cut_and_the_worker_serves_again(spawn):
     assert recv_all(s) == b""
     assert time.monotonic() - t0 <= 12
     s.close()
-    assert "sent nothing" in w.log()
+    wait_for(lambda: "sent nothing" in w.log(), timeout=5, what="the cut to be logged")
     served_after(w)
 
 
