@@ -3,58 +3,16 @@
 //! Observed through the vassals' sockets, pidfiles and /proc, never through the
 //! emperor's internals.
 
-use std::io::{Read, Write};
-use std::os::unix::net::UnixStream;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
-const BIN: &str = env!("CARGO_BIN_EXE_amy-emperor");
+mod common;
+
+use common::{alive, kill, repo, uwsgi_get, venv, wait_for, BIN};
 const READY: Duration = Duration::from_secs(60);
-
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn venv() -> PathBuf {
-    let v = repo().join(".venv-test");
-    assert!(
-        v.join("bin/python").exists(),
-        "no test venv: run scripts/setup-test-deps.sh"
-    );
-    v
-}
-
-fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-fn kill(pid: i32, sig: i32) -> bool {
-    assert!(pid > 1);
-    // SAFETY: kill(2) on a pid this test started (or one of its vassals' masters).
-    unsafe { libc::kill(pid, sig) == 0 }
-}
-
-/// A zombie counts as dead.
-fn alive(pid: i32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
-        stat.rsplit(')')
-            .next()
-            .and_then(|s| s.split_whitespace().next())
-            != Some("Z")
-    })
-}
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
@@ -127,20 +85,11 @@ impl Dirs {
 
     /// The pid of the worker that answered a request on `name`'s socket.
     fn serving_pid(&self, name: &str) -> Option<i32> {
-        let mut s = UnixStream::connect(self.sock(name)).ok()?;
-        s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
-        s.write_all(&uwsgi_packet("GET", "/")).ok()?;
-        let mut out = Vec::new();
-        s.read_to_end(&mut out).ok()?;
-        let text = String::from_utf8_lossy(&out);
-        if !text.starts_with("HTTP/1.1 200") || !text.ends_with("Hello, World!\n") {
+        let r = uwsgi_get(&self.sock(name), "/").ok()?;
+        if r.status != 200 || r.body != b"Hello, World!\n" {
             return None;
         }
-        text.lines()
-            .find_map(|l| l.strip_prefix("X-Worker-Pid: "))?
-            .trim()
-            .parse()
-            .ok()
+        r.header("X-Worker-Pid")?.parse().ok()
     }
 
     fn wait_serving(&self, name: &str) -> i32 {
@@ -148,33 +97,6 @@ impl Dirs {
             self.serving_pid(name)
         })
     }
-}
-
-/// A request over the uwsgi protocol, as nginx sends it.
-fn uwsgi_packet(method: &str, path: &str) -> Vec<u8> {
-    let vars = [
-        ("REQUEST_METHOD", method),
-        ("REQUEST_URI", path),
-        ("PATH_INFO", path),
-        ("QUERY_STRING", ""),
-        ("SERVER_PROTOCOL", "HTTP/1.1"),
-        ("SERVER_NAME", "localhost"),
-        ("SERVER_PORT", "80"),
-        ("REMOTE_ADDR", "127.0.0.1"),
-        ("HTTP_HOST", "localhost"),
-    ];
-    let mut block = Vec::new();
-    for (k, v) in vars {
-        block.extend_from_slice(&(k.len() as u16).to_le_bytes());
-        block.extend_from_slice(k.as_bytes());
-        block.extend_from_slice(&(v.len() as u16).to_le_bytes());
-        block.extend_from_slice(v.as_bytes());
-    }
-    let mut packet = vec![0u8];
-    packet.extend_from_slice(&(block.len() as u16).to_le_bytes());
-    packet.push(0);
-    packet.extend_from_slice(&block);
-    packet
 }
 
 /// A running `amy-emperor start --emperor DIR`; stopped (and its vassals with it)

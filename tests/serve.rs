@@ -368,7 +368,14 @@ fn a_killed_worker_under_load_loses_only_its_own_requests_and_is_replaced() {
     let load = load(4, Duration::from_secs(20), stop.clone(), move || {
         uwsgi_get(&sock, "/")
     });
-    std::thread::sleep(Duration::from_millis(300)); // let load build up; not a readiness wait
+    wait_for("load to flow", Duration::from_secs(10), || {
+        let served: u64 = site.status_json()["workers"]
+            .as_array()?
+            .iter()
+            .filter_map(|w| w["requests"].as_u64())
+            .sum();
+        (served >= 50).then_some(())
+    });
     assert!(kill(before[0], 9));
     let after = wait_for("the slot to be refilled", Duration::from_secs(10), || {
         let pids = inst.worker_pids();
