@@ -17,7 +17,7 @@ use tracing::{error, info, warn};
 
 use super::events::*;
 use super::state::{Phase, Snapshot, Supervisor, WorkerState};
-use crate::config::{self, Config, LoadOptions, SocketAddress};
+use crate::config::{self, Config, LoadOptions};
 use crate::logs::LogSink;
 use crate::pidfile::Pidfile;
 use crate::scoreboard::{monotonic_now, Scoreboard};
@@ -356,7 +356,7 @@ impl Master {
                     for w in warnings {
                         warn!(warning = %w, "socket");
                     }
-                    info!(address = %describe(&spec.address), protocol = spec.protocol.as_str(), "socket bound for the new generation");
+                    info!(address = %socket::describe(&spec.address), protocol = spec.protocol.as_str(), "socket bound for the new generation");
                     let l = Arc::new(l);
                     self.open.push(l.clone());
                     l
@@ -386,7 +386,7 @@ impl Master {
         self.open.retain(|l| {
             let used = in_use.iter().any(|u| Arc::ptr_eq(u, l));
             if !used {
-                info!(address = %describe(&l.spec.address), "socket no longer configured, closed");
+                info!(address = %socket::describe(&l.spec.address), "socket no longer configured, closed");
                 if vacuum {
                     socket::vacuum(l);
                 }
@@ -415,7 +415,7 @@ impl Master {
             .map(|l| ListenerFd {
                 fd: &l.fd,
                 protocol: l.spec.protocol,
-                name: describe(&l.spec.address),
+                name: socket::describe(&l.spec.address),
             })
             .collect();
         match spawn::spawn(
@@ -597,13 +597,6 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<(&'static str, bool)>
         ),
         ("listen (for sockets kept open)", old.listen != new.listen),
     ]
-}
-
-pub fn describe(address: &SocketAddress) -> String {
-    match address {
-        SocketAddress::Unix(p) => p.display().to_string(),
-        SocketAddress::Tcp { host, port } => format!("{host}:{port}"),
-    }
 }
 
 fn outcome_json(outcome: &ReloadOutcome) -> Value {
