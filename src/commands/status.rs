@@ -71,13 +71,14 @@ fn human(v: &Value) -> String {
             .as_f64()
             .map(|a| format!("{a:.1} s"))
             .unwrap_or_else(|| "-".into());
+        // serde_json's Display ignores widths: pad strings, not Values.
         s += &format!(
             "{:<7} {:<8} {:<4} {:<9} {:<9} {:<8.1} {}\n",
-            w["id"],
-            w["pid"],
-            w["generation"],
+            w["id"].to_string(),
+            w["pid"].to_string(),
+            w["generation"].to_string(),
             w["state"].as_str().unwrap_or("?"),
-            w["requests"],
+            w["requests"].to_string(),
             w["rss_bytes"].as_f64().unwrap_or(0.0) / 1048576.0,
             age
         );
