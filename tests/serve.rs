@@ -388,6 +388,18 @@ fn a_killed_worker_under_load_loses_only_its_own_requests_and_is_replaced() {
         .then_some(pids)
     });
     assert!(after.contains(&before[1]));
+    let mut counts: Vec<u64> = site.status_json()["workers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w["respawn_count"].as_u64().unwrap())
+        .collect();
+    counts.sort();
+    assert_eq!(
+        counts,
+        vec![1, 2],
+        "the refilled slot counts its second worker"
+    );
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
     let report = load.join().unwrap();
     // One sync worker has at most one request in flight when killed.

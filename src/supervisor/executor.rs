@@ -68,6 +68,8 @@ struct Generation {
 
 struct WorkerHandle {
     scoreboard: Scoreboard,
+    /// How many workers this slot has had, this one included (uWSGI's `respawn_count`).
+    spawns: u64,
 }
 
 struct Master {
@@ -83,6 +85,8 @@ struct Master {
     open: Vec<Arc<Listener>>,
     vacuum: bool,
     workers: HashMap<i32, WorkerHandle>,
+    /// Workers started per slot over the master's life, for `respawn_count`.
+    spawns_per_slot: HashMap<usize, u64>,
     log_write: OwnedFd,
     alive_read: OwnedFd,
     /// Held, never written: its closing (our death) tells workers to leave.
@@ -166,6 +170,7 @@ impl Master {
             open,
             vacuum: config.vacuum,
             workers: HashMap::new(),
+            spawns_per_slot: HashMap::new(),
             log_write,
             alive_read,
             _alive_write: alive_write,
@@ -429,10 +434,14 @@ impl Master {
             Ok(spawned) => {
                 let pid = spawned.child.id().map(|p| p as i32).unwrap_or(0);
                 info!(worker = slot + 1, pid, generation, "worker spawned");
+                let spawns = self.spawns_per_slot.entry(slot).or_default();
+                *spawns += 1;
+                let spawns = *spawns;
                 self.workers.insert(
                     pid,
                     WorkerHandle {
                         scoreboard: spawned.scoreboard,
+                        spawns,
                     },
                 );
                 watch_worker(pid, spawned.child, spawned.control, self.inbox.clone());
@@ -502,6 +511,7 @@ impl Master {
                     // For the stats server (src/stats.rs): uWSGI's tx, running_time, last_spawn.
                     "tx_bytes": reading.tx_bytes,
                     "busy_s": reading.busy_seconds,
+                    "respawn_count": self.workers.get(&w.pid).map(|h| h.spawns).unwrap_or(1),
                     "spawned_unix": SystemTime::now().checked_sub(w.spawned_at.elapsed()).and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok()).map(|d| d.as_secs()),
                 })
             })
