@@ -2,6 +2,7 @@
 //! (DESIGN §3). tokio's handlers only set a flag and wake the loop: no logging or
 //! allocation happens in signal context.
 
+use nix::sys::signal::{SigSet, SigmaskHow, Signal};
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::supervisor::events::{Event, MasterSignal};
@@ -43,5 +44,36 @@ where
             }
         });
     }
+    release();
     Ok(())
+}
+
+/// The signals we handle, held blocked from the first instant of `start` until
+/// [`forward`] has installed their handlers: one arriving in between stays
+/// pending and is then handled, instead of killing the process by its default
+/// action with nothing cleaned up (reliability goal row 17). Threads started in
+/// between inherit the block, which is harmless: the handler is process-wide.
+fn handled() -> SigSet {
+    let mut set = SigSet::empty();
+    for s in [
+        Signal::SIGHUP,
+        Signal::SIGTERM,
+        Signal::SIGINT,
+        Signal::SIGQUIT,
+        Signal::SIGUSR1,
+        Signal::SIGUSR2,
+    ] {
+        set.add(s);
+    }
+    set
+}
+
+/// Blocks the handled signals in this thread (call before any thread exists).
+/// Until [`release`] or [`forward`], they stay pending.
+pub fn hold() {
+    let _ = handled().thread_block();
+}
+
+pub fn release() {
+    let _ = nix::sys::signal::pthread_sigmask(SigmaskHow::SIG_UNBLOCK, Some(&handled()), None);
 }

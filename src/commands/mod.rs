@@ -16,6 +16,11 @@ use crate::config::{self, LoadOptions};
 /// Runs the parsed command line and returns the exit status.
 pub fn run(cli: Cli) -> ExitCode {
     let verbosity = cli.verbose as i8 - cli.quiet as i8;
+    // `main` holds the stop signals until their handlers exist; only `start`
+    // installs any, so everything else gets the default behaviour back (Ctrl-C).
+    if !matches!(cli.command, Command::Start(_)) {
+        crate::signals::release();
+    }
     match cli.command {
         Command::Start(args) => start::run(&args, verbosity),
         Command::Stop(args) => stop::run(&args),
