@@ -78,6 +78,10 @@ struct Logic {
 const MAX_INCLUDE_DEPTH: usize = 32;
 /// Substitutions per value before we call an expansion endless (`a = x%(a)`).
 const MAX_SUBSTITUTIONS: usize = 10_000;
+/// The longest value an expansion may produce: beyond any real option (uWSGI's
+/// own buffers stop at 64 KiB for most of them), and small enough that a value
+/// growing by itself is refused in well under a second.
+const MAX_VALUE_LEN: usize = 64 * 1024;
 
 pub struct Expander<'a> {
     pub opts: Vec<Opt>,
@@ -632,6 +636,19 @@ impl<'a> Expander<'a> {
                         return Err(origin.error(format!(
                             "{}: the expansion of {} never ends (a value that refers to itself?)",
                             self.opts[i].key, symbol as char
+                        )));
+                    }
+                    // A value that refers to itself through its own first
+                    // definition doubles at each pass: bound the size, not only
+                    // the count, or a typo eats the host's memory (on a reload,
+                    // the master's).
+                    let grown = value.len() - key_len - 3 + replacement.len();
+                    if grown > MAX_VALUE_LEN {
+                        return Err(origin.error(format!(
+                            "{}: the expansion of {} grows past {} bytes (a value that refers to itself?)",
+                            self.opts[i].key,
+                            symbol as char,
+                            MAX_VALUE_LEN
                         )));
                     }
                     let new = format!(
