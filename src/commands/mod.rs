@@ -54,3 +54,22 @@ pub fn locate_pidfile(target: &Target) -> Result<PathBuf, String> {
             )
         })
 }
+
+/// Runs a loop (the master's or the emperor's) on a current-thread runtime and
+/// turns its exit code into the process's.
+pub fn run_loop(main: impl std::future::Future<Output = i32>) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start the runtime");
+            return ExitCode::from(1);
+        }
+    };
+    let code = runtime.block_on(main);
+    // Forwarding tasks may still be parked on signals; do not wait for them.
+    runtime.shutdown_background();
+    ExitCode::from(code.clamp(0, 255) as u8)
+}

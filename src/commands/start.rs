@@ -88,22 +88,7 @@ pub fn run(args: &StartArgs, verbosity: i8) -> ExitCode {
     crate::logs::init_tracing(SinkWriter(sink.clone()), verbosity);
 
     match prepare(&ini, load_options, config, environment, sink, ready_pipe) {
-        Ok(setup) => {
-            let runtime = match tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
-                Ok(rt) => rt,
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot start the runtime");
-                    return ExitCode::from(1);
-                }
-            };
-            let code = runtime.block_on(executor::run(setup));
-            // Forwarding tasks may still be parked on signals; do not wait for them.
-            runtime.shutdown_background();
-            ExitCode::from(code.clamp(0, 255) as u8)
-        }
+        Ok(setup) => super::run_loop(executor::run(setup)),
         Err(message) => {
             tracing::error!(reason = %message, "cannot start");
             eprintln!("amy-emperor: {message}");

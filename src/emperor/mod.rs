@@ -53,22 +53,10 @@ pub fn run(dir: &Path, args: &StartArgs, verbosity: i8) -> ExitCode {
         vassal_args.push("--env-file".into());
         vassal_args.push(env_file.clone().into_os_string());
     }
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot start the runtime");
-            return ExitCode::from(1);
-        }
-    };
     let setup = executor::Setup {
         dir,
         exe,
         vassal_args,
     };
-    let code = runtime.block_on(executor::run(setup));
-    runtime.shutdown_background();
-    ExitCode::from(code.clamp(0, 255) as u8)
+    crate::commands::run_loop(executor::run(setup))
 }

@@ -357,11 +357,7 @@ impl Supervisor {
             .filter(|w| w.generation == generation)
         {
             if w.state != WorkerState::Killed {
-                w.state = WorkerState::Killed;
-                actions.push(Action::Signal {
-                    pid: w.pid,
-                    signal: WorkerSignal::Kill,
-                });
+                kill(w, actions);
             }
         }
         self.plans.remove(&generation);
@@ -653,11 +649,7 @@ impl Supervisor {
                     age_ms = b.age.as_millis() as u64,
                     "harakiri: request exceeded its time limit, killing the worker"
                 );
-                w.state = WorkerState::Killed;
-                actions.push(Action::Signal {
-                    pid: w.pid,
-                    signal: WorkerSignal::Kill,
-                });
+                kill(w, actions);
                 // Killed on purpose: replace it at once, not as a crash.
                 if w.generation == self.current && !matches!(self.phase, Phase::Stopping { .. }) {
                     let (generation, slot) = (w.generation, w.slot);
@@ -715,11 +707,7 @@ impl Supervisor {
                 // Nothing to finish while importing the app: do not make it print
                 // a KeyboardInterrupt traceback over the reason we are stopping.
                 WorkerState::Booting => {
-                    w.state = WorkerState::Killed;
-                    actions.push(Action::Signal {
-                        pid: w.pid,
-                        signal: WorkerSignal::Kill,
-                    });
+                    kill(w, actions);
                 }
                 _ => actions.push(Action::Signal { pid: w.pid, signal }),
             }
@@ -794,11 +782,7 @@ impl Supervisor {
                         pid = w.pid,
                         "worker took too long to finish, killing it"
                     );
-                    w.state = WorkerState::Killed;
-                    actions.push(Action::Signal {
-                        pid: w.pid,
-                        signal: WorkerSignal::Kill,
-                    });
+                    kill(w, actions);
                 }
             }
         }
@@ -814,11 +798,7 @@ impl Supervisor {
                     pid = w.pid,
                     "worker still running at the stop deadline, killing it"
                 );
-                w.state = WorkerState::Killed;
-                actions.push(Action::Signal {
-                    pid: w.pid,
-                    signal: WorkerSignal::Kill,
-                });
+                kill(w, actions);
             }
         }
         if self.harakiri_at.is_some_and(|t| now >= t) {
@@ -828,6 +808,15 @@ impl Supervisor {
             }
         }
     }
+}
+
+/// Marks `w` killed and sends it SIGKILL; its exit then counts as expected.
+fn kill(w: &mut Worker, actions: &mut Vec<Action>) {
+    w.state = WorkerState::Killed;
+    actions.push(Action::Signal {
+        pid: w.pid,
+        signal: WorkerSignal::Kill,
+    });
 }
 
 #[cfg(test)]
