@@ -27,6 +27,10 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Reload(args) => reload::run(&args),
         Command::Status(args) => status::run(&args),
         Command::Check(args) => check::run(&args),
+        Command::Router => {
+            crate::logs::init_tracing(std::io::stderr, verbosity);
+            crate::router::run_process()
+        }
     }
 }
 
