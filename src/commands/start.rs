@@ -160,6 +160,30 @@ fn prepare(
             }
         }
     }
+    let http_listener = match &config.http {
+        Some(http) => match executor::bind_http(&config) {
+            Ok((listener, warnings)) => {
+                for w in warnings {
+                    tracing::warn!(warning = %w, "socket");
+                }
+                tracing::info!(address = %socket::describe(&http.address), "http router address bound");
+                Some(listener)
+            }
+            Err(e) => {
+                for l in &listeners {
+                    socket::vacuum(l);
+                }
+                if let Some((_, ctl)) = &control {
+                    let _ = std::fs::remove_file(ctl);
+                }
+                if let Some(p) = pidfile {
+                    p.remove_if_ours();
+                }
+                return Err(format!("{}:{}: {e}", ini.display(), http.line));
+            }
+        },
+        None => None,
+    };
     privileges::drop_to(config.uid.as_deref(), config.gid.as_deref()).map_err(|e| e.to_string())?;
     // Workers must not talk to systemd on our behalf.
     let base_env = environment
@@ -176,6 +200,7 @@ fn prepare(
         base_env,
         ready_pipe,
         control,
+        http_listener,
     })
 }
 

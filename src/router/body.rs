@@ -37,6 +37,10 @@ impl Buffered {
         }
     }
 
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     /// Writes the body to the worker's connection.
     pub async fn send<W: AsyncWrite + Unpin>(self, to: &mut W) -> std::io::Result<()> {
         match self {

@@ -144,12 +144,9 @@ fn watch_master() {
     let fd = unsafe { std::os::fd::OwnedFd::from_raw_fd(FD_MASTER_ALIVE) };
     std::thread::spawn(move || {
         let mut byte = [0u8; 1];
-        loop {
-            match nix::unistd::read(std::os::fd::AsRawFd::as_raw_fd(&fd), &mut byte) {
-                Err(nix::errno::Errno::EINTR) => continue,
-                _ => break,
-            }
-        }
+        while let Err(nix::errno::Errno::EINTR) =
+            nix::unistd::read(std::os::fd::AsRawFd::as_raw_fd(&fd), &mut byte)
+        {}
         std::process::exit(0);
     });
 }

@@ -267,7 +267,7 @@ async fn handle(shared: &Shared, peer: &Peer, req: Request<Incoming>) -> Respons
         server_port: &config.server_port,
         extra_vars: &config.vars,
     };
-    let length = (has_body || buffered.len() > 0).then(|| buffered.len());
+    let length = (has_body || !buffered.is_empty()).then(|| buffered.len());
     let head = match packet::build(&line, &parts.headers, length, &pconfig) {
         Ok(h) => h,
         Err(e) => {

@@ -20,6 +20,7 @@ use super::state::{Phase, Snapshot, Supervisor, WorkerState};
 use crate::config::{self, Config, LoadOptions};
 use crate::logs::LogSink;
 use crate::pidfile::Pidfile;
+use crate::router::{self, supervise::RouterHandle};
 use crate::scoreboard::{monotonic_now, Scoreboard};
 use crate::socket::{self, Listener};
 use crate::worker::contract::{ExitReason, MSG_FAILED, MSG_READY};
@@ -58,12 +59,16 @@ pub struct MasterSetup {
     pub ready_pipe: Option<OwnedFd>,
     /// The control socket, already bound.
     pub control: Option<(std::os::unix::net::UnixListener, PathBuf)>,
+    /// `http = ADDR`: the router's public listener, already bound.
+    pub http_listener: Option<Listener>,
 }
 
 /// One generation's config and the sockets its workers inherit.
 struct Generation {
     config: Arc<Config>,
     listeners: Vec<Arc<Listener>>,
+    /// The router's public listener (`http`), kept across reloads when unchanged.
+    http_listener: Option<Arc<Listener>>,
 }
 
 struct WorkerHandle {
@@ -104,6 +109,9 @@ struct Master {
     status_replies: HashMap<RequestId, oneshot::Sender<Value>>,
     started: SystemTime,
     last_reload_at: Option<SystemTime>,
+    /// The `http` router, started when a generation using it becomes active.
+    router: Option<RouterHandle>,
+    router_stopping: Option<tokio::task::JoinHandle<()>>,
 }
 
 /// Runs the master until it stops; returns the process exit code.
@@ -155,6 +163,7 @@ impl Master {
             Generation {
                 config: config.clone(),
                 listeners: open.clone(),
+                http_listener: setup.http_listener.map(Arc::new),
             },
         );
         let (sup, actions) = Supervisor::start(plan, Instant::now());
@@ -186,8 +195,13 @@ impl Master {
             status_replies: HashMap::new(),
             started: SystemTime::now(),
             last_reload_at: None,
+            router: None,
+            router_stopping: None,
         };
         info!(pid = std::process::id(), workers = config.processes, ini = %master.ini.display(), "master started");
+        // As in uWSGI, the router runs from the start: a client connecting before
+        // the workers are ready waits in the worker socket's backlog.
+        master.sync_router(1);
         for action in actions {
             master.execute(action);
         }
@@ -200,6 +214,7 @@ impl Master {
                 let actions = self.sup.handle(event, Instant::now());
                 for action in actions {
                     if let Action::Exit(code) = action {
+                        self.stop_router().await;
                         return self.shutdown(code);
                     }
                     self.execute(action);
@@ -267,6 +282,7 @@ impl Master {
                         w.set_paths(&paths);
                     }
                 }
+                self.sync_router(generation);
             }
             Action::Release { generation } => self.release(generation),
             Action::CheckHarakiri => {
@@ -304,7 +320,12 @@ impl Master {
             }
             Action::Notify(state) => self.notify(state),
             Action::CloseListeners => {
+                // Stopping: the router finishes its requests while the workers do.
+                if let Some(router) = self.router.take() {
+                    self.router_stopping = Some(tokio::spawn(router.stop(true)));
+                }
                 for g in self.generations.values_mut() {
+                    g.http_listener = None;
                     g.listeners.clear();
                 }
                 for l in self.open.drain(..) {
@@ -369,15 +390,79 @@ impl Master {
             };
             listeners.push(listener);
         }
+        let http_listener = self.http_listener_for(&config)?;
         let plan = plan_of(&config);
         self.generations.insert(
             generation,
             Generation {
                 config: Arc::new(config),
                 listeners,
+                http_listener,
             },
         );
         Ok(plan)
+    }
+
+    /// The router's public listener for a new generation: the running one if
+    /// its address is unchanged (clients notice nothing), else a new bind.
+    fn http_listener_for(&self, config: &Config) -> Result<Option<Arc<Listener>>, String> {
+        let Some(http) = &config.http else {
+            return Ok(None);
+        };
+        let running = self
+            .generations
+            .values()
+            .filter_map(|g| g.http_listener.as_ref())
+            .find(|l| l.spec.address == http.address);
+        if let Some(l) = running {
+            return Ok(Some(l.clone()));
+        }
+        let (l, warnings) = bind_http(config)
+            .map_err(|e| format!("{}:{}: {}", config.ini_path.display(), http.line, e))?;
+        for w in warnings {
+            warn!(warning = %w, "socket");
+        }
+        info!(address = %socket::describe(&http.address), "http router address bound for the new generation");
+        Ok(Some(Arc::new(l)))
+    }
+
+    /// Starts, updates or stops the router to match the active generation.
+    fn sync_router(&mut self, generation: u64) {
+        let Some(g) = self.generations.get(&generation) else {
+            return;
+        };
+        let launch = match &g.http_listener {
+            Some(public) => router::supervise::launch_for(
+                &g.config,
+                public.clone(),
+                &g.listeners,
+                &self.log_write,
+                &self.alive_read,
+                &self.base_env,
+            ),
+            None => Ok(None),
+        };
+        match (launch, self.router.as_mut()) {
+            (Ok(Some(launch)), Some(router)) => router.update(launch),
+            (Ok(Some(launch)), None) => self.router = Some(RouterHandle::start(launch)),
+            (Ok(None), _) => {
+                if let Some(router) = self.router.take() {
+                    info!("http router no longer configured; stopping it");
+                    tokio::spawn(router.stop(true));
+                }
+            }
+            (Err(e), _) => error!(error = %e, "cannot prepare the http router"),
+        }
+    }
+
+    /// Waits for the router to stop (already asked at CloseListeners, or now).
+    async fn stop_router(&mut self) {
+        if let Some(router) = self.router.take() {
+            router.stop(false).await;
+        }
+        if let Some(stopping) = self.router_stopping.take() {
+            let _ = stopping.await;
+        }
     }
 
     fn release(&mut self, generation: u64) {
@@ -575,6 +660,26 @@ impl Master {
         info!(code, "master exiting");
         code
     }
+}
+
+/// Binds the `http` router's public address with the socket options of `config`.
+pub fn bind_http(config: &Config) -> Result<(Listener, Vec<String>), socket::SocketError> {
+    let http = config
+        .http
+        .as_ref()
+        .expect("bind_http needs an http router");
+    let spec = config::SocketSpec {
+        address: http.address.clone(),
+        protocol: config::Protocol::Http,
+        key: "http".into(),
+        line: http.line,
+    };
+    let options = socket::BindOptions {
+        chmod: config.chmod_socket,
+        chown: config.chown_socket.clone(),
+        backlog: config.listen,
+    };
+    socket::bind(&spec, &options)
 }
 
 /// The settings the state machine decides with.
