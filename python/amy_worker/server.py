@@ -91,7 +91,6 @@ class _IdleFlag(object):
 
 def _serve_one(worker, req, conn, buf, mv, base, listener, handle):
     fd, addr = conn
-    worker.inflight += 1
     drain = DRAIN_ALL
     try:
         drain = handle(worker, req, fd, addr, buf, mv, base, listener)
@@ -103,7 +102,6 @@ def _serve_one(worker, req, conn, buf, mv, base, listener, handle):
             _drain_and_close(fd, None if drain < 0 else drain)
         else:
             os.close(fd)
-        worker.inflight -= 1
     worker.after_request()
 
 
@@ -187,6 +185,8 @@ def run(worker, listeners):
         serve(worker, listener, core)
 
     slots = [(lst, t) for t in range(worker.threads) for lst in listeners]
+    if len(slots) > 1:
+        worker.counters = threading.Lock()
     if worker.threads == 1 and len(listeners) > 1:
         # One thread per listener, but the app is promised wsgi.multithread False.
         worker.app_lock = threading.Lock()

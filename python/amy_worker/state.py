@@ -30,7 +30,6 @@ class Worker(object):
         self.bytes_sent = 0
         self.busy_seconds = 0.0
         self.exceptions = 0
-        self.inflight = 0
         self.stopping = False
         self.exit_code = EXIT_OK
         self.head_cache = {}
@@ -39,6 +38,9 @@ class Worker(object):
 
         self.scoreboard = mmap.mmap(FD_SCOREBOARD, SCOREBOARD_SIZE)
         self.app_lock = None
+        # Guards the counters and the scoreboard when several threads serve;
+        # set by server.run, None with one serving thread.
+        self.counters = None
         self.main_idle = False
         self.requests_objs = []
 

@@ -188,6 +188,9 @@ class Request(object):
         # Set while the thread waits for a connection's first bytes.
         self.conn = -1
         self.first_read_deadline = 0.0
+        # Start of this thread's request in flight (0.0: none); read under
+        # worker.counters to find the oldest one.
+        self.started = 0.0
         worker.requests_objs.append(self)
 
     def reset(self, fd, proto, http):
@@ -277,10 +280,20 @@ def run_app(worker, req, env, wsgi_input, pairs, block_size):
     start = time.monotonic()
     method = env["REQUEST_METHOD"]
     sb = worker.scoreboard
+    # With several serving threads the counters are shared: every update and
+    # scoreboard write happens under `counters` (a lost `+=` would leave the
+    # page "busy" and let harakiri kill an idle worker). One thread: no lock.
+    counters = worker.counters
+    if counters is not None:
+        counters.acquire()
+        req.started = start
+        board_start = _oldest_start(worker)
+    else:
+        board_start = start
     _SB.pack_into(
         sb,
         0,
-        start,
+        board_start,
         worker.requests,
         worker.bytes_sent,
         worker.busy_seconds,
@@ -288,6 +301,8 @@ def run_app(worker, req, env, wsgi_input, pairs, block_size):
         min(len(method) + 1 + len(env["PATH_INFO"]), SCOREBOARD_REQ_MAX),
         (method + " " + env["PATH_INFO"]).encode("latin-1", "replace"),
     )
+    if counters is not None:
+        counters.release()
     via = " "
     result = None
     lock = worker.app_lock
@@ -313,7 +328,11 @@ def run_app(worker, req, env, wsgi_input, pairs, block_size):
     except ClientGone as e:
         log("client gone while sending %s %s: %s" % (method, env.get("REQUEST_URI", ""), e))
     except Exception as e:
-        worker.exceptions += 1
+        if counters is not None:
+            with counters:
+                worker.exceptions += 1
+        else:
+            worker.exceptions += 1
         if isinstance(e, HeaderError):
             log("refused response header from the app: %s" % e)
         else:
@@ -335,27 +354,36 @@ def run_app(worker, req, env, wsgi_input, pairs, block_size):
         if lock is not None:
             lock.release()
     end = time.monotonic()
+    if counters is not None:
+        counters.acquire()
+        req.started = 0.0
+        board_start = _oldest_start(worker)
+    else:
+        board_start = 0.0
     worker.requests += 1
+    count = worker.requests
     worker.bytes_sent += req.body_bytes
     worker.busy_seconds += end - start
     _SB.pack_into(
         sb,
         0,
-        0.0 if worker.inflight <= 1 else start,
-        worker.requests,
+        board_start,
+        count,
         worker.bytes_sent,
         worker.busy_seconds,
         worker.exceptions,
         0,
         b"",
     )
+    if counters is not None:
+        counters.release()
     if worker.logging:
         status = req.status
         code = status[:3] if type(status) is str and status[:3].isdigit() else "0"
         line = "[pid: %d|app: 0|req: %d/%d] %s (%s) {%d vars in %d bytes} [%s] %s %s => generated %d bytes in %d msecs%s(%s %s) %d headers in %d bytes (1 switches on core %d)\n" % (
             worker.pid,
-            worker.requests,
-            worker.requests,
+            count,
+            count,
             env.get("REMOTE_ADDR", ""),
             env.get("REMOTE_USER", ""),
             pairs * 2,
@@ -380,6 +408,16 @@ def run_app(worker, req, env, wsgi_input, pairs, block_size):
             pass
     unread = wsgi_input.unread()
     return unread if unread > 0 else CLOSE
+
+
+def _oldest_start(worker):
+    """The scoreboard's request start with several threads: the oldest request
+    in flight (harakiri measures the longest one), 0.0 when none is."""
+    oldest = 0.0
+    for r in worker.requests_objs:
+        if r.started and (not oldest or r.started < oldest):
+            oldest = r.started
+    return oldest
 
 
 def _sendfile(req, wrapper):
