@@ -7,6 +7,7 @@ import traceback
 
 from .app import _set_sys_path, load_app
 from .contract import ENV_CONFIG, EXIT_APP_LOAD_FAILED, FD_CONTROL, FD_MASTER_ALIVE, FD_SCOREBOARD, MSG_FAILED
+from .proctitle import set_worker_title
 from .server import Listener, _contract_error, _exit, run
 from .state import Worker
 
@@ -22,6 +23,8 @@ def main():
             raise ValueError("no listeners")
     except (ValueError, KeyError, TypeError) as e:
         _contract_error("bad %s: %s" % (ENV_CONFIG, e))
+    # Before the app import, so a worker stuck importing is already named.
+    set_worker_title(cfg.get("id", "?"), cfg.get("generation", "?"))
     for fd in (FD_CONTROL, FD_MASTER_ALIVE, FD_SCOREBOARD):
         try:
             os.fstat(fd)

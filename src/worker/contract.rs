@@ -86,6 +86,7 @@ pub const WORKER_PACKAGE: &[(&str, &str)] = package![
     "amy_worker/fdio.py",
     "amy_worker/http.py",
     "amy_worker/limits.py",
+    "amy_worker/proctitle.py",
     "amy_worker/protocol.py",
     "amy_worker/server.py",
     "amy_worker/state.py",

@@ -764,3 +764,17 @@ def test_threads_counters_exact_and_scoreboard_idle_after_concurrent_load(spawn)
         assert board["request"] == "", (burst, board)
     # The log line's own count agrees: the last request logged says req: total/total.
     assert ("req: %d/%d]" % (total, total)) in w.log()
+
+
+def test_worker_process_title_names_worker_and_generation(spawn):
+    """ps/pgrep -f tell workers apart: the argv area holds the title (NUL-padded),
+    comm is the short name."""
+    w = spawn(id=3, generation=7)
+    with open("/proc/%d/cmdline" % w.pid, "rb") as f:
+        cmdline = f.read()
+    assert cmdline.rstrip(b"\0") == b"amy-emperor worker 3 gen 7", cmdline[:200]
+    with open("/proc/%d/comm" % w.pid) as f:
+        assert f.read().strip() == "amy-worker 3"
+    out = subprocess.run(["pgrep", "-f", "amy-emperor worker 3 gen 7"], capture_output=True, text=True).stdout.split()
+    assert str(w.pid) in out
+    served_after(w)
