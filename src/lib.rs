@@ -16,6 +16,7 @@ pub mod emperor;
 pub mod logs;
 pub mod pidfile;
 pub mod privileges;
+pub mod proctitle;
 pub mod router;
 pub mod scoreboard;
 pub mod signals;
