@@ -89,7 +89,12 @@ fn router_pid(master: i32) -> Option<i32> {
                 .and_then(|s| s.split_whitespace().nth(1))
                 .and_then(|p| p.parse::<i32>().ok());
             let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-            ppid == Some(master) && cmdline.split(|b| *b == 0).nth(1) == Some(b"router")
+            // `amy-emperor router` as the title, or as argv before the title is set.
+            let words: Vec<&[u8]> = cmdline
+                .split(|b| *b == 0 || *b == b' ')
+                .filter(|w| !w.is_empty())
+                .collect();
+            ppid == Some(master) && words.get(1) == Some(&&b"router"[..])
         })
         .filter(|pid| alive(*pid))
 }
@@ -453,4 +458,35 @@ fn check_reports_router_keys_without_a_router_and_refuses_a_second_address() {
     let out = site.cli(&["check", site.ini().to_str().unwrap()]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("\"http-timeout\" has no effect"), "{err}");
+}
+
+#[test]
+fn graceful_stop_finishes_a_request_in_flight_through_the_router() {
+    let site = router_site("rstop", "pep3333", 1, "");
+    let mut inst = site.start();
+    let router = router_pid(inst.pid()).expect("router running");
+    let port = site.http_port;
+    let slow = std::thread::spawn(move || http_get(port, "/sleep?s=2"));
+    wait_for(
+        "the request to reach the worker",
+        Duration::from_secs(10),
+        || {
+            let s = site.status_json();
+            s["workers"]
+                .as_array()?
+                .iter()
+                .any(|w| w["request_age_s"].is_number())
+                .then_some(())
+        },
+    );
+    inst.signal(15);
+    let r = slow
+        .join()
+        .unwrap()
+        .expect("the in-flight request is answered");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.text(), "slept");
+    assert_eq!(inst.wait_exit(Duration::from_secs(30)), 0);
+    assert!(!alive(router), "the router stops with the instance");
+    assert!(TcpStream::connect(("127.0.0.1", port)).is_err());
 }

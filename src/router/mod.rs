@@ -112,6 +112,7 @@ pub fn run_process() -> std::process::ExitCode {
             return std::process::ExitCode::from(2);
         }
     };
+    crate::proctitle::set_or_log("amy-emperor router");
     watch_master();
     let listener = server::inherited_listener();
     let runtime = match tokio::runtime::Builder::new_current_thread()
