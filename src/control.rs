@@ -10,11 +10,11 @@ use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde_json::Value;
+use serde::de::DeserializeOwned;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::sync::oneshot;
 
-use crate::supervisor::executor::{ControlCommand, Inbox, Input};
+use crate::supervisor::inbox::{ControlCommand, ControlRequest, Inbox, Input};
 
 /// The control socket of the instance whose pidfile is `pidfile`.
 pub fn path_for(pidfile: &Path) -> PathBuf {
@@ -42,20 +42,43 @@ pub fn spawn_server(
                 let mut reader = BufReader::new(read);
                 let read =
                     tokio::time::timeout(Duration::from_secs(5), reader.read_line(&mut line)).await;
-                let command = match (read, line.trim()) {
-                    (Ok(Ok(_)), "status") => ControlCommand::Status,
-                    (Ok(Ok(_)), "reload") => ControlCommand::Reload,
-                    _ => {
-                        let _ = write.write_all(b"{\"error\":\"unknown command\"}\n").await;
-                        return;
+                let command = match read {
+                    Ok(Ok(_)) => ControlCommand::parse(line.trim()),
+                    _ => None,
+                };
+                let Some(command) = command else {
+                    let _ = write.write_all(b"{\"error\":\"unknown command\"}\n").await;
+                    return;
+                };
+                let answer = match command {
+                    ControlCommand::Status => {
+                        let (reply, answer) = oneshot::channel();
+                        if inbox
+                            .send(Input::Control(ControlRequest::Status(reply)))
+                            .is_err()
+                        {
+                            return;
+                        }
+                        answer
+                            .await
+                            .ok()
+                            .and_then(|s| serde_json::to_string(&s).ok())
+                    }
+                    ControlCommand::Reload => {
+                        let (reply, answer) = oneshot::channel();
+                        if inbox
+                            .send(Input::Control(ControlRequest::Reload(reply)))
+                            .is_err()
+                        {
+                            return;
+                        }
+                        answer
+                            .await
+                            .ok()
+                            .and_then(|r| serde_json::to_string(&r).ok())
                     }
                 };
-                let (reply, answer) = oneshot::channel();
-                if inbox.send(Input::Control { command, reply }).is_err() {
-                    return;
-                }
-                if let Ok(value) = answer.await {
-                    let mut text = value.to_string();
+                if let Some(mut text) = answer {
                     text.push('\n');
                     let _ = write.write_all(text.as_bytes()).await;
                 }
@@ -76,10 +99,16 @@ pub enum ControlError {
     },
     #[error("{0}: the master closed the connection without an answer")]
     NoAnswer(PathBuf),
+    #[error("{path}: unexpected answer: {text}")]
+    Unexpected { path: PathBuf, text: String },
 }
 
 /// Sends `command` and waits up to `timeout` for the answer.
-pub fn request(path: &Path, command: &str, timeout: Duration) -> Result<Value, ControlError> {
+pub fn request<T: DeserializeOwned>(
+    path: &Path,
+    command: &str,
+    timeout: Duration,
+) -> Result<T, ControlError> {
     let io = |source| ControlError::Io {
         path: path.to_owned(),
         source,
@@ -92,5 +121,10 @@ pub fn request(path: &Path, command: &str, timeout: Duration) -> Result<Value, C
         .map_err(io)?;
     let mut text = String::new();
     stream.read_to_string(&mut text).map_err(io)?;
-    serde_json::from_str(text.trim()).map_err(|_| ControlError::NoAnswer(path.to_owned()))
+    let value: serde_json::Value =
+        serde_json::from_str(text.trim()).map_err(|_| ControlError::NoAnswer(path.to_owned()))?;
+    serde_json::from_value(value).map_err(|_| ControlError::Unexpected {
+        path: path.to_owned(),
+        text: text.trim().to_owned(),
+    })
 }

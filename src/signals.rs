@@ -6,7 +6,7 @@ use nix::sys::signal::{SigSet, SigmaskHow, Signal};
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::supervisor::events::{Event, MasterSignal};
-use crate::supervisor::executor::{Inbox, Input};
+use crate::supervisor::inbox::{Inbox, Input};
 
 /// Installs the handlers and one forwarding task per signal.
 pub fn spawn_sources(inbox: Inbox) -> std::io::Result<()> {

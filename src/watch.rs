@@ -20,7 +20,7 @@ use notify::event::{AccessKind, AccessMode, EventKind, ModifyKind};
 use notify::RecursiveMode;
 
 use crate::supervisor::events::Event;
-use crate::supervisor::executor::{Inbox, Input};
+use crate::supervisor::inbox::{Inbox, Input};
 
 pub struct Watcher {
     inner: Box<dyn notify::Watcher + Send>,

@@ -3,36 +3,32 @@
 //! Signals only a pid proven to be our master (it holds the pidfile's lock),
 //! never a pid ≤ 1, then waits until it is gone.
 
-use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
+use super::{CommandError, Done};
 use crate::cli::StopArgs;
 use crate::pidfile::{self, Running};
 
-pub fn run(args: &StopArgs) -> ExitCode {
-    let path = match super::locate_pidfile(&args.target) {
-        Ok(p) => p,
-        Err(e) => {
-            eprintln!("amy-emperor: {e}");
-            return ExitCode::from(4);
-        }
-    };
+pub fn run(args: &StopArgs) -> Result<Done, CommandError> {
+    let path = super::locate_pidfile(&args.target)
+        .map_err(|e| CommandError::Unknown(format!("amy-emperor: {e}")))?;
     let pid = match pidfile::inspect(&path) {
         Ok(Running::Master(pid)) => pid,
         Ok(Running::NotRunning) => {
             println!("not running");
-            return ExitCode::SUCCESS;
+            return Ok(Done::Success);
         }
         Ok(Running::Stale(pid)) => {
             println!("not running ({} names pid {pid}, which is not an amy-emperor master; nothing signalled)", path.display());
-            return ExitCode::SUCCESS;
+            return Ok(Done::Success);
         }
         Err(e) => {
-            eprintln!("amy-emperor: {e}; nothing signalled");
-            return ExitCode::from(4);
+            return Err(CommandError::Unknown(format!(
+                "amy-emperor: {e}; nothing signalled"
+            )))
         }
     };
     let signal = if args.now {
@@ -40,10 +36,8 @@ pub fn run(args: &StopArgs) -> ExitCode {
     } else {
         Signal::SIGTERM
     };
-    if let Err(e) = kill(Pid::from_raw(pid), signal) {
-        eprintln!("amy-emperor: cannot signal pid {pid}: {e}");
-        return ExitCode::from(1);
-    }
+    kill(Pid::from_raw(pid), signal)
+        .map_err(|e| CommandError::Failed(format!("amy-emperor: cannot signal pid {pid}: {e}")))?;
     let deadline = Instant::now() + Duration::from_secs_f64(args.timeout.max(0.0));
     // The lock is released when the master's last descriptor closes, i.e. when
     // it is really gone; checking it (not the pid) is immune to pid reuse.
@@ -52,15 +46,14 @@ pub fn run(args: &StopArgs) -> ExitCode {
             Ok(Running::Master(_)) => {}
             _ => {
                 println!("stopped (pid {pid})");
-                return ExitCode::SUCCESS;
+                return Ok(Done::Success);
             }
         }
         if Instant::now() >= deadline {
-            eprintln!(
+            return Err(CommandError::Failed(format!(
                 "amy-emperor: pid {pid} still running after {} s",
                 args.timeout
-            );
-            return ExitCode::from(1);
+            )));
         }
         std::thread::sleep(Duration::from_millis(20));
     }

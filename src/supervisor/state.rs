@@ -42,14 +42,45 @@ pub const COLD_START_ATTEMPTS: u32 = 5;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Phase {
-    /// The first generation is booting.
-    Booting,
-    Running,
-    /// Stopping; exit with `code` once no worker is left.
-    Stopping {
-        fast: bool,
-        code: i32,
+    /// The first generation is booting; give up at `deadline`.
+    Booting {
+        deadline: Instant,
     },
+    Running,
+    /// Stopping; exit once no worker is left. At `deadline` (cleared once it
+    /// has passed) every worker still there is killed.
+    Stopping {
+        kind: StopKind,
+        why: StopWhy,
+        deadline: Option<Instant>,
+    },
+}
+
+/// How workers are asked to stop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopKind {
+    /// Finish the request in progress, up to `worker-reload-mercy` (SIGTERM).
+    Graceful,
+    /// At once, SIGKILL after [`FAST_STOP_GRACE`] (SIGINT, SIGQUIT, giving up).
+    Fast,
+}
+
+/// Why the master stops, which decides its exit code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum StopWhy {
+    /// A stop signal: exit 0.
+    Asked,
+    /// The site cannot run (app never boots, crash loop at start): exit 1.
+    GaveUp,
+}
+
+impl StopWhy {
+    pub fn exit_code(self) -> i32 {
+        match self {
+            StopWhy::Asked => 0,
+            StopWhy::GaveUp => 1,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -76,15 +107,39 @@ pub struct Worker {
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum ReloadState {
     Idle,
-    /// Waiting for [`Event::ConfigLoaded`].
+    /// Waiting for [`Event::ConfigLoaded`]; `waiters` want the outcome.
     Loading {
         generation: u64,
+        waiters: Vec<RequestId>,
     },
-    /// The new generation is booting.
+    /// The new generation is booting; it fails at `deadline`.
     Booting {
         generation: u64,
         deadline: Instant,
+        waiters: Vec<RequestId>,
     },
+}
+
+impl ReloadState {
+    fn is_idle(&self) -> bool {
+        matches!(self, ReloadState::Idle)
+    }
+
+    /// The generation a reload is booting, if any.
+    fn booting(&self) -> Option<u64> {
+        match self {
+            ReloadState::Booting { generation, .. } => Some(*generation),
+            _ => None,
+        }
+    }
+
+    /// Ends the reload; returns who waited for it.
+    fn take_waiters(&mut self) -> Vec<RequestId> {
+        match std::mem::replace(self, ReloadState::Idle) {
+            ReloadState::Idle => Vec::new(),
+            ReloadState::Loading { waiters, .. } | ReloadState::Booting { waiters, .. } => waiters,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default)]
@@ -106,13 +161,10 @@ pub struct Supervisor {
     /// Back-off per slot of the current generation.
     slots: Vec<Backoff>,
     reload: ReloadState,
-    waiters: Vec<RequestId>,
     /// A reload asked for while one runs: its waiters.
     queued: Option<Vec<RequestId>>,
     last_reload: Option<ReloadOutcome>,
     debounce: Debounce,
-    boot_deadline: Instant,
-    stop_deadline: Option<Instant>,
     harakiri_at: Option<Instant>,
     next_generation: u64,
     listeners_closed: bool,
@@ -126,6 +178,8 @@ pub struct Snapshot {
     pub phase: Phase,
     pub generation: u64,
     pub reloading: bool,
+    /// The generation a reload is booting.
+    pub booting: Option<u64>,
     pub workers: Vec<Worker>,
     pub last_reload: Option<ReloadOutcome>,
 }
@@ -134,19 +188,18 @@ impl Supervisor {
     /// Starts generation 1 with `plan`: asks for its workers.
     pub fn start(plan: GenerationPlan, now: Instant) -> (Self, Vec<Action>) {
         let mut sup = Supervisor {
-            phase: Phase::Booting,
+            phase: Phase::Booting {
+                deadline: now + BOOT_TIMEOUT,
+            },
             current: 1,
             plans: BTreeMap::new(),
             workers: Vec::new(),
             pending: Vec::new(),
             slots: vec![Backoff::default(); plan.processes],
             reload: ReloadState::Idle,
-            waiters: Vec::new(),
             queued: None,
             last_reload: None,
             debounce: Debounce::default(),
-            boot_deadline: now + BOOT_TIMEOUT,
-            stop_deadline: None,
             harakiri_at: None,
             next_generation: 2,
             listeners_closed: false,
@@ -170,7 +223,8 @@ impl Supervisor {
         Snapshot {
             phase: self.phase,
             generation: self.current,
-            reloading: self.reload != ReloadState::Idle,
+            reloading: !self.reload.is_idle(),
+            booting: self.reload.booting(),
             workers: self.workers.clone(),
             last_reload: self.last_reload.clone(),
         }
@@ -184,8 +238,13 @@ impl Supervisor {
     /// When the loop must wake up with [`Event::Tick`] if nothing happens first.
     pub fn next_deadline(&self) -> Option<Instant> {
         let mut deadlines = Vec::new();
-        if self.phase == Phase::Booting {
-            deadlines.push(self.boot_deadline);
+        match self.phase {
+            Phase::Booting { deadline } => deadlines.push(deadline),
+            Phase::Stopping {
+                deadline: Some(deadline),
+                ..
+            } => deadlines.push(deadline),
+            _ => {}
         }
         if let Some(d) = self.debounce.deadline {
             deadlines.push(match self.debounce.writing_since {
@@ -201,7 +260,6 @@ impl Supervisor {
             WorkerState::Retiring { kill_at } => Some(kill_at),
             _ => None,
         }));
-        deadlines.extend(self.stop_deadline);
         deadlines.extend(self.harakiri_at);
         deadlines.into_iter().min()
     }
@@ -212,10 +270,16 @@ impl Supervisor {
             Event::Signal(MasterSignal::Hup) => self.request_reload(Vec::new(), &mut actions),
             Event::ReloadRequested(id) => self.request_reload(vec![id], &mut actions),
             Event::Signal(MasterSignal::Term) => {
-                let escalate = matches!(self.phase, Phase::Stopping { .. });
-                self.begin_stop(escalate, 0, now, &mut actions)
+                // A second SIGTERM during a graceful stop escalates to a fast one.
+                let kind = match self.phase {
+                    Phase::Stopping { .. } => StopKind::Fast,
+                    _ => StopKind::Graceful,
+                };
+                self.begin_stop(kind, StopWhy::Asked, now, &mut actions)
             }
-            Event::Signal(MasterSignal::Int) => self.begin_stop(true, 0, now, &mut actions),
+            Event::Signal(MasterSignal::Int) => {
+                self.begin_stop(StopKind::Fast, StopWhy::Asked, now, &mut actions)
+            }
             Event::Signal(MasterSignal::Usr1) => actions.push(Action::LogStats),
             Event::Signal(MasterSignal::Usr2) => actions.push(Action::ReopenLogs),
             Event::StatusRequested(id) => actions.push(Action::ReplyStatus { request: id }),
@@ -281,7 +345,7 @@ impl Supervisor {
             }
             return;
         }
-        if self.phase == Phase::Booting || self.reload != ReloadState::Idle {
+        if matches!(self.phase, Phase::Booting { .. }) || !self.reload.is_idle() {
             debug!("reload queued behind the one in progress");
             self.queued.get_or_insert_with(Vec::new).extend(waiters);
             return;
@@ -289,8 +353,10 @@ impl Supervisor {
         info!(generation = self.current, "reload requested");
         let generation = self.next_generation;
         self.next_generation += 1;
-        self.reload = ReloadState::Loading { generation };
-        self.waiters = waiters;
+        self.reload = ReloadState::Loading {
+            generation,
+            waiters,
+        };
         actions.push(Action::Notify(Lifecycle::Reloading));
         actions.push(Action::LoadConfig { generation });
     }
@@ -302,13 +368,22 @@ impl Supervisor {
         now: Instant,
         actions: &mut Vec<Action>,
     ) {
-        if self.reload != (ReloadState::Loading { generation }) {
+        let ReloadState::Loading {
+            generation: loading,
+            waiters,
+        } = &mut self.reload
+        else {
+            return;
+        };
+        if *loading != generation {
             return;
         }
+        let waiters = std::mem::take(waiters);
         match result {
             Err(reason) => {
                 error!(%reason, generation = self.current, "reload rejected, the running generation keeps serving");
-                self.finish_reload(ReloadOutcome::Rejected { reason }, actions);
+                self.reload = ReloadState::Idle;
+                self.finish_reload(waiters, ReloadOutcome::Rejected { reason }, actions);
             }
             Ok(plan) => {
                 info!(
@@ -325,6 +400,7 @@ impl Supervisor {
                 self.reload = ReloadState::Booting {
                     generation,
                     deadline: now + BOOT_TIMEOUT,
+                    waiters,
                 };
                 for slot in 0..first_slots {
                     self.spawn(generation, slot, actions);
@@ -333,10 +409,16 @@ impl Supervisor {
         }
     }
 
-    fn finish_reload(&mut self, outcome: ReloadOutcome, actions: &mut Vec<Action>) {
-        self.reload = ReloadState::Idle;
+    /// Answers `waiters` (the reload state is already idle) and starts the
+    /// reload queued behind this one, if any.
+    fn finish_reload(
+        &mut self,
+        waiters: Vec<RequestId>,
+        outcome: ReloadOutcome,
+        actions: &mut Vec<Action>,
+    ) {
         actions.push(Action::ReplyReload {
-            requests: std::mem::take(&mut self.waiters),
+            requests: waiters,
             outcome: outcome.clone(),
         });
         self.last_reload = Some(outcome);
@@ -347,9 +429,10 @@ impl Supervisor {
     }
 
     fn fail_reload(&mut self, reason: String, actions: &mut Vec<Action>) {
-        let ReloadState::Booting { generation, .. } = self.reload else {
+        let Some(generation) = self.reload.booting() else {
             return;
         };
+        let waiters = self.reload.take_waiters();
         error!(generation, %reason, "new generation failed to boot, the running generation keeps serving");
         for w in self
             .workers
@@ -362,7 +445,11 @@ impl Supervisor {
         }
         self.plans.remove(&generation);
         actions.push(Action::Release { generation });
-        self.finish_reload(ReloadOutcome::Failed { generation, reason }, actions);
+        self.finish_reload(
+            waiters,
+            ReloadOutcome::Failed { generation, reason },
+            actions,
+        );
     }
 
     /// Every worker of the booting generation is ready (or, one by one, another
@@ -405,7 +492,8 @@ impl Supervisor {
         actions.push(Action::Release { generation: old });
         info!(generation, previous = old, "new generation serving");
         self.arm_harakiri(now);
-        self.finish_reload(ReloadOutcome::Serving { generation }, actions);
+        let waiters = self.reload.take_waiters();
+        self.finish_reload(waiters, ReloadOutcome::Serving { generation }, actions);
     }
 
     fn retire_where(
@@ -471,7 +559,7 @@ impl Supervisor {
         w.state = WorkerState::Ready;
         let (generation, slot) = (w.generation, w.slot);
         info!(worker = slot + 1, pid, generation, "worker ready");
-        if self.phase == Phase::Booting && generation == self.current {
+        if matches!(self.phase, Phase::Booting { .. }) && generation == self.current {
             let ready = self
                 .workers
                 .iter()
@@ -485,8 +573,7 @@ impl Supervisor {
                     self.request_reload(waiters, actions);
                 }
             }
-        } else if matches!(self.reload, ReloadState::Booting { generation: g, .. } if g == generation)
-        {
+        } else if self.reload.booting() == Some(generation) {
             self.new_worker_ready(generation, slot, now, actions);
         }
     }
@@ -523,8 +610,7 @@ impl Supervisor {
                 w.slot + 1
             ),
         };
-        if matches!(self.reload, ReloadState::Booting { generation, .. } if generation == w.generation)
-        {
+        if self.reload.booting() == Some(w.generation) {
             self.fail_reload(describe(), actions);
             return;
         }
@@ -540,12 +626,12 @@ impl Supervisor {
             );
             return;
         }
-        if self.phase == Phase::Booting && reason == ExitReason::AppLoadFailed {
+        if matches!(self.phase, Phase::Booting { .. }) && reason == ExitReason::AppLoadFailed {
             error!(
                 traceback = %detail.as_deref().unwrap_or("(none)"),
                 "the app failed to load at start, giving up"
             );
-            self.begin_stop(true, 1, now, actions);
+            self.begin_stop(StopKind::Fast, StopWhy::GaveUp, now, actions);
             return;
         }
         match reason {
@@ -589,7 +675,7 @@ impl Supervisor {
         now: Instant,
         actions: &mut Vec<Action>,
     ) {
-        if matches!(self.reload, ReloadState::Booting { generation: g, .. } if g == generation) {
+        if self.reload.booting() == Some(generation) {
             self.fail_reload(reason, actions);
             return;
         }
@@ -598,7 +684,7 @@ impl Supervisor {
         }
         // During a one-by-one reload a slot already handed to the new generation
         // stays with it.
-        if let ReloadState::Booting { generation: g, .. } = self.reload {
+        if let Some(g) = self.reload.booting() {
             if self
                 .workers
                 .iter()
@@ -614,9 +700,9 @@ impl Supervisor {
             None => Duration::ZERO,
             Some(lived) => backoff.record_failure(lived),
         };
-        if self.phase == Phase::Booting && backoff.failures > COLD_START_ATTEMPTS {
+        if matches!(self.phase, Phase::Booting { .. }) && backoff.failures > COLD_START_ATTEMPTS {
             error!(worker = slot + 1, attempts = backoff.failures, %reason, "workers keep dying at start, giving up");
-            self.begin_stop(true, 1, now, actions);
+            self.begin_stop(StopKind::Fast, StopWhy::GaveUp, now, actions);
             return;
         }
         if delay.is_zero() {
@@ -661,25 +747,34 @@ impl Supervisor {
 
     // ---- stop ------------------------------------------------------------------
 
-    fn begin_stop(&mut self, fast: bool, code: i32, now: Instant, actions: &mut Vec<Action>) {
-        if let Phase::Stopping { fast: true, .. } = self.phase {
+    fn begin_stop(
+        &mut self,
+        kind: StopKind,
+        why: StopWhy,
+        now: Instant,
+        actions: &mut Vec<Action>,
+    ) {
+        if let Phase::Stopping {
+            kind: StopKind::Fast,
+            ..
+        } = self.phase
+        {
             return;
         }
-        let code = match self.phase {
-            Phase::Stopping { code: old, .. } => old.max(code),
-            _ => code,
+        let why = match self.phase {
+            Phase::Stopping { why: old, .. } => old.max(why),
+            _ => why,
         };
+        let fast = kind == StopKind::Fast;
         info!(fast, "stopping");
-        self.phase = Phase::Stopping { fast, code };
         if !self.listeners_closed {
             self.listeners_closed = true;
             actions.push(Action::Notify(Lifecycle::Stopping));
             actions.push(Action::CloseListeners);
         }
-        if self.reload != ReloadState::Idle || self.queued.is_some() {
-            let mut waiters = std::mem::take(&mut self.waiters);
+        if !self.reload.is_idle() || self.queued.is_some() {
+            let mut waiters = self.reload.take_waiters();
             waiters.extend(self.queued.take().unwrap_or_default());
-            self.reload = ReloadState::Idle;
             actions.push(Action::ReplyReload {
                 requests: waiters,
                 outcome: ReloadOutcome::Aborted,
@@ -695,12 +790,15 @@ impl Supervisor {
             .get(&self.current)
             .map(|p| p.mercy)
             .unwrap_or(FAST_STOP_GRACE);
-        let signal = if fast {
-            WorkerSignal::Now
-        } else {
-            WorkerSignal::Graceful
+        let (signal, grace) = match kind {
+            StopKind::Fast => (WorkerSignal::Now, FAST_STOP_GRACE),
+            StopKind::Graceful => (WorkerSignal::Graceful, mercy),
         };
-        self.stop_deadline = Some(now + if fast { FAST_STOP_GRACE } else { mercy });
+        self.phase = Phase::Stopping {
+            kind,
+            why,
+            deadline: Some(now + grace),
+        };
         for w in self.workers.iter_mut() {
             match w.state {
                 WorkerState::Killed => {}
@@ -715,12 +813,12 @@ impl Supervisor {
     }
 
     fn maybe_exit(&mut self, actions: &mut Vec<Action>) {
-        if let Phase::Stopping { code, .. } = self.phase {
+        if let Phase::Stopping { why, .. } = self.phase {
             if self.workers.is_empty()
                 && self.pending.is_empty()
                 && !actions.iter().any(|a| matches!(a, Action::Exit(_)))
             {
-                actions.push(Action::Exit(code));
+                actions.push(Action::Exit(why.exit_code()));
             }
         }
     }
@@ -744,15 +842,15 @@ impl Supervisor {
                 self.request_reload(Vec::new(), actions);
             }
         }
-        if self.phase == Phase::Booting && now >= self.boot_deadline {
+        if matches!(self.phase, Phase::Booting { deadline } if now >= deadline) {
             error!(
                 timeout_s = BOOT_TIMEOUT.as_secs(),
                 "the first generation did not become ready in time, giving up"
             );
-            self.begin_stop(true, 1, now, actions);
+            self.begin_stop(StopKind::Fast, StopWhy::GaveUp, now, actions);
         }
-        if let ReloadState::Booting { deadline, .. } = self.reload {
-            if now >= deadline {
+        if let ReloadState::Booting { deadline, .. } = &self.reload {
+            if now >= *deadline {
                 self.fail_reload(
                     format!(
                         "the new workers were not ready within {} s",
@@ -786,8 +884,11 @@ impl Supervisor {
                 }
             }
         }
-        if self.stop_deadline.is_some_and(|t| now >= t) {
-            self.stop_deadline = None;
+        let stop_due = matches!(self.phase, Phase::Stopping { deadline: Some(t), .. } if now >= t);
+        if stop_due {
+            if let Phase::Stopping { deadline, .. } = &mut self.phase {
+                *deadline = None;
+            }
             for w in self
                 .workers
                 .iter_mut()

@@ -116,4 +116,17 @@ impl ExitReason {
             other => ExitReason::Crashed(other),
         }
     }
+
+    /// Classifies a child's exit as `wait` reported it (a failed wait counts as a crash).
+    pub fn from_status(status: std::io::Result<std::process::ExitStatus>) -> Self {
+        use std::os::unix::process::ExitStatusExt;
+        match status {
+            Ok(s) => match (s.code(), s.signal()) {
+                (Some(code), _) => ExitReason::from_code(code),
+                (None, Some(sig)) => ExitReason::Signaled(sig),
+                _ => ExitReason::Crashed(-1),
+            },
+            Err(_) => ExitReason::Crashed(-1),
+        }
+    }
 }
