@@ -24,5 +24,6 @@ pub mod supervisor;
 pub mod systemd;
 #[cfg(test)]
 mod testutil;
+pub mod users;
 pub mod watch;
 pub mod worker;

@@ -4,14 +4,14 @@
 //! On each connection the server asks the master for its `status` document (the
 //! same one the control socket answers), converts it with [`uwsgi_json`], writes
 //! it tab-indented like uWSGI, and closes. It never reads from the client: there
-//! is no command to send, so there is nothing to authenticate (reliability S7).
+//! is no command to send, so there is nothing to authenticate.
 //!
 //! # What is deliberately not there
 //! uWSGI dumps every in-flight request's uwsgi vars (cookies, `Authorization`)
 //! into `cores[].vars` (`uwsgi core/stats.c:570`). Here `vars` is always empty,
 //! `req_info` always `{}`, and the document is built from an allowlist of
 //! counters, so nothing from a request or the environment can leak in even if the
-//! status document grows (reliability rows 32–33).
+//! status document grows: a secret from `uwsgi_env` must never appear in stats.
 //!
 //! # Where it listens
 //! A unix socket is created 0600 through [`socket::bind`] (never wider, not even

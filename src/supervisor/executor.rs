@@ -86,7 +86,10 @@ pub async fn run(setup: MasterSetup) -> i32 {
 impl Master {
     fn new(setup: MasterSetup) -> std::io::Result<(Master, mpsc::UnboundedReceiver<Input>)> {
         let (tx, rx) = mpsc::unbounded_channel();
-        let (log_read, log_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+        let crate::logs::LogPipe {
+            read: log_read,
+            write: log_write,
+        } = crate::logs::log_pipe()?;
         crate::logs::spawn_pump(log_read, setup.sink.clone());
         let (alive_read, alive_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
         let source = spawn::source_memfd()?;

@@ -1,6 +1,7 @@
 //! The master↔worker contract. The Python side is `python/amy_worker.py`; both
-//! sides must change together, and `tests/worker_contract.rs` runs the real
-//! worker against it.
+//! sides must change together. `tests/python/test_worker.py` runs the real
+//! worker standalone against this contract, and `tests/serve.rs` runs it under
+//! the real master.
 //!
 //! # Start
 //! The master runs `<python> -c BOOTSTRAP amy-emperor-worker <id> <generation>`
