@@ -142,11 +142,26 @@ impl ReloadState {
     }
 }
 
-#[derive(Debug, Clone, Default)]
-struct Debounce {
-    deadline: Option<Instant>,
-    /// Set while a writer holds a watched file open; capped by [`WRITE_SETTLE_MAX`].
-    writing_since: Option<Instant>,
+/// File changes waiting to become one reload.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+enum Debounce {
+    #[default]
+    Idle,
+    /// Reload at `until` unless another change arrives first.
+    Quiet { until: Instant },
+    /// A writer holds a watched file open (a modify without its close): wait
+    /// for it, but no longer than [`WRITE_SETTLE_MAX`] after `since`.
+    Writing { since: Instant },
+}
+
+impl Debounce {
+    fn due_at(self) -> Option<Instant> {
+        match self {
+            Debounce::Idle => None,
+            Debounce::Quiet { until } => Some(until),
+            Debounce::Writing { since } => Some(since + WRITE_SETTLE_MAX),
+        }
+    }
 }
 
 /// The one owner of the master's state.
@@ -167,7 +182,6 @@ pub struct Supervisor {
     debounce: Debounce,
     harakiri_at: Option<Instant>,
     next_generation: u64,
-    listeners_closed: bool,
     /// The last import traceback logged for a respawn, so a crash loop logs it once.
     last_traceback: Option<String>,
 }
@@ -202,7 +216,6 @@ impl Supervisor {
             debounce: Debounce::default(),
             harakiri_at: None,
             next_generation: 2,
-            listeners_closed: false,
             last_traceback: None,
         };
         let processes = plan.processes;
@@ -246,12 +259,7 @@ impl Supervisor {
             } => deadlines.push(deadline),
             _ => {}
         }
-        if let Some(d) = self.debounce.deadline {
-            deadlines.push(match self.debounce.writing_since {
-                Some(since) => since + WRITE_SETTLE_MAX,
-                None => d,
-            });
-        }
+        deadlines.extend(self.debounce.due_at());
         if let ReloadState::Booting { deadline, .. } = self.reload {
             deadlines.push(deadline);
         }
@@ -327,12 +335,13 @@ impl Supervisor {
         if matches!(self.phase, Phase::Stopping { .. }) {
             return;
         }
-        self.debounce.deadline = Some(now + DEBOUNCE);
-        if writing {
-            self.debounce.writing_since.get_or_insert(now);
-        } else {
-            self.debounce.writing_since = None;
-        }
+        self.debounce = match (writing, self.debounce) {
+            (true, Debounce::Writing { since }) => Debounce::Writing { since },
+            (true, _) => Debounce::Writing { since: now },
+            (false, _) => Debounce::Quiet {
+                until: now + DEBOUNCE,
+            },
+        };
     }
 
     fn request_reload(&mut self, waiters: Vec<RequestId>, actions: &mut Vec<Action>) {
@@ -767,8 +776,8 @@ impl Supervisor {
         };
         let fast = kind == StopKind::Fast;
         info!(fast, "stopping");
-        if !self.listeners_closed {
-            self.listeners_closed = true;
+        // Only the first stop closes the listeners; an escalation finds them closed.
+        if !matches!(self.phase, Phase::Stopping { .. }) {
             actions.push(Action::Notify(Lifecycle::Stopping));
             actions.push(Action::CloseListeners);
         }
@@ -832,15 +841,9 @@ impl Supervisor {
     }
 
     fn tick(&mut self, now: Instant, actions: &mut Vec<Action>) {
-        if let Some(deadline) = self.debounce.deadline {
-            let settled = match self.debounce.writing_since {
-                Some(since) => now >= since + WRITE_SETTLE_MAX,
-                None => now >= deadline,
-            };
-            if settled {
-                self.debounce = Debounce::default();
-                self.request_reload(Vec::new(), actions);
-            }
+        if self.debounce.due_at().is_some_and(|t| now >= t) {
+            self.debounce = Debounce::Idle;
+            self.request_reload(Vec::new(), actions);
         }
         if matches!(self.phase, Phase::Booting { deadline } if now >= deadline) {
             error!(
