@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::de::DeserializeOwned;
+use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::sync::oneshot;
 
@@ -23,11 +24,44 @@ pub fn path_for(pidfile: &Path) -> PathBuf {
     PathBuf::from(name)
 }
 
-/// Accepts clients for the master's lifetime.
+/// Accepts clients for the master's lifetime; the master answers in its loop.
 pub fn spawn_server(
     listener: std::os::unix::net::UnixListener,
     inbox: Inbox,
 ) -> std::io::Result<()> {
+    serve(listener, move |command, reply| match command {
+        ControlCommand::Status => forward(&inbox, ControlRequest::Status, reply),
+        ControlCommand::Reload => forward(&inbox, ControlRequest::Reload, reply),
+    })
+}
+
+/// Sends a typed request to the master and relays its answer, as JSON, to
+/// `reply`. False once the master's loop is gone.
+fn forward<T: serde::Serialize + Send + 'static>(
+    inbox: &Inbox,
+    request: fn(oneshot::Sender<T>) -> ControlRequest,
+    reply: oneshot::Sender<Value>,
+) -> bool {
+    let (typed, answer) = oneshot::channel();
+    if inbox.send(Input::Control(request(typed))).is_err() {
+        return false;
+    }
+    tokio::spawn(async move {
+        if let Ok(Ok(value)) = answer.await.map(serde_json::to_value) {
+            let _ = reply.send(value);
+        }
+    });
+    true
+}
+
+/// Accepts clients for the process's lifetime (a master's or an emperor's);
+/// each command is handed to `forward` with the sender its answer goes to
+/// (`forward` returns false once the loop is gone). The answer is written as
+/// one JSON line, then the connection closes.
+pub fn serve<F>(listener: std::os::unix::net::UnixListener, forward: F) -> std::io::Result<()>
+where
+    F: Fn(ControlCommand, oneshot::Sender<Value>) -> bool + Clone + Send + 'static,
+{
     listener.set_nonblocking(true)?;
     let listener = tokio::net::UnixListener::from_std(listener)?;
     tokio::spawn(async move {
@@ -35,7 +69,7 @@ pub fn spawn_server(
             let Ok((stream, _)) = listener.accept().await else {
                 continue;
             };
-            let inbox = inbox.clone();
+            let forward = forward.clone();
             tokio::spawn(async move {
                 let (read, mut write) = stream.into_split();
                 let mut line = String::new();
@@ -50,35 +84,12 @@ pub fn spawn_server(
                     let _ = write.write_all(b"{\"error\":\"unknown command\"}\n").await;
                     return;
                 };
-                let answer = match command {
-                    ControlCommand::Status => {
-                        let (reply, answer) = oneshot::channel();
-                        if inbox
-                            .send(Input::Control(ControlRequest::Status(reply)))
-                            .is_err()
-                        {
-                            return;
-                        }
-                        answer
-                            .await
-                            .ok()
-                            .and_then(|s| serde_json::to_string(&s).ok())
-                    }
-                    ControlCommand::Reload => {
-                        let (reply, answer) = oneshot::channel();
-                        if inbox
-                            .send(Input::Control(ControlRequest::Reload(reply)))
-                            .is_err()
-                        {
-                            return;
-                        }
-                        answer
-                            .await
-                            .ok()
-                            .and_then(|r| serde_json::to_string(&r).ok())
-                    }
-                };
-                if let Some(mut text) = answer {
+                let (reply, answer) = oneshot::channel();
+                if !forward(command, reply) {
+                    return;
+                }
+                if let Ok(value) = answer.await {
+                    let mut text = value.to_string();
                     text.push('\n');
                     let _ = write.write_all(text.as_bytes()).await;
                 }

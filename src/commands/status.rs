@@ -38,6 +38,8 @@ impl Lsb {
 #[serde(untagged)]
 enum Report {
     Master(Box<Status>),
+    /// An answer that is not a master's status (an emperor's): shown as it came.
+    Other(serde_json::Value),
     /// A master holds the pidfile but did not answer.
     Unreachable {
         running: bool,
@@ -78,8 +80,12 @@ pub fn run(args: &StatusArgs) -> Result<Done, CommandError> {
             Err(e) => (Report::down(None, None, Some(e.to_string())), Lsb::Unknown),
             Ok(Running::Master(pid)) => {
                 let ctl = control::path_for(&path);
-                match control::request::<Status>(&ctl, "status", Duration::from_secs(5)) {
-                    Ok(status) => (Report::Master(Box::new(status)), Lsb::Running),
+                match control::request::<serde_json::Value>(&ctl, "status", Duration::from_secs(5))
+                {
+                    Ok(value) => match serde_json::from_value::<Status>(value.clone()) {
+                        Ok(status) => (Report::Master(Box::new(status)), Lsb::Running),
+                        Err(_) => (Report::Other(value), Lsb::Running),
+                    },
                     Err(e) => (
                         Report::Unreachable {
                             running: true,
@@ -104,6 +110,9 @@ pub fn run(args: &StatusArgs) -> Result<Done, CommandError> {
 fn human(report: &Report) -> String {
     let status = match report {
         Report::Master(status) => status,
+        Report::Other(value) => {
+            return serde_json::to_string_pretty(value).unwrap_or_default() + "\n";
+        }
         Report::Unreachable { pid, error, .. } => {
             return format!("running: master pid {pid}, {error}\n");
         }
@@ -120,13 +129,12 @@ fn human(report: &Report) -> String {
             return s + "\n";
         }
     };
-    let phase = serde_json::to_value(status.phase)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_owned))
-        .unwrap_or_default();
     let mut s = format!(
         "running: master pid {}, {}, generation {}, up {:.0} s\n",
-        status.pid, phase, status.generation, status.uptime_s
+        status.pid,
+        status.phase.as_str(),
+        status.generation,
+        status.uptime_s
     );
     if let Some(last) = &status.last_reload {
         s += &format!("last reload: {}", last.result.as_str());

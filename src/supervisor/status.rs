@@ -42,6 +42,16 @@ pub enum PhaseName {
     Stopping,
 }
 
+impl PhaseName {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PhaseName::Booting => "booting",
+            PhaseName::Running => "running",
+            PhaseName::Stopping => "stopping",
+        }
+    }
+}
+
 /// One generation: the workers started from one reading of the config.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GenerationStatus {
