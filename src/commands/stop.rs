@@ -42,12 +42,14 @@ pub fn run(args: &StopArgs) -> Result<Done, CommandError> {
     // The lock is released when the master's last descriptor closes, i.e. when
     // it is really gone; checking it (not the pid) is immune to pid reuse.
     loop {
-        match pidfile::inspect(&path) {
-            Ok(Running::Master(_)) => {}
-            _ => {
-                println!("stopped (pid {pid})");
-                return Ok(Done::Success);
-            }
+        // The master drops its lock (and removes the pidfile) just before it
+        // exits: wait for the process too, so "stopped" means gone. The pid was
+        // proven ours a moment ago and is never signalled again here, so a reuse
+        // in between can only make us wait, never hit someone else.
+        let locked = matches!(pidfile::inspect(&path), Ok(Running::Master(_)));
+        if !locked && exited(pid) {
+            println!("stopped (pid {pid})");
+            return Ok(Done::Success);
         }
         if Instant::now() >= deadline {
             return Err(CommandError::Failed(format!(
@@ -56,5 +58,17 @@ pub fn run(args: &StopArgs) -> Result<Done, CommandError> {
             )));
         }
         std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Gone, or a zombie waiting for its parent: nothing runs any more.
+fn exited(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat
+            .rsplit(')')
+            .next()
+            .and_then(|s| s.split_whitespace().next())
+            .is_some_and(|state| state == "Z" || state == "X"),
+        Err(_) => true,
     }
 }
