@@ -78,10 +78,13 @@ pub fn run(args: &StartArgs, verbosity: i8) -> Result<Done, CommandError> {
     crate::logs::init_tracing(SinkWriter(sink.clone()), verbosity);
 
     match prepare(&ini, load_options, config, environment, sink, ready_pipe) {
-        Ok(setup) => match crate::runtime::run_loop(executor::run(setup)) {
-            0 => Ok(Done::Success),
-            code => Err(CommandError::Exited(code)),
-        },
+        Ok(setup) => {
+            crate::proctitle::set_or_log(&crate::proctitle::master(&ini));
+            match crate::runtime::run_loop(executor::run(setup)) {
+                0 => Ok(Done::Success),
+                code => Err(CommandError::Exited(code)),
+            }
+        }
         Err(message) => {
             tracing::error!(reason = %message, "cannot start");
             Err(CommandError::Failed(format!("amy-emperor: {message}")))
