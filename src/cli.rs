@@ -1,4 +1,5 @@
-//! The command line (clap). Names and exit codes are fixed by DESIGN §2.
+//! The command line (clap). Names and exit codes are the contract README.md
+//! ("Commands and exit codes") documents: init jobs and deploy scripts use them.
 
 use std::path::PathBuf;
 

@@ -18,6 +18,7 @@ pub mod pidfile;
 pub mod privileges;
 pub mod proctitle;
 pub mod router;
+pub mod runtime;
 pub mod scoreboard;
 pub mod signals;
 pub mod socket;
@@ -26,5 +27,6 @@ pub mod supervisor;
 pub mod systemd;
 #[cfg(test)]
 mod testutil;
+pub mod users;
 pub mod watch;
 pub mod worker;

@@ -4,7 +4,8 @@
 //! # Why a lock, and why `/proc/locks`
 //! A pid alone proves nothing: after a crash the pid is reused by an unrelated
 //! process, and uWSGI's `--stop` then signals it (or, for `abc`/`0`/`-1`, a whole
-//! process group; reliability rows 21–22). The master holds `LOCK_EX` on the
+//! process group, and `-1` as root every process: `core/uwsgi.c` passes
+//! `atoi(buf)` to `kill` with no range check). The master holds `LOCK_EX` on the
 //! pidfile's inode, so:
 //! - `acquire` refuses when the file is locked (a live master) and replaces it
 //!   when it is not (stale);
@@ -498,9 +499,11 @@ mod tests {
 
     #[test]
     fn lock_held_by_another_process_is_its_master() {
-        if Command::new("flock").arg("--version").output().is_err() {
-            return; // util-linux not installed
-        }
+        // Runs everywhere the suite runs: a missing flock(1) is a failure, not a pass.
+        Command::new("flock")
+            .arg("--version")
+            .output()
+            .expect("flock(1) from util-linux is needed by this test");
         let dir = TempDir::new("pid");
         let path = dir.0.join("amy.pid");
         std::fs::write(&path, "").unwrap();
@@ -565,10 +568,11 @@ mod tests {
         assert_eq!((meta.dev(), meta.ino()), winners[0].inode);
     }
 
-    /// A tiny tmpfs, unmounted when dropped; `None` where mounting is not allowed.
+    /// A tiny tmpfs, unmounted when dropped. Mounting needs root, as the suite
+    /// runs (CI does); without it the test fails rather than passing unexercised.
     struct TinyFs(TempDir);
     impl TinyFs {
-        fn mount() -> Option<Self> {
+        fn mount() -> Self {
             let dir = TempDir::new("pid");
             let ok = Command::new("mount")
                 .args(["-t", "tmpfs", "-o", "size=16k", "tmpfs"])
@@ -576,7 +580,12 @@ mod tests {
                 .stderr(Stdio::null())
                 .status()
                 .is_ok_and(|s| s.success());
-            ok.then_some(TinyFs(dir))
+            assert!(
+                ok,
+                "cannot mount a 16 KiB tmpfs on {}: this test needs root",
+                dir.0.display()
+            );
+            TinyFs(dir)
         }
     }
     impl Drop for TinyFs {
@@ -587,9 +596,7 @@ mod tests {
 
     #[test]
     fn full_disk_fails_without_leaving_an_empty_pidfile() {
-        let Some(fs) = TinyFs::mount() else {
-            return; // needs root
-        };
+        let fs = TinyFs::mount();
         let mut filler = File::create(fs.0 .0.join("filler")).unwrap();
         while filler.write_all(&[0u8; 4096]).is_ok() {}
         drop(filler);

@@ -192,6 +192,11 @@ fn status_reports_workers_and_uses_lsb_exit_codes() {
         assert!(w["rss_bytes"].as_u64().unwrap() > 0);
         assert_eq!(w["state"], "idle");
     }
+    // One generation, the current one, holding both workers.
+    assert_eq!(
+        s["generations"],
+        serde_json::json!([{"generation": 1, "role": "current", "workers": 2}])
+    );
     uwsgi_get(&site.sock(), "/").unwrap();
     let total: u64 = site.status_json()["workers"]
         .as_array()
@@ -202,7 +207,17 @@ fn status_reports_workers_and_uses_lsb_exit_codes() {
     assert_eq!(total, 1);
     let out = site.cli(&["status", "--pidfile", site.pidfile().to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(0));
-    assert!(String::from_utf8_lossy(&out.stdout).contains("running"));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("running"), "{text}");
+    // The table: a header, then one row per worker with its pid and state.
+    for w in s["workers"].as_array().unwrap() {
+        let pid = w["pid"].to_string();
+        assert!(
+            text.lines()
+                .any(|l| l.split_whitespace().nth(1) == Some(&pid) && l.contains("idle")),
+            "{text}"
+        );
+    }
 }
 
 #[test]

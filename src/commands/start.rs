@@ -9,26 +9,25 @@
 use std::ffi::OsString;
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
-use std::process::ExitCode;
 use std::sync::Arc;
 
+use super::{CommandError, Done};
 use crate::cli::StartArgs;
 use crate::config::{self, Config, LoadOptions, Protocol, SocketAddress, SocketSpec};
 use crate::logs::{LogSink, SinkWriter};
 use crate::supervisor::executor::{self, MasterSetup};
 use crate::{control, pidfile, privileges, socket};
 
-pub fn run(args: &StartArgs, verbosity: i8) -> ExitCode {
-    if let Some(dir) = &args.emperor {
-        return super::emperor::run(dir, args, verbosity);
-    }
+/// Runs one master (`--emperor` is dispatched by `commands::run`).
+pub fn run(args: &StartArgs, verbosity: i8) -> Result<Done, CommandError> {
     let ini = args
         .ini
         .clone()
         .unwrap_or_else(|| PathBuf::from("amy_uwsgi.ini"));
     let Ok(cwd) = std::env::current_dir() else {
-        eprintln!("amy-emperor: cannot read the current directory");
-        return ExitCode::from(2);
+        return Err(CommandError::Invalid(
+            "amy-emperor: cannot read the current directory".into(),
+        ));
     };
     let environment: Vec<(OsString, OsString)> = std::env::vars_os().collect();
     let load_options = LoadOptions {
@@ -36,23 +35,17 @@ pub fn run(args: &StartArgs, verbosity: i8) -> ExitCode {
         environment: environment.clone(),
         cwd,
     };
-    let loaded = match config::load(&ini, &load_options) {
-        Ok(l) => l,
-        Err(e) => {
-            eprintln!("{e}");
-            return ExitCode::from(2);
-        }
-    };
+    let loaded =
+        config::load(&ini, &load_options).map_err(|e| CommandError::Invalid(e.to_string()))?;
     for w in &loaded.warnings {
         eprintln!("{w}: warning");
     }
     let config = loaded.config;
     if config.sockets.is_empty() {
-        eprintln!(
+        return Err(CommandError::Invalid(format!(
             "{}: no socket configured (socket, uwsgi-socket or http-socket)",
             ini.display()
-        );
-        return ExitCode::from(2);
+        )));
     }
 
     // Detach first, while this process has no thread: the child carries on.
@@ -65,8 +58,9 @@ pub fn run(args: &StartArgs, verbosity: i8) -> ExitCode {
             Ok(Some(pipe)) => Some(pipe),
             Ok(None) => unreachable!("the parent exits inside daemonize"),
             Err(e) => {
-                eprintln!("amy-emperor: cannot daemonize: {e}");
-                return ExitCode::from(1);
+                return Err(CommandError::Failed(format!(
+                    "amy-emperor: cannot daemonize: {e}"
+                )))
             }
         }
     } else {
@@ -74,28 +68,26 @@ pub fn run(args: &StartArgs, verbosity: i8) -> ExitCode {
     };
 
     let logto = config.logto.clone().or(daemon_log);
-    let sink = match LogSink::open(logto.as_deref(), config.log_maxsize) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!(
-                "{}: cannot open the log: {e}",
-                logto.unwrap_or_default().display()
-            );
-            return ExitCode::from(1);
-        }
-    };
+    let sink = LogSink::open(logto.as_deref(), config.log_maxsize).map_err(|e| {
+        CommandError::Failed(format!(
+            "{}: cannot open the log: {e}",
+            logto.clone().unwrap_or_default().display()
+        ))
+    })?;
     // The master's own events go through the same sink as worker output.
     crate::logs::init_tracing(SinkWriter(sink.clone()), verbosity);
 
     match prepare(&ini, load_options, config, environment, sink, ready_pipe) {
         Ok(setup) => {
             crate::proctitle::set_or_log(&crate::proctitle::master(&ini));
-            super::run_loop(executor::run(setup))
+            match crate::runtime::run_loop(executor::run(setup)) {
+                0 => Ok(Done::Success),
+                code => Err(CommandError::Exited(code)),
+            }
         }
         Err(message) => {
             tracing::error!(reason = %message, "cannot start");
-            eprintln!("amy-emperor: {message}");
-            ExitCode::from(1)
+            Err(CommandError::Failed(format!("amy-emperor: {message}")))
         }
     }
 }
@@ -164,7 +156,7 @@ fn prepare(
         }
     }
     let http_listener = match &config.http {
-        Some(http) => match executor::bind_http(&config) {
+        Some(http) => match crate::router::supervise::bind_public(&config) {
             Ok((listener, warnings)) => {
                 for w in warnings {
                     tracing::warn!(warning = %w, "socket");

@@ -87,6 +87,27 @@ impl RouterHandle {
     }
 }
 
+/// Binds the public address of `config`'s router (`http = ADDR`) with the
+/// instance's socket options; `None` config.http is a caller bug.
+pub fn bind_public(config: &Config) -> Result<(Listener, Vec<String>), crate::socket::SocketError> {
+    let http = config
+        .http
+        .as_ref()
+        .expect("bind_public needs an http router");
+    let spec = crate::config::SocketSpec {
+        address: http.address.clone(),
+        protocol: Protocol::Http,
+        key: "http".into(),
+        line: http.line,
+    };
+    let options = crate::socket::BindOptions {
+        chmod: config.chmod_socket,
+        chown: config.chown_socket.clone(),
+        backlog: config.listen,
+    };
+    crate::socket::bind(&spec, &options)
+}
+
 /// What the router of `config` is started with: its settings, and the worker
 /// socket it forwards to (`http-to`, else the generation's first uwsgi socket,
 /// by the address actually bound: the private `127.0.0.1:0` has a real port).
