@@ -490,3 +490,38 @@ fn graceful_stop_finishes_a_request_in_flight_through_the_router() {
     assert!(!alive(router), "the router stops with the instance");
     assert!(TcpStream::connect(("127.0.0.1", port)).is_err());
 }
+
+#[test]
+fn a_reload_that_changes_the_router_replaces_it_and_a_new_address_is_bound() {
+    let site = router_site("rchange", "hello", 1, "");
+    let inst = site.start();
+    let first = router_pid(inst.pid()).expect("router running");
+    let ini = std::fs::read_to_string(site.ini()).unwrap();
+    let new_port = free_port();
+    std::fs::write(
+        site.ini(),
+        ini.replace(
+            &format!("http = 127.0.0.1:{}", site.http_port),
+            &format!("http = 127.0.0.1:{new_port}\nhttp-keepalive = 1"),
+        ),
+    )
+    .unwrap();
+    let out = site.cli(&["reload", site.ini().to_str().unwrap()]);
+    assert!(out.status.success(), "{}", inst.tail());
+    let second = wait_for("a new router", Duration::from_secs(20), || {
+        router_pid(inst.pid()).filter(|p| *p != first)
+    });
+    assert!(!alive(first));
+    let mut s = connect(new_port);
+    for _ in 0..3 {
+        write!(s, "GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        assert_eq!(read_response(&mut s).status, 200, "{}", inst.tail());
+    }
+    // The old address is closed once the old generation is released.
+    wait_for("the old address to close", Duration::from_secs(20), || {
+        TcpStream::connect(("127.0.0.1", site.http_port))
+            .is_err()
+            .then_some(())
+    });
+    assert_eq!(router_pid(inst.pid()), Some(second));
+}
