@@ -35,6 +35,9 @@ pub fn run(args: &StartArgs, verbosity: i8) -> ExitCode {
         env_file: args.env_file.clone(),
         environment: environment.clone(),
         cwd,
+        allow_unsupported: args.allow.unsupported.clone(),
+        allow_root_workers: args.allow.root_workers,
+        ..LoadOptions::default()
     };
     let loaded = match config::load(&ini, &load_options) {
         Ok(l) => l,
@@ -44,16 +47,10 @@ pub fn run(args: &StartArgs, verbosity: i8) -> ExitCode {
         }
     };
     for w in &loaded.warnings {
-        eprintln!("{w}: warning");
+        eprintln!("{w}");
     }
+    // `config::load` refuses a config without a socket, so this holds.
     let config = loaded.config;
-    if config.sockets.is_empty() {
-        eprintln!(
-            "{}: no socket configured (socket, uwsgi-socket or http-socket)",
-            ini.display()
-        );
-        return ExitCode::from(2);
-    }
 
     // Detach first, while this process has no thread: the child carries on.
     let daemon_log = config

@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use super::ini;
 use super::keys::{self, LogicKind};
 use super::magic::{MagicTable, ProcessFacts};
-use super::{envfile, ConfigError, Warning};
+use super::{envfile, source, ConfigError, ErrorKind, Warning};
 
 /// Where an option came from, for messages.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,16 +36,12 @@ pub struct Origin {
 pub struct EnvLine {
     pub path: PathBuf,
     pub line: usize,
-    pub raw: String,
+    pub raw: Vec<u8>,
 }
 
 impl Origin {
-    pub fn error(&self, message: impl Into<String>) -> ConfigError {
-        ConfigError {
-            path: self.path.clone(),
-            line: self.line,
-            message: message.into(),
-        }
+    pub fn error(&self, kind: ErrorKind, message: impl Into<String>) -> ConfigError {
+        ConfigError::new(kind, self.path.clone(), self.line, message)
     }
 
     pub fn warning(&self, message: impl Into<String>) -> Warning {
@@ -92,7 +88,6 @@ pub struct Expander<'a> {
     pub env_files_read: Vec<PathBuf>,
     logic: Option<Logic>,
     logic_running: bool,
-    readline_failure_reported: bool,
     strict: bool,
     last_file: Option<String>,
     magic: MagicTable,
@@ -100,10 +95,87 @@ pub struct Expander<'a> {
     environment: &'a [(OsString, OsString)],
     depth: usize,
     checked_env_files: HashSet<PathBuf>,
+    exec: ExecPolicy,
+    /// The master runs as root: files others can write are refused.
+    root: bool,
+}
+
+/// What `@(exec://…)` may do in this load.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ExecPolicy {
+    /// `start` and reload: run it, as uWSGI does.
+    #[default]
+    Run,
+    /// `check --allow-exec`: run it and say so in a warning.
+    RunAndSay,
+    /// `check`: never run a command.
+    Refuse,
+}
+
+/// How long an `@(exec://…)` command may take before the load fails.
+const EXEC_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Runs `/bin/sh -c command` in `cwd` with `environment`, stdin from /dev/null,
+/// and returns its stdout (at most [`MAX_VALUE_LEN`] bytes), within [`EXEC_TIMEOUT`].
+fn exec_output(
+    command: &str,
+    cwd: &Path,
+    environment: &[(OsString, OsString)],
+) -> Result<Vec<u8>, String> {
+    use std::io::Read;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new("/bin/sh")
+        .arg("-c")
+        .arg(command)
+        .current_dir(cwd)
+        .env_clear()
+        .envs(environment.iter().map(|(k, v)| (k, v)))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .map_err(|e| format!("cannot run /bin/sh: {e}"))?;
+    let mut stdout = child.stdout.take().expect("piped");
+    let reader = std::thread::spawn(move || {
+        let mut out = Vec::new();
+        let _ = (&mut stdout)
+            .take(MAX_VALUE_LEN as u64 + 1)
+            .read_to_end(&mut out);
+        out
+    });
+    let deadline = std::time::Instant::now() + EXEC_TIMEOUT;
+    loop {
+        match child.try_wait() {
+            Ok(Some(_)) => break,
+            Ok(None) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(10))
+            }
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!(
+                    "the command did not finish within {} s",
+                    EXEC_TIMEOUT.as_secs()
+                ));
+            }
+        }
+    }
+    let out = reader.join().unwrap_or_default();
+    if out.len() > MAX_VALUE_LEN {
+        return Err(format!(
+            "the command printed more than {MAX_VALUE_LEN} bytes"
+        ));
+    }
+    Ok(out)
 }
 
 impl<'a> Expander<'a> {
-    pub fn new(facts: ProcessFacts, environment: &'a [(OsString, OsString)]) -> Expander<'a> {
+    pub fn new(
+        facts: ProcessFacts,
+        environment: &'a [(OsString, OsString)],
+        exec: ExecPolicy,
+        root: bool,
+    ) -> Expander<'a> {
         Expander {
             opts: Vec::new(),
             warnings: Vec::new(),
@@ -111,7 +183,6 @@ impl<'a> Expander<'a> {
             env_files_read: Vec::new(),
             logic: None,
             logic_running: false,
-            readline_failure_reported: false,
             strict: false,
             last_file: None,
             magic: MagicTable::new(&facts),
@@ -119,6 +190,8 @@ impl<'a> Expander<'a> {
             environment,
             depth: 0,
             checked_env_files: HashSet::new(),
+            exec,
+            root,
         }
     }
 
@@ -184,9 +257,10 @@ impl<'a> Expander<'a> {
         let idx = self.opts.len() - 1;
         if placeholder_only {
             if keys::is_uwsgi_option(&key) {
-                return Err(self.opts[idx].origin.error(format!(
-                    "you cannot use {key} as a placeholder, it is already an option"
-                )));
+                return Err(self.opts[idx].origin.error(
+                    ErrorKind::Syntax,
+                    format!("you cannot use {key} as a placeholder, it is already an option"),
+                ));
             }
             self.opts[idx].configured = true;
             return Ok(());
@@ -198,9 +272,10 @@ impl<'a> Expander<'a> {
                 self.run_immediate(&key, &value, &origin)?;
             }
         } else if self.strict {
-            return Err(self.opts[idx]
-                .origin
-                .error(format!("[strict-mode] unknown config directive: {key}")));
+            return Err(self.opts[idx].origin.error(
+                ErrorKind::Strict,
+                format!("[strict-mode] unknown config directive: {key}"),
+            ));
         }
         Ok(())
     }
@@ -213,11 +288,11 @@ impl<'a> Expander<'a> {
     ) -> Result<(), ConfigError> {
         if let Some(kind) = keys::logic_kind(key) {
             if self.logic.is_some() {
-                return Err(origin.error(format!(
-                    "recursive logic in options is not supported (option = {key})"
-                )));
+                return Err(origin.error(
+                    ErrorKind::Syntax,
+                    format!("recursive logic in options is not supported (option = {key})"),
+                ));
             }
-            self.readline_failure_reported = false;
             self.logic = Some(Logic {
                 kind,
                 arg: value.to_string(),
@@ -231,22 +306,24 @@ impl<'a> Expander<'a> {
                 if value.ends_with(".ini") {
                     self.load_ini(value, origin)
                 } else {
-                    Err(origin.error(format!(
-                        "include = {value}: only .ini files can be included"
-                    )))
+                    Err(origin.error(
+                        ErrorKind::Syntax,
+                        format!("include = {value}: only .ini files can be included"),
+                    ))
                 }
             }
             "xml" | "xmlconfig" | "yaml" | "yml" | "json" | "js" | "config" | "ini-paste"
-            | "ini-paste-logged" | "inject-before" | "inject-after" => Err(origin.error(format!(
-                "{key} = {value}: only ini configuration files are supported"
-            ))),
+            | "ini-paste-logged" | "inject-before" | "inject-after" => Err(origin.error(
+                ErrorKind::Unsupported,
+                format!("{key} = {value}: only ini configuration files are supported"),
+            )),
             "strict" => {
                 self.strict = keys::flag_value(value);
                 Ok(())
             }
             "set" | "set-placeholder" | "set-ph" => {
                 let Some((k, v)) = value.split_once('=') else {
-                    return Err(origin.error("invalid placeholder/--set value"));
+                    return Err(origin.error(ErrorKind::Syntax, "invalid placeholder/--set value"));
                 };
                 self.add_option(k.to_string(), v.to_string(), origin.clone(), key != "set")
             }
@@ -257,7 +334,10 @@ impl<'a> Expander<'a> {
     /// Reads one ini (`file`, `file:section` or `:section`) and adds its lines.
     fn load_ini(&mut self, given: &str, from: &Origin) -> Result<(), ConfigError> {
         if self.depth >= MAX_INCLUDE_DEPTH {
-            return Err(from.error(format!("ini = {given}: includes nested too deep (a loop?)")));
+            return Err(from.error(
+                ErrorKind::Syntax,
+                format!("ini = {given}: includes nested too deep (a loop?)"),
+            ));
         }
         let (file_part, section) = match given.rfind(':') {
             Some(i) => (
@@ -273,26 +353,46 @@ impl<'a> Expander<'a> {
         let file = if file_part.is_empty() {
             match &self.last_file {
                 Some(f) => f.clone(),
-                None => return Err(from.error(format!("ini = {given}: no ini was loaded before"))),
+                None => {
+                    return Err(from.error(
+                        ErrorKind::Syntax,
+                        format!("ini = {given}: no ini was loaded before"),
+                    ))
+                }
             }
         } else {
             file_part.to_string()
         };
         let path = self.cwd().join(&file);
-        let missing = |e: std::io::Error| {
-            if from.line.is_none() {
-                ConfigError {
-                    path: PathBuf::from(&file),
-                    line: None,
-                    message: format!("cannot read: {e}"),
-                }
+        let top = from.line.is_none();
+        // The main ini's errors name it as given; an include's name the line
+        // that included it.
+        let located = |e: ConfigError| {
+            if top {
+                ConfigError::new(e.kind, PathBuf::from(&file), None, e.message)
             } else {
-                from.error(format!("ini = {given}: cannot read {file}: {e}"))
+                from.error(e.kind, format!("ini = {given}: {file}: {}", e.message))
             }
         };
         let cwd = self.cwd().to_path_buf();
-        self.magic.fill_for_file(given, &cwd).map_err(missing)?;
-        let raw = std::fs::read(&path).map_err(missing)?;
+        self.magic.fill_for_file(given, &cwd).map_err(|e| {
+            located(ConfigError::new(
+                ErrorKind::Read,
+                &path,
+                None,
+                format!("cannot read: {e}"),
+            ))
+        })?;
+        let raw = source::read_regular(&path, source::MAX_INI_SIZE, "ini file").map_err(located)?;
+        self.warnings.extend(
+            envfile::check_writable(&path, "ini file", self.root)
+                .map_err(|e| located(ConfigError::new(e.kind, &path, None, e.message)))?
+                .into_iter()
+                .map(|w| Warning {
+                    path: PathBuf::from(&file),
+                    ..w
+                }),
+        );
         self.last_file = Some(file.clone());
         self.inis_read.push(absolute(&path));
         let display = PathBuf::from(&file);
@@ -310,7 +410,27 @@ impl<'a> Expander<'a> {
         };
         let text = self.magic.substitute(body);
         let parsed = ini::parse(&text, section);
+        if top && body.iter().all(u8::is_ascii_whitespace) {
+            return Err(ConfigError::new(
+                ErrorKind::Empty,
+                display,
+                None,
+                "the ini file is empty",
+            ));
+        }
         if !parsed.found {
+            // uWSGI warns and starts with nothing from the file: for the main
+            // ini that is a site with no config at all.
+            if top {
+                return Err(ConfigError::new(
+                    ErrorKind::Empty,
+                    display,
+                    None,
+                    format!(
+                        "no [{section}] section: uWSGI would start with nothing from this file"
+                    ),
+                ));
+            }
             self.warnings.push(Warning {
                 path: display.clone(),
                 line: None,
@@ -371,15 +491,15 @@ impl<'a> Expander<'a> {
             }
             LogicKind::ForReadline => {
                 let path = self.cwd().join(data);
-                if let Some(lines) = self.read_env_file_for_loop(&path, &logic.origin)? {
-                    for (i, line) in lines.into_iter().enumerate() {
-                        let env_line = EnvLine {
-                            path: path.clone(),
-                            line: i + 1,
-                            raw: line.clone(),
-                        };
-                        emit(self, &line, Some(env_line))?;
-                    }
+                let lines = self.read_env_file_for_loop(&path, &logic.origin)?;
+                for (i, line) in lines.into_iter().enumerate() {
+                    let text = String::from_utf8_lossy(&line).into_owned();
+                    let env_line = EnvLine {
+                        path: path.clone(),
+                        line: i + 1,
+                        raw: line,
+                    };
+                    emit(self, &text, Some(env_line))?;
                 }
             }
             LogicKind::IfEnv | LogicKind::IfNotEnv => {
@@ -451,43 +571,38 @@ impl<'a> Expander<'a> {
         Ok(())
     }
 
-    /// The lines `for-readline` iterates over, or `None` when the file cannot be
-    /// opened (uWSGI logs it, drops the loop body and starts anyway: we do the
-    /// same, but say so as a warning, once per loop).
+    /// The lines `for-readline` iterates over. A file that cannot be opened is
+    /// an error: uWSGI logs it, drops the loop body and starts anyway, and the
+    /// app then runs without its secrets (DESIGN §4).
     fn read_env_file_for_loop(
         &mut self,
         path: &Path,
         opener: &Origin,
-    ) -> Result<Option<Vec<String>>, ConfigError> {
-        match std::fs::read(path) {
-            Ok(raw) => {
-                let abs = absolute(path);
-                if self.checked_env_files.insert(abs.clone()) {
-                    self.warnings.extend(envfile::check_permissions(&abs)?);
-                    self.env_files_read.push(abs);
-                }
-                Ok(Some(envfile::readline_items(&raw)))
+    ) -> Result<Vec<Vec<u8>>, ConfigError> {
+        let raw = envfile::read_bytes(path).map_err(|e| {
+            let shown = path
+                .strip_prefix(self.cwd())
+                .unwrap_or(path)
+                .display()
+                .to_string();
+            let mut message = format!(
+                "for-readline: \"{shown}\" {} (uWSGI would skip the loop and start without these variables)",
+                e.message
+            );
+            if shown.contains("%(") || shown.contains("$(") || shown.contains("@(") {
+                message.push_str(
+                    "; placeholders, $(VAR) and @(file) are not expanded in for-readline paths: use %d or an absolute path",
+                );
             }
-            Err(e) => {
-                if !self.readline_failure_reported {
-                    self.readline_failure_reported = true;
-                    let raw = path
-                        .strip_prefix(self.cwd())
-                        .unwrap_or(path)
-                        .display()
-                        .to_string();
-                    let mut message =
-                        format!("for-readline: cannot open \"{raw}\": {e}; the loop body is skipped and no variable from it is set (as uWSGI does)");
-                    if raw.contains("%(") || raw.contains("$(") || raw.contains("@(") {
-                        message.push_str(
-                            "; placeholders, $(VAR) and @(file) are not expanded in for-readline paths: use %d or an absolute path",
-                        );
-                    }
-                    self.warnings.push(opener.warning(message));
-                }
-                Ok(None)
-            }
+            opener.error(e.kind, message)
+        })?;
+        let abs = absolute(path);
+        if self.checked_env_files.insert(abs.clone()) {
+            self.warnings
+                .extend(envfile::check_permissions(&abs, self.root)?);
+            self.env_files_read.push(abs);
         }
+        Ok(envfile::readline_items(&raw))
     }
 
     /// The `$()`, `@()` and `%()` passes over every non-immediate value.
@@ -502,14 +617,32 @@ impl<'a> Expander<'a> {
         Ok(())
     }
 
-    fn hook(&self, symbol: u8, key: &str, origin: &Origin) -> Result<Option<String>, ConfigError> {
+    fn hook(
+        &mut self,
+        symbol: u8,
+        key: &str,
+        origin: &Origin,
+    ) -> Result<Option<String>, ConfigError> {
         match symbol {
             b'$' => Ok(self.getenv(key)),
             b'@' => {
-                let path = self.cwd().join(key);
-                let mut raw = std::fs::read(&path).map_err(|e| {
-                    origin.error(format!("cannot read file \"{key}\" for @({key}): {e}"))
-                })?;
+                let mut raw = match key.strip_prefix("exec://") {
+                    Some(command) => self.run_exec(command, origin)?,
+                    None => {
+                        let path = self.cwd().join(key);
+                        source::read_regular(&path, MAX_VALUE_LEN as u64, "@() source").map_err(
+                            |e| {
+                                origin.error(
+                                    e.kind,
+                                    format!(
+                                        "cannot read file \"{key}\" for @({key}): {}",
+                                        e.message
+                                    ),
+                                )
+                            },
+                        )?
+                    }
+                };
                 if matches!(raw.last(), Some(b'\n' | b'\r')) {
                     raw.pop();
                 }
@@ -520,6 +653,28 @@ impl<'a> Expander<'a> {
             }
             _ => Ok(self.placeholder(key)),
         }
+    }
+
+    /// `@(exec://command)`: uWSGI runs `/bin/sh -c command` and reads its
+    /// stdout to EOF, whatever its exit status. We do the same at start and
+    /// reload; `check` runs nothing unless `--allow-exec` (and then says so).
+    fn run_exec(&mut self, command: &str, origin: &Origin) -> Result<Vec<u8>, ConfigError> {
+        match self.exec {
+            ExecPolicy::Refuse => {
+                return Err(origin.error(
+                    ErrorKind::Exec,
+                    format!(
+                        "@(exec://{command}): check runs no command unless --allow-exec is given"
+                    ),
+                ))
+            }
+            ExecPolicy::RunAndSay => self.warnings.push(origin.warning(format!(
+                "@(exec://{command}): ran the command (--allow-exec)"
+            ))),
+            ExecPolicy::Run => {}
+        }
+        exec_output(command, self.cwd(), self.environment)
+            .map_err(|e| origin.error(ErrorKind::Exec, format!("@(exec://{command}): {e}")))
     }
 
     /// `uwsgi_manage_placeholder`: a name, or the math/concat form when the
@@ -633,10 +788,13 @@ impl<'a> Expander<'a> {
                     };
                     substitutions += 1;
                     if substitutions > MAX_SUBSTITUTIONS {
-                        return Err(origin.error(format!(
+                        return Err(origin.error(
+                            ErrorKind::Syntax,
+                            format!(
                             "{}: the expansion of {} never ends (a value that refers to itself?)",
                             self.opts[i].key, symbol as char
-                        )));
+                        ),
+                        ));
                     }
                     // A value that refers to itself through its own first
                     // definition doubles at each pass: bound the size, not only
@@ -644,7 +802,7 @@ impl<'a> Expander<'a> {
                     // the master's).
                     let grown = value.len() - key_len - 3 + replacement.len();
                     if grown > MAX_VALUE_LEN {
-                        return Err(origin.error(format!(
+                        return Err(origin.error(ErrorKind::TooLarge, format!(
                             "{}: the expansion of {} grows past {} bytes (a value that refers to itself?)",
                             self.opts[i].key,
                             symbol as char,
