@@ -96,6 +96,9 @@ pub struct Expander<'a> {
     depth: usize,
     checked_env_files: HashSet<PathBuf>,
     exec: ExecPolicy,
+    /// A refusal found while the list is built that must not change the list
+    /// itself (uWSGI carries on past it): reported after expansion.
+    pub deferred: Option<ConfigError>,
     /// The master runs as root: files others can write are refused.
     root: bool,
 }
@@ -192,6 +195,7 @@ impl<'a> Expander<'a> {
             checked_env_files: HashSet::new(),
             exec,
             root,
+            deferred: None,
         }
     }
 
@@ -491,7 +495,15 @@ impl<'a> Expander<'a> {
             }
             LogicKind::ForReadline => {
                 let path = self.cwd().join(data);
-                let lines = self.read_env_file_for_loop(&path, &logic.origin)?;
+                // uWSGI skips the loop and carries on: so do we, so that the
+                // option list (`--show-config`) stays uWSGI's, but the load fails.
+                let lines = match self.read_env_file_for_loop(&path, &logic.origin) {
+                    Ok(lines) => lines,
+                    Err(e) => {
+                        self.deferred.get_or_insert(e);
+                        Vec::new()
+                    }
+                };
                 for (i, line) in lines.into_iter().enumerate() {
                     let text = String::from_utf8_lossy(&line).into_owned();
                     let env_line = EnvLine {
@@ -585,9 +597,9 @@ impl<'a> Expander<'a> {
                 .unwrap_or(path)
                 .display()
                 .to_string();
+            let reason = e.message.strip_prefix("cannot read: ").unwrap_or(&e.message);
             let mut message = format!(
-                "for-readline: \"{shown}\" {} (uWSGI would skip the loop and start without these variables)",
-                e.message
+                "for-readline = {shown}: cannot open: {reason}; uWSGI would skip the loop and start without these variables"
             );
             if shown.contains("%(") || shown.contains("$(") || shown.contains("@(") {
                 message.push_str(

@@ -92,6 +92,9 @@ pub fn load_with_resolved(
         Some(i) if i > 0 => PathBuf::from(&given[..i]),
         _ => PathBuf::from(&given),
     };
+    if let Some(e) = expander.deferred.take() {
+        return (Some(resolved), Err(e));
+    }
     let outcome = build::build(&file, &expander, options, root).map(|(config, build_warnings)| {
         let mut warnings = std::mem::take(&mut expander.warnings);
         warnings.extend(build_warnings);
