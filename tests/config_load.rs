@@ -5,7 +5,9 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use amy_emperor::config::{load, EnvVar, LoadOptions, Protocol, SocketAddress};
+use amy_emperor::config::{
+    load, load_with_resolved, EnvVar, ErrorKind, LoadOptions, Protocol, SocketAddress,
+};
 
 fn dir(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("amy-config-load-{}-{name}", std::process::id()));
@@ -24,6 +26,7 @@ fn opts(cwd: &Path) -> LoadOptions {
         env_file: None,
         environment: vec![("HOME".into(), "/home/amy".into())],
         cwd: cwd.to_path_buf(),
+        ..LoadOptions::default()
     }
 }
 
@@ -37,6 +40,9 @@ fn var(n: &str, v: &str) -> EnvVar {
 #[test]
 fn amy_style_ini_builds_the_typed_config() {
     let d = dir("amy");
+    std::fs::create_dir_all(d.join("app")).unwrap();
+    std::fs::create_dir_all(d.join("venv/bin")).unwrap();
+    write(&d.join("venv/bin/python"), "#!/bin/sh\n", 0o755);
     write(
         &d.join("uwsgi_env"),
         "A=1\n# c\n\nexport B=2\nC=\"q\"\nD=$(HOME)/x\n",
@@ -170,6 +176,26 @@ fn fatal_values_report_file_and_line() {
             "invalid chmod value: ",
         ),
         (
+            "[uwsgi]\nsocket = :1\nprocesses = 4 # four\n",
+            3,
+            "\"processes = 4 # four\": not a whole number (uWSGI's atoi reads it as 4; there are no inline comments)",
+        ),
+        (
+            "[uwsgi]\nsocket = :1\nharakiri = 30s\n",
+            3,
+            "unit suffixes are not understood",
+        ),
+        (
+            "[uwsgi]\nsocket = :1\nprocesses = 5000\n",
+            3,
+            "\"processes = 5000\": out of range (1 to 1024)",
+        ),
+        (
+            "[uwsgi]\nsocket = :1\nhttp = :8000\n",
+            3,
+            "\"http\" is not supported: no HTTP router: nothing listens on that address, the site is unreachable there",
+        ),
+        (
             "[uwsgi]\nprocesses = -1\n",
             2,
             "invalid value for option \"processes\": must be > 0",
@@ -202,7 +228,7 @@ fn fatal_values_report_file_and_line() {
         (
             "[uwsgi]\nini = missing.ini\n",
             2,
-            "ini = missing.ini: cannot read missing.ini",
+            "ini = missing.ini: cannot read missing.ini: No such file",
         ),
     ];
     for (text, line, reason) in cases {
@@ -245,7 +271,17 @@ fn unknown_keys_warn_once_each() {
         "[uwsgi]\nsocket = :1\nproccesses = 4\nproccesses = 5\nstatic-map = /s=/x\n",
         0o644,
     );
-    let l = load(Path::new("a.ini"), &opts(&d)).unwrap();
+    let e = load(Path::new("a.ini"), &opts(&d)).unwrap_err();
+    assert_eq!(e.kind, ErrorKind::Unsupported);
+    assert_eq!(
+        e.to_string(),
+        "a.ini:5: \"static-map\" is not supported: static files are not served: those URLs reach the app (or 404) (--allow-unsupported KEY accepts it)"
+    );
+    let allowed = LoadOptions {
+        allow_unsupported: vec!["static-map".into()],
+        ..opts(&d)
+    };
+    let l = load(Path::new("a.ini"), &allowed).unwrap();
     let typo: Vec<_> = l
         .warnings
         .iter()
@@ -279,9 +315,11 @@ fn resolved_list_keeps_uwsgi_order_and_expansion() {
         "[uwsgi]\nph = a\nph = b\nx = %(ph)\nfor = 1 2\ny = %(_)\nendfor\n",
         0o644,
     );
-    let l = load(Path::new("a.ini"), &opts(&d)).unwrap();
-    let kv: Vec<(&str, &str)> = l
-        .resolved
+    // No socket: the typed config is refused, but the list is still uWSGI's.
+    let (resolved, outcome) = load_with_resolved(Path::new("a.ini"), &opts(&d));
+    assert_eq!(outcome.unwrap_err().kind, ErrorKind::NoSocket);
+    let resolved = resolved.unwrap();
+    let kv: Vec<(&str, &str)> = resolved
         .iter()
         .map(|(k, v)| (k.as_str(), v.as_str()))
         .collect();

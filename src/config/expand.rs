@@ -375,7 +375,11 @@ impl<'a> Expander<'a> {
             if top {
                 ConfigError::new(e.kind, PathBuf::from(&file), None, e.message)
             } else {
-                from.error(e.kind, format!("ini = {given}: {file}: {}", e.message))
+                let message = match e.message.strip_prefix("cannot read: ") {
+                    Some(rest) => format!("ini = {given}: cannot read {file}: {rest}"),
+                    None => format!("ini = {given}: {file} {}", e.message),
+                };
+                from.error(e.kind, message)
             }
         };
         let cwd = self.cwd().to_path_buf();
@@ -399,7 +403,13 @@ impl<'a> Expander<'a> {
         );
         self.last_file = Some(file.clone());
         self.inis_read.push(absolute(&path));
-        let display = PathBuf::from(&file);
+        // The main ini is named as given; an included one by its full path, so
+        // a message about it never depends on the reader knowing the cwd.
+        let display = if top {
+            PathBuf::from(&file)
+        } else {
+            absolute(&path)
+        };
         let body: &[u8] = if ini::has_bom(&raw) {
             self.warnings.push(Warning {
                 path: display.clone(),
