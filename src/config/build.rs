@@ -474,7 +474,7 @@ pub fn build(
             ErrorKind::NoSocket,
             ini,
             None,
-            "no socket, uwsgi-socket or http-socket: nothing could reach the app",
+            "no socket configured (socket, uwsgi-socket or http-socket): nothing could reach the app",
         ));
     }
 
