@@ -318,7 +318,10 @@ impl Duplicates {
 
 /// Reads a whole env file (`--env-file`, or the implicit `uwsgi_env`): values
 /// literal bytes, no expansion. Each variable comes with its line.
-pub fn read(path: &Path, root: bool) -> Result<(Vec<(EnvVar, usize)>, Vec<Warning>), ConfigError> {
+/// The variables of an env file, each with its line.
+pub type LinedVars = Vec<(EnvVar, usize)>;
+
+pub fn read(path: &Path, root: bool) -> Result<(LinedVars, Vec<Warning>), ConfigError> {
     let raw = read_bytes(path)?;
     let mut warnings = check_permissions(path, root)?;
     let mut vars = Vec::new();

@@ -69,13 +69,16 @@ pub fn load(ini: &Path, options: &LoadOptions) -> Result<Loaded, ConfigError> {
     load_with_resolved(ini, options).1
 }
 
+/// uWSGI's option list, `(key, value)` in `--show-config` order, values expanded.
+pub type Resolved = Vec<(String, String)>;
+
 /// [`load`], also returning the resolved option list whenever the dialect
 /// layer succeeded, even if the typed config is refused: `check --show-config`
 /// prints what uWSGI would print, then says why `start` would refuse.
 pub fn load_with_resolved(
     ini: &Path,
     options: &LoadOptions,
-) -> (Option<Vec<(String, String)>>, Result<Loaded, ConfigError>) {
+) -> (Option<Resolved>, Result<Loaded, ConfigError>) {
     let given = ini.to_string_lossy().into_owned();
     let root = options.root();
     let facts = magic::ProcessFacts::current(&options.cwd);

@@ -135,7 +135,7 @@ mod tests {
             msg(""),
             "\"harakiri\" needs a number, the value is empty (uWSGI would read 0)"
         );
-        assert_eq!(msg("2\00"), "\"harakiri\": the value holds a NUL byte");
+        assert_eq!(msg("2\u{0}0"), "\"harakiri\": the value holds a NUL byte");
         assert_eq!(
             msg("-3"),
             "invalid value for option \"harakiri\": must be > 0"
