@@ -344,6 +344,12 @@ pub fn build(
             scalars.insert(key, opt.origin.clone());
         }
         let v = opt.value.as_str();
+        if v.contains('\0') {
+            return Err(opt.origin.error(
+                ErrorKind::InvalidValue,
+                format!("\"{}\": the value holds a NUL byte", opt.key),
+            ));
+        }
         let flag = keys::flag_value(v);
         match key {
             "socket" => c.sockets.push(parse_socket(
@@ -469,6 +475,18 @@ pub fn build(
         }
     }
     classifier.finish()?;
+    for key in &options.allow_unsupported {
+        let unsupported = classes::entry(key).is_some_and(|e| e.class == KeyClass::Unsupported);
+        if !unsupported {
+            warnings.push(Warning {
+                path: ini.to_path_buf(),
+                line: None,
+                message: format!(
+                    "--allow-unsupported {key}: not an unsupported uWSGI option, nothing to allow"
+                ),
+            });
+        }
+    }
     if c.sockets.is_empty() {
         return Err(ConfigError::new(
             ErrorKind::NoSocket,
