@@ -48,9 +48,8 @@ impl Case {
 
     fn preamble(&self) -> String {
         format!(
-            "[uwsgi]\nchdir = {dir}\nwsgi-file = app.py\nhome = {venv}\nsocket = {dir}/site.sock\npidfile = {dir}/site.pid\nlogto = {dir}/site.log\nuid = nobody\ngid = nogroup\n",
+            "[uwsgi]\nchdir = {dir}\nwsgi-file = app.py\nsocket = {dir}/site.sock\npidfile = {dir}/site.pid\nlogto = {dir}/site.log\nuid = nobody\ngid = nogroup\n",
             dir = self.dir.display(),
-            venv = venv().display()
         )
     }
 
@@ -402,21 +401,41 @@ fn root_rules_apply_when_the_master_runs_as_root() {
     }
     let case = Case::new("root");
     let dir_s = case.dir.display().to_string();
-    let venv_s = venv().display().to_string();
-    let base = format!(
-        "[uwsgi]\nchdir = {dir_s}\nwsgi-file = app.py\nhome = {venv_s}\nsocket = {dir_s}/s.sock\n"
-    );
+    let base = format!("[uwsgi]\nchdir = {dir_s}\nwsgi-file = app.py\nsocket = {dir_s}/s.sock\n");
 
     std::fs::write(case.ini(), format!("{base}uid = root\n")).unwrap();
     refused(
         &case,
-        Some(6),
+        Some(5),
         "uid = root: the workers would run the app as root; refusing (--allow-root-workers accepts it)",
     );
     let out = case.check(&["--allow-root-workers"]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert!(stderr(&out)
         .contains("uid = root: the workers run the app as root (allowed by --allow-root-workers)"));
+
+    // The workers' user must reach the venv's python: a private venv is refused.
+    let private = case.dir.join("private");
+    std::fs::create_dir_all(private.join("venv/bin")).unwrap();
+    std::os::unix::fs::symlink("/usr/bin/python3", private.join("venv/bin/python")).unwrap();
+    std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let venv_p = private.join("venv");
+    std::fs::write(
+        case.ini(),
+        format!("{base}home = {}\nuid = nobody\n", venv_p.display()),
+    )
+    .unwrap();
+    refused(
+        &case,
+        Some(5),
+        &format!(
+            "home = {v}: {v}/bin/python cannot be used by uid nobody (a directory on its path or the file itself denies it): the workers could not start",
+            v = venv_p.display()
+        ),
+    );
+    std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let out = case.check(&[]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
 
     // Implicit root workers: uWSGI's loud warning, but it starts.
     std::fs::write(case.ini(), &base).unwrap();
@@ -433,7 +452,7 @@ fn root_rules_apply_when_the_master_runs_as_root() {
     let out = case.check(&[]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert!(stderr(&out).contains(&format!(
-        "{}:7: warning: chmod-socket = 666: EVERY local user can connect",
+        "{}:6: warning: chmod-socket = 666: EVERY local user can connect",
         case.ini().display()
     )));
 

@@ -189,11 +189,110 @@ pub fn check(
         }
     }
     if root {
+        check_worker_access(c, o, ini)?;
         check_root_workers(c, o, ini, options, warnings)?;
         for spec in &c.sockets {
             if let SocketAddress::Unix(path) = &spec.address {
                 check_socket_dir(path, spec, ini, warnings)?;
             }
+        }
+    }
+    Ok(())
+}
+
+/// The uid and gid the workers run as after the drop (`privileges.rs`: the
+/// configured gid, else the user's primary group; no supplementary groups).
+fn worker_ids(c: &Config) -> Option<(u32, u32)> {
+    let spec = c.uid.as_deref()?;
+    let user = match spec.parse::<u32>() {
+        Ok(n) => nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(n))
+            .ok()
+            .flatten(),
+        Err(_) => nix::unistd::User::from_name(spec).ok().flatten(),
+    };
+    let uid = user
+        .as_ref()
+        .map_or_else(|| spec.parse().ok(), |u| Some(u.uid.as_raw()))?;
+    let gid = match c.gid.as_deref() {
+        Some(g) => g.parse::<u32>().ok().or_else(|| {
+            nix::unistd::Group::from_name(g)
+                .ok()
+                .flatten()
+                .map(|g| g.gid.as_raw())
+        })?,
+        None => user?.gid.as_raw(),
+    };
+    Some((uid, gid))
+}
+
+/// Whether `uid`/`gid` may use `path`: every directory above it searchable,
+/// and the path itself allows `want` (a mask of r=4, w=2, x=1), symlinks resolved.
+fn usable_by(path: &Path, uid: u32, gid: u32, want: u32) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    if uid == 0 {
+        return true;
+    }
+    let Ok(real) = std::fs::canonicalize(path) else {
+        return false;
+    };
+    let allows = |p: &Path, bits: u32| {
+        std::fs::metadata(p).is_ok_and(|m| {
+            let mode = m.mode();
+            let granted = if m.uid() == uid {
+                mode >> 6
+            } else if m.gid() == gid {
+                mode >> 3
+            } else {
+                mode
+            };
+            granted & bits == bits
+        })
+    };
+    // Both the path as written (a private directory holding a symlink hides
+    // it) and the file it resolves to must be reachable.
+    path.ancestors()
+        .skip(1)
+        .all(|dir| dir.as_os_str().is_empty() || allows(dir, 1))
+        && real.ancestors().skip(1).all(|dir| allows(dir, 1))
+        && allows(&real, want)
+}
+
+/// A root master drops to `uid` before the workers start: what they must
+/// reach (the venv's python, chdir, wsgi-file) must be reachable as that user,
+/// or every worker dies at spawn.
+fn check_worker_access(c: &Config, o: &Origins, ini: &Path) -> Result<(), ConfigError> {
+    let Some((uid, gid)) = worker_ids(c) else {
+        return Ok(());
+    };
+    let user = c.uid.as_deref().unwrap_or_default();
+    let denied = |origin: &Option<Origin>, what: String| {
+        at(
+            origin,
+            ini,
+            ErrorKind::Permission,
+            format!("{what} cannot be used by uid {user} (a directory on its path or the file itself denies it): the workers could not start"),
+        )
+    };
+    if let Some(home) = &c.home {
+        let python = home.join("bin").join("python");
+        if !usable_by(&python, uid, gid, 1) {
+            return Err(denied(
+                &o.home,
+                format!("home = {}: {}", home.display(), python.display()),
+            ));
+        }
+    }
+    if let Some(dir) = &c.chdir {
+        if !usable_by(dir, uid, gid, 1) {
+            return Err(denied(&o.chdir, format!("chdir = {}", dir.display())));
+        }
+    }
+    if let Some(file) = &c.wsgi_file {
+        if !usable_by(file, uid, gid, 4) {
+            return Err(denied(
+                &o.wsgi_file,
+                format!("wsgi-file = {}", file.display()),
+            ));
         }
     }
     Ok(())
@@ -309,6 +408,33 @@ mod tests {
             "stats = 127.0.0.1:x: not a port number"
         );
         assert!(check_stats("@abstract").is_err());
+    }
+
+    #[test]
+    fn access_is_judged_as_the_worker_user() {
+        let d = std::env::temp_dir().join(format!("amy-site-access-{}", std::process::id()));
+        let inner = d.join("inner");
+        std::fs::create_dir_all(&inner).unwrap();
+        let f = inner.join("python");
+        std::fs::write(&f, "").unwrap();
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::set_permissions(&inner, std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let me = nix::unistd::geteuid().as_raw();
+        let nobody = 65534;
+        assert!(usable_by(&f, 0, 0, 1));
+        // Someone else's directory without search permission for others hides the file.
+        if me == 0 {
+            assert!(usable_by(&f, nobody, nobody, 1));
+            std::fs::set_permissions(&inner, std::fs::Permissions::from_mode(0o750)).unwrap();
+            assert!(!usable_by(&f, nobody, nobody, 1));
+            std::fs::set_permissions(&inner, std::fs::Permissions::from_mode(0o755)).unwrap();
+            std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o744)).unwrap();
+            assert!(!usable_by(&f, nobody, nobody, 1));
+            assert!(usable_by(&f, nobody, nobody, 4));
+        }
+        assert!(!usable_by(&d.join("missing"), nobody, nobody, 1));
+        std::fs::remove_dir_all(&d).unwrap();
     }
 
     #[test]
