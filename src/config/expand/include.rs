@@ -13,6 +13,18 @@ const MAX_INCLUDE_DEPTH: usize = 32;
 impl Expander<'_> {
     /// Reads one ini (`file`, `file:section` or `:section`) and adds its lines.
     pub(super) fn load_ini(&mut self, given: &str, from: &Origin) -> Result<(), ConfigError> {
+        if let Some(scheme) = super::uwsgi_scheme(given) {
+            return Err(from.error(
+                ErrorKind::Unsupported,
+                format!("ini = {given}: config from {scheme}:// is not supported: read a file"),
+            ));
+        }
+        if given == "-" {
+            return Err(from.error(
+                ErrorKind::Unsupported,
+                "ini = -: config from stdin is not supported: read a file",
+            ));
+        }
         if self.depth >= MAX_INCLUDE_DEPTH {
             return Err(from.error(
                 ErrorKind::Syntax,
@@ -188,6 +200,24 @@ mod tests {
         assert_eq!(
             e.to_string(),
             "a.ini:3: ini = gone.ini: cannot read gone.ini: No such file or directory (os error 2)"
+        );
+    }
+
+    #[test]
+    fn an_include_from_a_uwsgi_scheme_is_refused_by_name() {
+        let d = dir("scheme");
+        write(&d, "a.ini", "[uwsgi]\nini = exec://cat b.ini\n");
+        let e = run(&d, "a.ini", &[], ExecPolicy::Run).err().unwrap();
+        assert_eq!(e.kind, ErrorKind::Unsupported);
+        assert_eq!(
+            e.to_string(),
+            "a.ini:2: ini = exec://cat b.ini: config from exec:// is not supported: read a file"
+        );
+        write(&d, "a.ini", "[uwsgi]\nx = @(data://aGk=)\n");
+        let e = run(&d, "a.ini", &[], ExecPolicy::Run).err().unwrap();
+        assert_eq!(
+            e.to_string(),
+            "a.ini:2: @(data://aGk=): only files and exec:// are read by @(), not data://"
         );
     }
 

@@ -268,6 +268,17 @@ impl<'a> Expander<'a> {
     }
 }
 
+/// The uWSGI scheme (`core/io.c`'s registered ones) `source` names, if any:
+/// uWSGI reads `exec://cmd`, `http://…`, `data://…` … instead of a file.
+fn uwsgi_scheme(source: &str) -> Option<&str> {
+    let (scheme, _) = source.split_once("://")?;
+    matches!(
+        scheme,
+        "emperor" | "http" | "data" | "sym" | "section" | "fd" | "exec" | "call" | "callint"
+    )
+    .then_some(scheme)
+}
+
 fn absolute(path: &Path) -> PathBuf {
     std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
 }

@@ -109,6 +109,15 @@ impl Expander<'_> {
             b'@' => {
                 let mut raw = match key.strip_prefix("exec://") {
                     Some(command) => self.run_exec(command, origin)?,
+                    None if super::uwsgi_scheme(key).is_some() => {
+                        return Err(origin.error(
+                            ErrorKind::Unsupported,
+                            format!(
+                                "@({key}): only files and exec:// are read by @(), not {}://",
+                                super::uwsgi_scheme(key).unwrap_or_default()
+                            ),
+                        ))
+                    }
                     None => {
                         let path = self.cwd().join(key);
                         source::read_regular(&path, MAX_VALUE_LEN as u64, "@() source").map_err(
