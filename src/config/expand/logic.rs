@@ -5,7 +5,7 @@ use std::path::Path;
 
 use super::{absolute, EnvLine, Expander, Logic, Origin};
 use crate::config::keys::{self, LogicKind};
-use crate::config::{envfile, ConfigError};
+use crate::config::{envfile, ConfigError, ErrorKind};
 
 impl Expander<'_> {
     /// Runs the open logic block on one captured option (`uwsgi_logic_opt_*`).
@@ -159,13 +159,31 @@ impl Expander<'_> {
             }
             opener.error(e.kind, message)
         })?;
+        let items = envfile::readline_items(&raw);
+        let vars = items
+            .iter()
+            .filter(|l| {
+                let t = l.trim_ascii_start();
+                !t.starts_with(b"#") && t.contains(&b'=')
+            })
+            .count();
+        if vars > envfile::MAX_VARS {
+            return Err(opener.error(
+                ErrorKind::TooLarge,
+                format!(
+                    "for-readline = {}: more than {} variables in one env file",
+                    path.display(),
+                    envfile::MAX_VARS
+                ),
+            ));
+        }
         let abs = absolute(path);
         if self.checked_env_files.insert(abs.clone()) {
             self.warnings
                 .extend(envfile::check_permissions(&abs, self.root)?);
             self.env_files_read.push(abs);
         }
-        Ok(envfile::readline_items(&raw))
+        Ok(items)
     }
 }
 
@@ -280,6 +298,28 @@ mod tests {
         assert_eq!(
             e.to_string(),
             "a.ini:2: for-readline = nope_env: cannot open: No such file or directory (os error 2); uWSGI would skip the loop and start without these variables"
+        );
+    }
+
+    #[test]
+    fn an_env_file_with_too_many_variables_is_refused_before_any_spawn() {
+        let d = dir("toomany");
+        let text: String = (0..=crate::config::envfile::MAX_VARS)
+            .map(|i| format!("V{i}=1\n"))
+            .collect();
+        write(&d, "env", &text);
+        write(
+            &d,
+            "a.ini",
+            "[uwsgi]\nfor-readline = env\nenv = %(_)\nendfor =\n",
+        );
+        let r = run(&d, "a.ini", &[], ExecPolicy::Refuse).unwrap();
+        let e = r.deferred.unwrap();
+        assert_eq!(e.kind, ErrorKind::TooLarge);
+        assert!(
+            e.message
+                .ends_with("more than 4096 variables in one env file"),
+            "{e}"
         );
     }
 
