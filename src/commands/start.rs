@@ -34,19 +34,17 @@ pub fn run(args: &StartArgs, verbosity: i8) -> Result<Done, CommandError> {
         env_file: args.env_file.clone(),
         environment: environment.clone(),
         cwd,
+        allow_unsupported: args.allow.unsupported.clone(),
+        allow_root_workers: args.allow.root_workers,
+        ..LoadOptions::default()
     };
     let loaded =
         config::load(&ini, &load_options).map_err(|e| CommandError::Invalid(e.to_string()))?;
     for w in &loaded.warnings {
-        eprintln!("{w}: warning");
+        eprintln!("{w}");
     }
+    // `config::load` refuses a config without a socket, so this holds.
     let config = loaded.config;
-    if config.sockets.is_empty() {
-        return Err(CommandError::Invalid(format!(
-            "{}: no socket configured (socket, uwsgi-socket or http-socket)",
-            ini.display()
-        )));
-    }
 
     // Detach first, while this process has no thread: the child carries on.
     let daemon_log = config
