@@ -182,7 +182,13 @@ mod tests {
             assert_eq!(entry(k).unwrap().class, KeyClass::Unsupported, "{k}");
         }
         assert_eq!(entry("lazy-apps").unwrap().class, KeyClass::Honoured);
-        for k in ["http", "httprouter", "http-to", "http-keepalive", "http-timeout"] {
+        for k in [
+            "http",
+            "httprouter",
+            "http-to",
+            "http-keepalive",
+            "http-timeout",
+        ] {
             assert_eq!(entry(k).unwrap().class, KeyClass::Honoured, "{k}");
         }
         assert_eq!(entry("enable-threads").unwrap().class, KeyClass::Equivalent);
