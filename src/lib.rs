@@ -15,6 +15,7 @@ pub mod emperor;
 pub mod logs;
 pub mod pidfile;
 pub mod privileges;
+pub mod proctitle;
 pub mod scoreboard;
 pub mod signals;
 pub mod socket;

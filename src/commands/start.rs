@@ -88,7 +88,10 @@ pub fn run(args: &StartArgs, verbosity: i8) -> ExitCode {
     crate::logs::init_tracing(SinkWriter(sink.clone()), verbosity);
 
     match prepare(&ini, load_options, config, environment, sink, ready_pipe) {
-        Ok(setup) => super::run_loop(executor::run(setup)),
+        Ok(setup) => {
+            crate::proctitle::set_or_log(&crate::proctitle::master(&ini));
+            super::run_loop(executor::run(setup))
+        }
         Err(message) => {
             tracing::error!(reason = %message, "cannot start");
             eprintln!("amy-emperor: {message}");
