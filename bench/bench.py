@@ -11,8 +11,8 @@ there, and measures in this order:
   throughput   wrk -t2 -c32 through nginx after an unreported warm-up; for the Django
                app also its heavier page (`/report/`, app "django-heavy")
   memory       RSS and PSS of the launched pid (the master) and of its whole tree
-  idle         context switches of the master (all its threads) and of the workers
-               over a few idle seconds: wake-ups per second
+  idle         (right after ready, before any load) context switches of the master
+               (all its threads) and of the workers over a few idle seconds
   direct       loadgen straight at the server's socket (uwsgi protocol; HTTP for
                gunicorn and Granian), one request per connection as nginx does
   http         (hello) wrk straight at the server's HTTP port: `http-socket` for
@@ -22,9 +22,9 @@ there, and measures in this order:
   reload       loadgen through nginx (keep-alive), the ini touched (gunicorn and
                Granian: SIGHUP) at 3 s; failed requests, max/p99 latency in the
                window, touch -> first answer from a new worker, longest gap
-  broken       a release whose app raises at import, then the same trigger, under
-               load: what the site answers while it is broken
   shutdown     SIGTERM to the launched pid -> every process of its tree gone
+  broken       on a fresh instance ("restart"), a release whose app raises at
+               import, then the same trigger, under load: what the site answers
 
 plus, once a round, nginx's own `return 200` (server "nginx", app "static"): the
 ceiling of the nginx path on this machine.
@@ -287,6 +287,11 @@ class CpuMeter:
             now = pid_ticks(p)
             if now is not None:
                 ours += now - (self.base.get(p) or 0)
+            else:
+                # Reaped meanwhile (an old worker): its whole life is now in its
+                # parent's cutime/cstime, which is ours too; take back what it had
+                # before the measurement.
+                ours -= self.base.get(p) or 0
         span = max(allt - self.all0, 1)
         return {"cpu_busy_pct": round(100 * (busy - self.busy0) / span, 1),
                 "cpu_foreign_pct": round(max(0.0, 100 * (busy - self.busy0 - ours) / span), 1)}
@@ -638,10 +643,10 @@ class Run:
         if not wait_until(lambda: http_status(self.port, timeout=0.5)[0] is not None, 10):
             raise RuntimeError(f"nginx did not answer on port {self.port} (see {self.d}/nginx-error.log)")
 
-    def scenario_ready(self):
+    def scenario_ready(self, scenario="ready"):
         (self.d / "command.txt").write_text(" ".join(self.server_argv()) + "\n")
         t0 = time.monotonic()
-        with open(self.d / "server.log", "wb") as out:
+        with open(self.d / "server.log", "ab") as out:
             self.server_proc = self.reaper.spawn(self.server_argv(), cwd=self.d, env=self.server_env(),
                                                  stdout=out, stderr=subprocess.STDOUT)
 
@@ -655,7 +660,7 @@ class Run:
         ready_ms = (time.monotonic() - t0) * 1e3
         n = self.a.processes
         all_up = wait_until(lambda: len(workers_of(self.server_proc.pid)) >= n, 30)
-        self.emit("ready", ready_ms=round(ready_ms, 1), workers=len(workers_of(self.server_proc.pid)),
+        self.emit(scenario, ready_ms=round(ready_ms, 1), workers=len(workers_of(self.server_proc.pid)),
                   all_workers_up=bool(all_up), pid=self.server_proc.pid)
 
     def our_pids(self):
@@ -716,8 +721,9 @@ class Run:
 
     def scenario_idle(self):
         """Wake-ups with no traffic: what the master (and each idle worker) costs a
-        machine that hosts many sites."""
-        time.sleep(1.0)
+        machine that hosts many sites. Measured right after start, before any load
+        (after a load run, Django workers are still busy with the backlog)."""
+        time.sleep(2.0)
         master = self.server_proc.pid
         workers = workers_of(master)
         m0 = ctx_switches(master)
@@ -823,6 +829,9 @@ class Run:
         extra = {} if gone else {"still_running": [where(t.pid) for t in tree if t.alive()]}
         self.emit("shutdown", signal="SIGTERM", stop_ms=round(stop_ms, 1), all_gone=bool(gone), exit_code=code,
                   socket_left=self.sock.exists(), pidfile_left=(self.d / "app.pid").exists(), **extra)
+        # Recorded; now out of the way of the restart.
+        if self.sock.is_socket():
+            self.sock.unlink()
 
     def execute(self):
         self.render()
@@ -834,15 +843,18 @@ class Run:
         self.scenario_ready()
         variant = self.server in VARIANTS
         if not variant:
+            self.scenario_idle()
             self.scenario_throughput()
         self.scenario_memory()
         if not variant:
-            self.scenario_idle()
             self.scenario_direct()
             self.scenario_http()
         self.scenario_reload()
-        self.scenario_broken()
         self.scenario_shutdown()
+        # A broken release may leave no server at all (uWSGI, gunicorn): it comes
+        # last, on a fresh instance, so the stop above was of a healthy one.
+        self.scenario_ready("restart")
+        self.scenario_broken()
 
     def cleanup(self):
         self.reaper.stop_all()
@@ -949,7 +961,7 @@ def main():
     a.idle_seconds = 2 if a.quick else 3
     # Long enough for a server that boots the new generation under load before it
     # switches (the window must close inside the run).
-    a.reload_duration = 8 if a.quick else 10
+    a.reload_duration = 8 if a.quick else 12
     a.reload_at = 3
     a.broken_duration = 6 if a.quick else 7
     a.settle_cap = 30 if a.quick else 70

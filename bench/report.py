@@ -30,6 +30,10 @@ APP_LABEL = {"hello": "hello", "django": "Django page", "django-heavy": "Django 
              "static": "(no app)"}
 
 
+def is_load(scenario):
+    return scenario in ("throughput", "direct") or scenario.startswith("http_")
+
+
 def load(paths):
     recs = []
     for p in paths:
@@ -66,12 +70,15 @@ class Data:
         self.meta = next((r for r in recs if r["scenario"] == "meta"), {})
         self.end = next((r for r in recs if r["scenario"] == "meta_end"), {})
         self.recs = [r for r in recs if r["scenario"] not in ("meta", "meta_end")]
-        self.kept = [r for r in self.recs if not r.get("noisy") and r["scenario"] != "error"]
+        # Only load measurements are dropped when noisy; a reload's gaps (hundreds of ms)
+        # are far above the noise and are kept, with their foreign CPU shown.
+        self.kept = [r for r in self.recs if r["scenario"] != "error"
+                     and not (r.get("noisy") and is_load(r["scenario"]))]
         self.dropped = []
         # A (server, app, round, scenario) whose every attempt was noisy is dropped.
         seen = {}
         for r in self.recs:
-            if r["scenario"] == "error":
+            if r["scenario"] == "error" or not is_load(r["scenario"]):
                 continue
             seen.setdefault((r["server"], r["app"], r["round"], r["scenario"]), []).append(r)
         for key, rs in sorted(seen.items(), key=lambda kv: str(kv[0])):
@@ -118,9 +125,10 @@ def ratio(a, u):
 
 
 def spread(vals):
-    if len(vals) < 2:
+    if len(vals) < 2 or min(vals) == max(vals):
         return ""
-    return f" ({fmt(float(min(vals)))}–{fmt(float(max(vals)))})"
+    lo, hi = min(vals), max(vals)
+    return f" ({fmt(lo if isinstance(lo, int) else float(lo))}–{fmt(hi if isinstance(hi, int) else float(hi))})"
 
 
 def table(head, rows):
@@ -144,10 +152,34 @@ def load_table(d, scenario, apps=None, extra_note=None):
                          fmt(d.median(s, app, scenario, "p50_ms")), fmt(d.median(s, app, scenario, "p99_ms")),
                          fmt(sum(d.values(s, app, scenario, "errors"))), len(v),
                          fmt(d.median(s, app, scenario, "cpu_foreign_pct"))])
+    out = table(["app", "server", "req/s, median (min–max)", "÷ uWSGI", "p50 ms", "p99 ms", "errors",
+                 "rounds", "foreign CPU %"], rows) if rows else ["No kept measurement."]
+    return out + noisy_rows(d, scenario)
+
+
+def noisy_rows(d, scenario):
+    """(app, server) pairs with no kept measurement: what their noisy attempts gave,
+    shown apart and never in a median or a ratio."""
+    kept = {(r["server"], r["app"]) for r in d.kept if r["scenario"] == scenario}
+    got = {}
+    for r in d.recs:
+        if r["scenario"] == scenario and r.get("noisy") and (r["server"], r["app"]) not in kept:
+            got.setdefault((r["app"], r["server"]), []).append(r)
+    rows = []
+    apps = ["hello", "django", "django-heavy", "static"]
+
+    def rank(kv):
+        app, server = kv[0]
+        return (apps.index(app) if app in apps else 9, SERVER_ORDER.index(server) if server in SERVER_ORDER else 99)
+
+    for (app, s), rs in sorted(got.items(), key=rank):
+        rows.append([APP_LABEL.get(app, app), LABEL.get(s, s),
+                     f"*{fmt(statistics.median(r['rps'] for r in rs))}*",
+                     len(rs), fmt(statistics.median(r["cpu_foreign_pct"] for r in rs))])
     if not rows:
-        return ["No kept measurement."]
-    return table(["app", "server", "req/s, median (min–max)", "÷ uWSGI", "p50 ms", "p99 ms", "errors",
-                  "rounds", "foreign CPU %"], rows)
+        return []
+    return ["", "Only noisy attempts (dropped: for reference, in no median and no ratio):", ""] + table(
+        ["app", "server", "req/s of the noisy attempts", "attempts", "foreign CPU %"], rows)
 
 
 def figure_table(d, scenario, fields, apps=None, servers=None):
@@ -163,7 +195,8 @@ def figure_table(d, scenario, fields, apps=None, servers=None):
                 if isinstance(m, bool) or (v and isinstance(v[0], bool)):
                     cells.append(f"{sum(bool(x) for x in v)}/{len(v)}")
                     continue
-                cell = fmt(float(m) if isinstance(m, (int, float)) else m) + (spread(v) if len(v) > 1 else "")
+                cell = fmt(m if isinstance(m, int) or not isinstance(m, float) else float(m)) + (
+                    spread(v) if len(v) > 1 else "")
                 if show_ratio and s != "uwsgi" and s.startswith("amy"):
                     cell += f" · {ratio(m, d.median('uwsgi', app, scenario, field))}"
                 cells.append(cell)
@@ -418,13 +451,16 @@ def markdown(d, pics, path_note):
         lines += ["", f"*{'keep-alive' if sc.endswith('ka') else 'Connection: close'}*", ""] + load_table(d, sc)
     if not router:
         lines += ["n/a (not measured in this run)"]
-    lines += ["", "## Reload under load", ""]
+    lines += ["", "## Reload under load", "",
+              "Figures are medians over the rounds (min–max); after a `·`, amy-emperor's figure ÷ uWSGI's "
+              "(lower is better here).", ""]
     for key in [k for k in pics if k.startswith("reload-")]:
         lines += [f"![latency across a reload]( img/{pics[key]})".replace("( ", "("), ""]
     lines += figure_table(d, "reload", [
         ("errors", "failed requests", False), ("longest_gap_ms", "longest gap ms", True),
         ("window_max_ms", "max latency ms (window)", True), ("window_p99_ms", "p99 ms (window)", True),
-        ("first_new_pid_ms", "trigger → first new-worker answer ms", True), ("settle_ms", "settled after ms", False)])
+        ("first_new_pid_ms", "trigger → first new-worker answer ms", True), ("settle_ms", "settled after ms", False),
+        ("cpu_foreign_pct", "foreign CPU %", False)])
     lines += ["", "The window runs from the trigger to the latest of: first answer from a new worker, last answer "
               "from an old one, last error. The longest gap is the longest stretch with no successful answer "
               "at all, from 1 s before the trigger.", "",
@@ -434,7 +470,7 @@ def markdown(d, pics, path_note):
     lines += figure_table(d, "broken", [
         ("errors_after_trigger", "failed after trigger", False), ("longest_gap_ms", "longest gap ms", False),
         ("ok_last_2s", "answers in the last 2 s", False), ("server_alive", "server still running", False),
-        ("old_pid_after", "old workers still answering", False)])
+        ("old_pid_after", "old workers still answering", False), ("cpu_foreign_pct", "foreign CPU %", False)])
     lines += ["", "## Start, stop, memory, idle cost", ""]
     lines += figure_table(d, "ready", [("ready_ms", "launch → first 200 ms", True)])
     lines += [""] + figure_table(d, "memory", [
