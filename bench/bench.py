@@ -797,7 +797,7 @@ class Run:
         cpu = CpuMeter(self.our_pids)
         r = run_json(argv, timeout=duration + 20, log_path=self.d / "loadgen.log")
         r.update(cpu.done())
-        r["noisy"] = r["cpu_foreign_pct"] > self.a.foreign_max
+        r["noisy"] = r["cpu_foreign_pct"] > self.a.foreign_max_reload
         return r, how, before_pids
 
     def scenario_reload(self):
@@ -945,6 +945,8 @@ def main():
                          "measurement, so a busy machine cannot stretch the command")
     ap.add_argument("--foreign-max", type=float, default=20.0,
                     help="a load measurement whose foreign CPU %% is above this is noisy (default 20)")
+    ap.add_argument("--foreign-max-reload", type=float, default=50.0,
+                    help="a reload or broken-release run above this foreign CPU %% is dropped (default 50)")
     ap.add_argument("--retries", type=int, default=2, help="repeats of a noisy measurement (default 2)")
     ap.add_argument("--no-variants", action="store_true", help="skip amy-lazy / amy-check even if supported")
     ap.add_argument("--amy-bin", help="amy-emperor binary (default: $CARGO_TARGET_DIR or target/ release build)")
@@ -1031,7 +1033,7 @@ def main():
                 "warmup": a.warmup, "wrk": a.duration, "direct": a.direct_duration, "http": a.http_duration,
                 "idle": a.idle_seconds, "reload": a.reload_duration, "reload_at": a.reload_at,
                 "broken": a.broken_duration},
-            "foreign_max": a.foreign_max, "retries": a.retries, "budget_s": a.budget, "features": a.features,
+            "foreign_max": a.foreign_max, "foreign_max_reload": a.foreign_max_reload, "retries": a.retries, "budget_s": a.budget, "features": a.features,
             "machine": machine_info(a), "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     with open(results, "a") as f:
         f.write(json.dumps(meta) + "\n")

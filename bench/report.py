@@ -51,6 +51,8 @@ def fmt(v, unit=""):
         return "–"
     if isinstance(v, bool):
         return "yes" if v else "no"
+    if isinstance(v, float) and v.is_integer() and abs(v) < 1e5 and v != 0.0 or v == 0.0:
+        v = int(v)
     if isinstance(v, float):
         if abs(v) >= 1000:
             s = f"{v:,.0f}".replace(",", " ")
@@ -70,15 +72,18 @@ class Data:
         self.meta = next((r for r in recs if r["scenario"] == "meta"), {})
         self.end = next((r for r in recs if r["scenario"] == "meta_end"), {})
         self.recs = [r for r in recs if r["scenario"] not in ("meta", "meta_end")]
-        # Only load measurements are dropped when noisy; a reload's gaps (hundreds of ms)
-        # are far above the noise and are kept, with their foreign CPU shown.
-        self.kept = [r for r in self.recs if r["scenario"] != "error"
-                     and not (r.get("noisy") and is_load(r["scenario"]))]
+        # Load measurements are noisy above `foreign_max`; a reload or a broken release
+        # (gaps of hundreds of ms) above `foreign_max_reload`: dropped, never averaged in.
+        self.reload_max = self.meta.get("foreign_max_reload", 50.0)
+        for r in self.recs:
+            if r["scenario"] in ("reload", "broken"):
+                r["noisy"] = (r.get("cpu_foreign_pct") or 0) > self.reload_max
+        self.kept = [r for r in self.recs if r["scenario"] != "error" and not r.get("noisy")]
         self.dropped = []
         # A (server, app, round, scenario) whose every attempt was noisy is dropped.
         seen = {}
         for r in self.recs:
-            if r["scenario"] == "error" or not is_load(r["scenario"]):
+            if r["scenario"] == "error" or not (is_load(r["scenario"]) or r["scenario"] in ("reload", "broken")):
                 continue
             seen.setdefault((r["server"], r["app"], r["round"], r["scenario"]), []).append(r)
         for key, rs in sorted(seen.items(), key=lambda kv: str(kv[0])):
@@ -87,8 +92,9 @@ class Data:
         self.repeated = sum(1 for rs in seen.values() if len(rs) > 1)
         self.errors = [r for r in self.recs if r["scenario"] == "error"]
 
-    def values(self, server, app, scenario, field):
-        return [r[field] for r in self.kept
+    def values(self, server, app, scenario, field, noisy=False):
+        src = [r for r in self.recs if r.get("noisy")] if noisy else self.kept
+        return [r[field] for r in src
                 if r["server"] == server and r["app"] == app and r["scenario"] == scenario
                 and r.get(field) is not None]
 
@@ -173,23 +179,32 @@ def noisy_rows(d, scenario):
         return (apps.index(app) if app in apps else 9, SERVER_ORDER.index(server) if server in SERVER_ORDER else 99)
 
     for (app, s), rs in sorted(got.items(), key=rank):
-        rows.append([APP_LABEL.get(app, app), LABEL.get(s, s),
-                     f"*{fmt(statistics.median(r['rps'] for r in rs))}*",
+        m = statistics.median(r["rps"] for r in rs)
+        u = got.get((app, "uwsgi"))
+        um = statistics.median(r["rps"] for r in u) if u else None
+        rows.append([APP_LABEL.get(app, app), LABEL.get(s, s), f"*{fmt(m)}*",
+                     "–" if s == "uwsgi" or not um else f"*{m / um:.2f}×*",
                      len(rs), fmt(statistics.median(r["cpu_foreign_pct"] for r in rs))])
     if not rows:
         return []
-    return ["", "Only noisy attempts (dropped: for reference, in no median and no ratio):", ""] + table(
-        ["app", "server", "req/s of the noisy attempts", "attempts", "foreign CPU %"], rows)
+    return ["", "Only noisy attempts (dropped: for reference only, in no median above and in no headline; "
+            "the ratio is between two noisy medians of the same rounds):", ""] + table(
+        ["app", "server", "req/s, median of the noisy attempts", "÷ uWSGI (noisy)", "attempts",
+         "foreign CPU %"], rows)
 
 
-def figure_table(d, scenario, fields, apps=None, servers=None):
+def figure_table(d, scenario, fields, apps=None, servers=None, noisy=False):
     rows = []
-    for app in apps or d.apps(scenario):
-        for s in servers or d.servers(scenario, app):
+    src = [r for r in d.recs if r.get("noisy")] if noisy else d.kept
+    known = ["hello", "django", "django-heavy", "static"]
+    all_apps = sorted({r["app"] for r in src if r["scenario"] == scenario},
+                      key=lambda x: known.index(x) if x in known else 9)
+    for app in apps or all_apps:
+        for s in servers or order({r["server"] for r in src if r["scenario"] == scenario and r["app"] == app}):
             cells = [APP_LABEL.get(app, app), LABEL.get(s, s)]
             present = False
             for field, _, show_ratio in fields:
-                v = d.values(s, app, scenario, field)
+                v = d.values(s, app, scenario, field, noisy)
                 m = statistics.median(v) if v else None
                 present = present or m is not None
                 if isinstance(m, bool) or (v and isinstance(v[0], bool)):
@@ -197,18 +212,50 @@ def figure_table(d, scenario, fields, apps=None, servers=None):
                     continue
                 cell = fmt(m if isinstance(m, int) or not isinstance(m, float) else float(m)) + (
                     spread(v) if len(v) > 1 else "")
-                if show_ratio and s != "uwsgi" and s.startswith("amy"):
+                if show_ratio and s != "uwsgi" and s.startswith("amy") and not noisy:
                     cell += f" · {ratio(m, d.median('uwsgi', app, scenario, field))}"
                 cells.append(cell)
-            cells.append(len(d.values(s, app, scenario, fields[0][0])))
+            cells.append(len(d.values(s, app, scenario, fields[0][0], noisy)))
             if present:
                 rows.append(cells)
+    if noisy:
+        if not rows:
+            return []
+        return ["", f"Runs dropped as noisy (foreign CPU above {d.reload_max} %), for reference only:", ""] + table(
+            ["app", "server"] + [f[1] for f in fields] + ["runs"], rows)
     if not rows:
         return ["No kept measurement."]
     return table(["app", "server"] + [f[1] for f in fields] + ["rounds"], rows)
 
 
 # ---------------------------------------------------------------- plots
+
+
+def rebin(pts):
+    """Wider buckets when answers are sparse (Django: a few per 100 ms), so the line
+    shows latency, not sampling holes. Bucket: [t_ms, answers, failed, max_ms]."""
+    if not pts:
+        return pts
+    per = statistics.median(b[1] + b[2] for b in pts)
+    k = 1 if per >= 8 else (3 if per >= 3 else 5)
+    out = []
+    for i in range(0, len(pts), k):
+        g = pts[i:i + k]
+        out.append([g[0][0], sum(b[1] for b in g), sum(b[2] for b in g), max(b[3] for b in g)])
+    return out
+
+
+def silent_spans(pts, width):
+    """[t0, t1) stretches of at least 2 buckets with no answer at all."""
+    spans, start = [], None
+    for b in pts + [[pts[-1][0] + width, 1, 0, 0]] if pts else []:
+        if b[1] + b[2] == 0:
+            start = b[0] if start is None else start
+        else:
+            if start is not None and b[0] - start >= 2 * width:
+                spans.append((start, b[0]))
+            start = None
+    return spans
 
 
 def plots(d, img):
@@ -223,22 +270,26 @@ def plots(d, img):
     out = {}
 
     # Latency over time across a reload, every server on one chart per app.
-    for app in d.apps("reload"):
-        fig, ax = plt.subplots(figsize=(10, 4.8))
+    for app in sorted({r["app"] for r in d.recs if r["scenario"] == "reload"}, key=lambda x: x != "hello"):
+        fig, ax = plt.subplots(figsize=(12.5, 4.8))
         drew = False
-        for s in d.servers("reload", app) or order({r["server"] for r in d.recs if r["scenario"] == "reload"}):
+        for s in order({r["server"] for r in d.recs if r["scenario"] == "reload" and r["app"] == app}):
             r = d.record_near_median(s, app, "reload", "longest_gap_ms")
             if not r or not r.get("timeline"):
                 continue
-            pts = [b for b in r["timeline"] if -2000 <= b[0] <= 7000]
-            xs = [b[0] / 1000 for b in pts]
-            # A bucket with no answer at all breaks the line: a stall shows as a gap
-            # followed by one high point (the requests that waited through it).
-            ys = [max(b[3], 0.05) if b[1] + b[2] else float("nan") for b in pts]
-            ax.plot(xs, ys, ".-", lw=1.3, ms=3, color=COLOR.get(s), label=f"{LABEL.get(s, s)} "
-                    f"(gap {fmt(r.get('longest_gap_ms'))} ms, {r.get('errors', 0)} failed)")
-            fails = [(b[0] / 1000, max(b[3], 0.05)) for b in pts if b[2]]
-            fails = fails[:400]
+            tag = " — noisy run, dropped" if r.get("noisy") else ""
+            pts = rebin([b for b in r["timeline"] if -2000 <= b[0] <= 8000])
+            live = [b for b in pts if b[1] + b[2]]
+            ax.plot([b[0] / 1000 for b in live], [max(b[3], 0.05) for b in live], ".-", lw=1.3, ms=3,
+                    color=COLOR.get(s), label=f"{LABEL.get(s, s)} (gap {fmt(r.get('longest_gap_ms'))} ms, "
+                    f"{r.get('errors', 0)} failed, foreign CPU {fmt(r.get('cpu_foreign_pct'))} %{tag})")
+            # Stretches with no answer at all: a bar along the bottom, in the server's colour.
+            w = (pts[1][0] - pts[0][0]) if len(pts) > 1 else 100
+            k = SERVER_ORDER.index(s) if s in SERVER_ORDER else 0
+            for t0, t1 in silent_spans(pts, w):
+                ax.axvspan(t0 / 1000, t1 / 1000, ymin=0.01 + 0.025 * k, ymax=0.03 + 0.025 * k,
+                           color=COLOR.get(s), alpha=0.9)
+            fails = [(b[0] / 1000, max(b[3], 0.05)) for b in pts if b[2]][:400]
             if fails:
                 ax.plot(*zip(*fails), "x", color=COLOR.get(s), ms=7)
             drew = True
@@ -249,11 +300,11 @@ def plots(d, img):
         ax.text(0.05, 0.97, "touch / SIGHUP", transform=ax.get_xaxis_transform(), va="top", fontsize=8)
         ax.set_yscale("log")
         ax.set_xlabel("seconds from the reload trigger")
-        ax.set_ylabel("slowest answer in each 100 ms (ms, log)")
-        ax.set_title(f"Reload under load through nginx, {APP_LABEL.get(app, app)}: "
-                     "32 keep-alive clients (× = failed requests)")
+        ax.set_ylabel("slowest answer per 100–500 ms bucket (ms, log)")
+        ax.set_title(f"Reload under load through nginx, {APP_LABEL.get(app, app)}: slowest answer per "
+                     "bucket; bars at the bottom = no answer at all; × = failed requests", fontsize=10)
         ax.grid(True, which="both", alpha=0.25)
-        ax.legend(fontsize=8, loc="upper right")
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
         fig.tight_layout()
         name = f"reload-{app}.png"
         fig.savefig(img / name, dpi=110)
@@ -261,9 +312,14 @@ def plots(d, img):
         out[f"reload-{app}"] = name
 
     # req/s bars with spread: one panel per (scenario, app) group.
-    groups = [(sc, app) for sc in ("throughput", "direct") for app in d.apps(sc)]
+    def any_apps(sc):
+        known = ["hello", "django", "django-heavy", "static"]
+        return sorted({r["app"] for r in d.recs if r["scenario"] == sc}, key=lambda x: known.index(x)
+                      if x in known else 9)
+
+    groups = [(sc, app) for sc in ("throughput", "direct") for app in any_apps(sc)]
     groups += [(sc, "hello") for sc in ("http_socket_ka", "http_socket_close", "http_router_ka",
-                                         "http_router_close") if d.servers(sc, "hello")]
+                                         "http_router_close") if "hello" in any_apps(sc)]
     titles = {"throughput": "through nginx", "direct": "direct on the socket",
               "http_socket_ka": "HTTP direct, keep-alive", "http_socket_close": "HTTP direct, Connection: close",
               "http_router_ka": "`http =` router, keep-alive", "http_router_close": "`http =` router, close"}
@@ -272,16 +328,26 @@ def plots(d, img):
         rows = (len(groups) + cols - 1) // cols
         fig, axes = plt.subplots(rows, cols, figsize=(12, 3.3 * rows), squeeze=False)
         for ax, (sc, app) in zip(axes.flat, groups):
-            ss = [s for s in d.servers(sc, app)]
-            meds, lo, hi = [], [], []
+            ss = order({r["server"] for r in d.recs if r["scenario"] == sc and r["app"] == app})
+            meds, lo, hi, noisy = [], [], [], []
             for s in ss:
                 v = d.values(s, app, sc, "rps")
+                # No kept attempt: the noisy ones, hatched (dropped from every table's median).
+                nz = not v
+                if nz:
+                    v = [r["rps"] for r in d.recs if r["server"] == s and r["app"] == app and r["scenario"] == sc]
                 m = statistics.median(v)
                 meds.append(m)
                 lo.append(m - min(v))
                 hi.append(max(v) - m)
-            ax.bar(range(len(ss)), meds, yerr=[lo, hi], capsize=4, color=[COLOR.get(s) for s in ss])
-            u = d.median("uwsgi", app, sc, "rps")
+                noisy.append(nz)
+            bars = ax.bar(range(len(ss)), meds, yerr=[lo, hi], capsize=4, color=[COLOR.get(s) for s in ss])
+            for bar, nz in zip(bars, noisy):
+                if nz:
+                    bar.set_hatch("///")
+                    bar.set_alpha(0.45)
+            um = [m for s, m in zip(ss, meds) if s == "uwsgi"]
+            u = um[0] if um else None
             for i, (s, m) in enumerate(zip(ss, meds)):
                 lab = fmt(float(m)) + (f"\n{m / u:.2f}×" if u and s != "uwsgi" else "")
                 ax.text(i, m, lab, ha="center", va="bottom", fontsize=7)
@@ -292,7 +358,8 @@ def plots(d, img):
             ax.margins(y=0.25)
         for ax in list(axes.flat)[len(groups):]:
             ax.axis("off")
-        fig.suptitle("Requests per second: median of the kept rounds, bar = min–max; ratio to uWSGI", fontsize=10)
+        fig.suptitle("Requests per second: median of the kept rounds, whisker = min–max, ratio to uWSGI; "
+                     "hatched = only noisy attempts (dropped from the tables' medians)", fontsize=10)
         fig.tight_layout()
         fig.savefig(img / "rps.png", dpi=110)
         plt.close(fig)
@@ -390,6 +457,14 @@ def markdown(d, pics, path_note):
         "## Headline (amy-emperor ÷ uWSGI 2.0.31, medians of kept rounds)",
         "",
     ]
+    loads = [r for r in d.recs if is_load(r["scenario"])]
+    noisy = [r for r in loads if r.get("noisy")]
+    if loads and len(noisy) * 2 > len(loads):
+        fc = statistics.median(r.get("cpu_foreign_pct") or 0 for r in loads)
+        lines += [f"**This run's machine was busy**: {len(noisy)} of {len(loads)} load attempts were above the "
+                  f"noise threshold (median foreign CPU {fmt(float(fc))} %), so few or no req/s figures are kept; "
+                  "the dropped ones are shown apart, for reference only. Re-run `bench/run.sh` on a quiet "
+                  "machine for the headline ratios.", ""]
     lines += headline(d) or ["(no pair of kept amy-emperor / uWSGI measurements)"]
     lines += ["", "## Machine and versions", ""]
     lines += table(["", ""], [
@@ -428,10 +503,30 @@ def markdown(d, pics, path_note):
               f"- **Noise**: each load measurement records the CPU used by processes other than this run's "
               f"(`foreign CPU`). Above **{d.meta.get('foreign_max')} %** it is repeated (at most "
               f"{d.meta.get('retries')} times) and, if it stays above, dropped — never averaged in. "
-              f"{d.repeated} measurements were repeated; {len(d.dropped)} dropped (listed at the end).",
+              f"{d.repeated} measurements were repeated; {len(d.dropped)} dropped (listed at the end). A reload "
+              f"or broken-release run is not repeated; above **{d.reload_max} %** it is dropped the same way.",
               "- The harness (`bench/bench.py`), the client (`bench/loadgen`), the apps (`bench/apps/`) and "
               "this generator (`bench/report.py`) are in the repository; each run's folder keeps its "
               "rendered ini, nginx.conf, exact command and logs.", ""]
+    c = d.meta.get("conns", 32)
+    lines += ["The exact commands of each measurement (`RUN` is the run's folder, ports are random; every "
+              "run folder has its server's `command.txt`, `nginx.conf` and the logs):", "", "```sh",
+              f"wrk -t2 -c{c} -d{dur.get('wrk')}s --timeout 10s --latency http://127.0.0.1:NGINX/          "
+              "# through nginx (/report/ for the heavy page)",
+              f"loadgen --mode uwsgi --target RUN/app.sock --conns {c} --duration {dur.get('direct')} "
+              "--req-timeout 10 --path /   # direct (gunicorn: --mode http-unix; Granian: --mode http-close "
+              "--target 127.0.0.1:PORT)",
+              f"wrk -t2 -c{c} -d{dur.get('http')}s --timeout 10s --latency [-H 'Connection: close'] "
+              "http://127.0.0.1:HTTP_SOCKET/   # over HTTP",
+              f"loadgen --mode http --target 127.0.0.1:NGINX --conns {c} --duration {dur.get('reload')} "
+              f"--req-timeout 10 --trigger-at {dur.get('reload_at')} --trigger-cmd 'touch RUN/amy_uwsgi.ini' "
+              "--timeline-ms 100   # reload (gunicorn, Granian: 'kill -HUP PID')",
+              f"loadgen ... --duration {dur.get('broken')} --trigger-at 2 --trigger-cmd 'cp RUN/broken.py "
+              "RUN/app/hello.py && touch RUN/amy_uwsgi.ini'   # broken release",
+              "amy-emperor start RUN/amy_uwsgi.ini | uwsgi --ini RUN/amy_uwsgi.ini | gunicorn --workers 4 "
+              "--worker-class sync --bind unix:RUN/app.sock ... | granian --interface wsgi --workers 4 "
+              "--host 127.0.0.1 --port PORT ...",
+              "```", ""]
     lines += ["Features that land later are measured once `amy-emperor check` accepts their key:", ""]
     lines += feature_rows(d)
     lines += ["", "## Throughput and latency through nginx", "",
@@ -456,21 +551,23 @@ def markdown(d, pics, path_note):
               "(lower is better here).", ""]
     for key in [k for k in pics if k.startswith("reload-")]:
         lines += [f"![latency across a reload]( img/{pics[key]})".replace("( ", "("), ""]
-    lines += figure_table(d, "reload", [
+    rel_fields = [
         ("errors", "failed requests", False), ("longest_gap_ms", "longest gap ms", True),
         ("window_max_ms", "max latency ms (window)", True), ("window_p99_ms", "p99 ms (window)", True),
         ("first_new_pid_ms", "trigger → first new-worker answer ms", True), ("settle_ms", "settled after ms", False),
-        ("cpu_foreign_pct", "foreign CPU %", False)])
+        ("cpu_foreign_pct", "foreign CPU %", False)]
+    lines += figure_table(d, "reload", rel_fields) + figure_table(d, "reload", rel_fields, noisy=True)
     lines += ["", "The window runs from the trigger to the latest of: first answer from a new worker, last answer "
               "from an old one, last error. The longest gap is the longest stretch with no successful answer "
               "at all, from 1 s before the trigger.", "",
               "## A broken release under load", "",
               "The app's entry module is replaced by one that raises at import, then the reload trigger. "
               "What a site answers while its release is broken:", ""]
-    lines += figure_table(d, "broken", [
+    br_fields = [
         ("errors_after_trigger", "failed after trigger", False), ("longest_gap_ms", "longest gap ms", False),
         ("ok_last_2s", "answers in the last 2 s", False), ("server_alive", "server still running", False),
-        ("old_pid_after", "old workers still answering", False), ("cpu_foreign_pct", "foreign CPU %", False)])
+        ("old_pid_after", "old workers still answering", False), ("cpu_foreign_pct", "foreign CPU %", False)]
+    lines += figure_table(d, "broken", br_fields) + figure_table(d, "broken", br_fields, noisy=True)
     lines += ["", "## Start, stop, memory, idle cost", ""]
     lines += figure_table(d, "ready", [("ready_ms", "launch → first 200 ms", True)])
     lines += [""] + figure_table(d, "memory", [

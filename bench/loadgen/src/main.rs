@@ -639,7 +639,11 @@ fn main() {
                 format!("[{:.0},{},{},{:.3}]", t / 1e3, b.0, b.1, ms(b.2))
             })
             .collect();
-        out += &format!(",\"timeline_ms\":{},\"timeline\":[{}]", ms(w), cells.join(","));
+        out += &format!(
+            ",\"timeline_ms\":{},\"timeline\":[{}]",
+            ms(w),
+            cells.join(",")
+        );
     }
     out.push('}');
     println!("{out}");
