@@ -24,6 +24,7 @@ fn opts(cwd: &Path) -> LoadOptions {
         env_file: None,
         environment: vec![("HOME".into(), "/home/amy".into())],
         cwd: cwd.to_path_buf(),
+        vassal: Default::default(),
     }
 }
 

@@ -243,6 +243,7 @@ fn arbitrary_ini_and_env_text_never_panics_the_loader() {
         env_file: None,
         environment: vec![(OsString::from("HOME"), OsString::from("/home/amy"))],
         cwd: dir.clone(),
+        vassal: Default::default(),
     };
     let started = Instant::now();
     let (mut ok, mut errors) = (0, 0);
@@ -299,6 +300,7 @@ fn a_placeholder_that_refers_to_itself_is_an_error_not_an_out_of_memory() {
         env_file: None,
         environment: Vec::new(),
         cwd: dir.clone(),
+        vassal: Default::default(),
     };
     for text in ["x = %n%(%(x))", "x = 0123456789abcdef%(x)", "y = %(x)"] {
         let ini_text = format!("[uwsgi]\n{text}\nx = %(x)%(x)\nsocket = /tmp/s.sock\n");

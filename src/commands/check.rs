@@ -29,6 +29,7 @@ pub fn run(args: &CheckArgs) -> ExitCode {
         env_file: args.env_file.clone(),
         environment: std::env::vars_os().collect(),
         cwd,
+        vassal: Default::default(),
     };
     match config::load(&ini, &options) {
         Ok(loaded) => {

@@ -1,6 +1,7 @@
 //! One module per subcommand. Each returns the process exit code (DESIGN §2).
 
 pub mod check;
+pub mod completions;
 pub mod emperor;
 pub mod reload;
 pub mod start;
@@ -27,6 +28,8 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Reload(args) => reload::run(&args),
         Command::Status(args) => status::run(&args),
         Command::Check(args) => check::run(&args),
+        Command::Completions(args) => completions::completions(&args),
+        Command::Man => completions::man(),
     }
 }
 
@@ -44,6 +47,7 @@ pub fn locate_pidfile(target: &Target) -> Result<PathBuf, String> {
         env_file: None,
         environment: std::env::vars_os().collect(),
         cwd,
+        vassal: Default::default(),
     };
     config::pidfile_of(&ini, &options)
         .map_err(|e| format!("{e} (use --pidfile to name the pidfile directly)"))?

@@ -35,6 +35,7 @@ pub fn run(args: &StartArgs, verbosity: i8) -> ExitCode {
         env_file: args.env_file.clone(),
         environment: environment.clone(),
         cwd,
+        vassal: args.vassal_extras(),
     };
     let loaded = match config::load(&ini, &load_options) {
         Ok(l) => l,

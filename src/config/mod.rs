@@ -26,6 +26,20 @@ pub struct LoadOptions {
     pub environment: Vec<(OsString, OsString)>,
     /// The start-up cwd that relative pidfile/logto paths and `%v` resolve against.
     pub cwd: PathBuf,
+    /// What an emperor adds around a vassal's ini (`vassal-set`, `vassals-include`).
+    pub vassal: VassalExtras,
+}
+
+/// uWSGI's emperor starts a vassal as `uwsgi [--set K=V…] --ini FILE [--include T…]`:
+/// the `set` options come before the vassal's own lines (so its scalars win and
+/// its placeholders lose), the templates after them. Kept in [`LoadOptions`] so
+/// every reload of the vassal reads them again.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct VassalExtras {
+    /// `K=V`, as `--set` takes it.
+    pub set: Vec<String>,
+    /// Ini templates read after the vassal's file.
+    pub include: Vec<PathBuf>,
 }
 
 /// A survivable remark about the config (unknown key, quoted env value, …).
@@ -75,7 +89,7 @@ pub fn load(ini: &Path, options: &LoadOptions) -> Result<Loaded, ConfigError> {
     let given = ini.to_string_lossy().into_owned();
     let facts = magic::ProcessFacts::current(&options.cwd);
     let mut expander = expand::Expander::new(facts, &options.environment);
-    expander.load_main(&given)?;
+    load_with_extras(&mut expander, &given, &options.vassal)?;
     expander.expand()?;
     let file = match given.rfind(':') {
         Some(i) if i > 0 => PathBuf::from(&given[..i]),
@@ -103,13 +117,83 @@ pub fn pidfile_of(ini: &Path, options: &LoadOptions) -> Result<Option<PathBuf>, 
     let given = ini.to_string_lossy().into_owned();
     let facts = magic::ProcessFacts::current(&options.cwd);
     let mut expander = expand::Expander::new(facts, &options.environment);
-    expander.load_main(&given)?;
+    load_with_extras(&mut expander, &given, &options.vassal)?;
     // Expansion can fail on a broken value elsewhere; the raw pidfile still counts.
     let _ = expander.expand();
-    let last = expander
+    let last_of = |key: &str| {
+        expander
+            .opts
+            .iter()
+            .rev()
+            .find(|o| keys::canonical(&o.key) == key)
+    };
+    // An emperor ini names the emperor's own pidfile with `emperor-pidfile`.
+    let last = if last_of("emperor").is_some() {
+        last_of("emperor-pidfile").or_else(|| last_of("pidfile"))
+    } else {
+        last_of("pidfile")
+    };
+    Ok(last.map(|o| options.cwd.join(&o.value)))
+}
+
+/// One resolved option of an ini, as uWSGI's `--show-config` lists it, with
+/// where it came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResolvedOption {
+    pub key: String,
+    pub value: String,
+    pub path: PathBuf,
+    pub line: Option<usize>,
+}
+
+/// The fully expanded option list of an ini, without building a [`Config`]: for
+/// configs that are not an app instance (an emperor's ini).
+pub fn resolve(
+    ini: &Path,
+    options: &LoadOptions,
+) -> Result<(Vec<ResolvedOption>, Vec<Warning>), ConfigError> {
+    let given = ini.to_string_lossy().into_owned();
+    let facts = magic::ProcessFacts::current(&options.cwd);
+    let mut expander = expand::Expander::new(facts, &options.environment);
+    load_with_extras(&mut expander, &given, &options.vassal)?;
+    expander.expand()?;
+    let opts = expander
         .opts
         .iter()
-        .rev()
-        .find(|o| keys::canonical(&o.key) == "pidfile");
-    Ok(last.map(|o| options.cwd.join(&o.value)))
+        .map(|o| ResolvedOption {
+            key: o.key.clone(),
+            value: o.value.clone(),
+            path: o.origin.path.clone(),
+            line: o.origin.line,
+        })
+        .collect();
+    Ok((opts, std::mem::take(&mut expander.warnings)))
+}
+
+/// Whether the ini runs an emperor (has an `emperor =` line), read leniently
+/// like [`pidfile_of`]: an emperor ini has no socket, so it must be told apart
+/// before the instance validation refuses it.
+pub fn is_emperor(ini: &Path, options: &LoadOptions) -> bool {
+    let given = ini.to_string_lossy().into_owned();
+    let facts = magic::ProcessFacts::current(&options.cwd);
+    let mut expander = expand::Expander::new(facts, &options.environment);
+    if expander.load_main(&given).is_err() {
+        return false;
+    }
+    expander.opts.iter().any(|o| o.key == "emperor")
+}
+
+fn load_with_extras(
+    expander: &mut expand::Expander<'_>,
+    given: &str,
+    extras: &VassalExtras,
+) -> Result<(), ConfigError> {
+    for kv in &extras.set {
+        expander.add_command_line("set", kv)?;
+    }
+    expander.load_main(given)?;
+    for template in &extras.include {
+        expander.add_command_line("include", &template.to_string_lossy())?;
+    }
+    Ok(())
 }
