@@ -14,6 +14,8 @@ use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::sync::oneshot;
 
+use crate::config::{Protocol, SocketAddress, SocketSpec};
+use crate::socket;
 use crate::supervisor::executor::{ControlCommand, Inbox, Input};
 
 /// The control socket of the instance whose pidfile is `pidfile`.
@@ -28,6 +30,37 @@ pub fn spawn_server(
     listener: std::os::unix::net::UnixListener,
     inbox: Inbox,
 ) -> std::io::Result<()> {
+    serve(listener, move |command, reply| {
+        inbox.send(Input::Control { command, reply }).is_ok()
+    })
+}
+
+/// Binds `<pidfile>.ctl` (mode 0600) for an instance or an emperor.
+pub fn bind(pidfile: &Path) -> Result<(std::os::unix::net::UnixListener, PathBuf), String> {
+    let ctl = path_for(pidfile);
+    let spec = SocketSpec {
+        address: SocketAddress::Unix(ctl.clone()),
+        protocol: Protocol::Http,
+        key: "control".into(),
+        line: 0,
+    };
+    let options = socket::BindOptions {
+        chmod: Some(0o600),
+        chown: None,
+        backlog: Some(16),
+    };
+    let (listener, _) =
+        socket::bind(&spec, &options).map_err(|e| format!("control socket: {e}"))?;
+    Ok((std::os::unix::net::UnixListener::from(listener.fd), ctl))
+}
+
+/// Accepts clients for the process's lifetime; each command is handed to
+/// `forward` with the sender its answer goes to (`forward` returns false once
+/// the loop is gone).
+pub fn serve<F>(listener: std::os::unix::net::UnixListener, forward: F) -> std::io::Result<()>
+where
+    F: Fn(ControlCommand, oneshot::Sender<Value>) -> bool + Clone + Send + 'static,
+{
     listener.set_nonblocking(true)?;
     let listener = tokio::net::UnixListener::from_std(listener)?;
     tokio::spawn(async move {
@@ -35,7 +68,7 @@ pub fn spawn_server(
             let Ok((stream, _)) = listener.accept().await else {
                 continue;
             };
-            let inbox = inbox.clone();
+            let forward = forward.clone();
             tokio::spawn(async move {
                 let (read, mut write) = stream.into_split();
                 let mut line = String::new();
@@ -51,7 +84,7 @@ pub fn spawn_server(
                     }
                 };
                 let (reply, answer) = oneshot::channel();
-                if inbox.send(Input::Control { command, reply }).is_err() {
+                if !forward(command, reply) {
                     return;
                 }
                 if let Ok(value) = answer.await {

@@ -18,6 +18,9 @@ fn print_warning(w: &Warning) {
 
 pub fn run(args: &CheckArgs) -> ExitCode {
     let ini = args.ini.clone().unwrap_or_else(|| "amy_uwsgi.ini".into());
+    if super::emperor::is_emperor_ini(&ini) {
+        return super::emperor::check(&ini);
+    }
     let cwd = match std::env::current_dir() {
         Ok(cwd) => cwd,
         Err(e) => {

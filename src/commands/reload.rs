@@ -35,6 +35,9 @@ pub fn run(args: &ReloadArgs) -> ExitCode {
             return ExitCode::from(3);
         }
     };
+    if super::emperor::is_emperor_answer(&answer) {
+        return super::emperor::report_reload(&answer);
+    }
     match answer["result"].as_str() {
         Some("serving") => {
             println!("reloaded: generation {} serving", answer["generation"]);

@@ -19,13 +19,17 @@ use crate::supervisor::executor::{self, MasterSetup};
 use crate::{control, pidfile, privileges, socket};
 
 pub fn run(args: &StartArgs, verbosity: i8) -> ExitCode {
-    if let Some(dir) = &args.emperor {
-        return super::emperor::run(dir, args, verbosity);
+    if args.emperor.is_some() {
+        return super::emperor::start(None, args, verbosity);
     }
     let ini = args
         .ini
         .clone()
         .unwrap_or_else(|| PathBuf::from("amy_uwsgi.ini"));
+    // An emperor ini has no socket: tell it apart before the instance validation.
+    if super::emperor::is_emperor_ini(&ini) {
+        return super::emperor::start(Some(&ini), args, verbosity);
+    }
     let Ok(cwd) = std::env::current_dir() else {
         eprintln!("amy-emperor: cannot read the current directory");
         return ExitCode::from(2);

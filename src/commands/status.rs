@@ -41,6 +41,9 @@ pub fn run(args: &StatusArgs) -> ExitCode {
 }
 
 fn human(v: &Value) -> String {
+    if super::emperor::is_emperor_answer(v) {
+        return super::emperor::human_status(v);
+    }
     if v["running"] != json!(true) {
         let mut s = String::from("not running");
         if let Some(pid) = v["stale_pid"].as_i64() {

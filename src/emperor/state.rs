@@ -30,6 +30,8 @@ pub enum Sig {
     Int,
     /// One log line per vassal.
     Usr1,
+    /// Forwarded: every vassal reopens its log (logrotate).
+    Usr2,
 }
 
 /// How a vassal process ended.
@@ -54,6 +56,12 @@ pub enum Event {
     SpawnFailed {
         name: String,
         error: String,
+    },
+    /// Not started on purpose (tyrant mode: a root-owned file); like a config
+    /// error, only a change to the file can help.
+    Refused {
+        name: String,
+        reason: String,
     },
     Exited {
         name: String,
@@ -91,6 +99,8 @@ enum Halt {
     /// Exit 0 that we did not ask for: somebody ran `amy-emperor stop` on it.
     /// uWSGI respawns these, which makes a deliberate stop impossible.
     StoppedByItself,
+    /// See [`Event::Refused`].
+    Refused,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -115,6 +125,41 @@ struct Vassal {
     /// The file was in the directory at the last scan.
     in_dir: bool,
     changed_at: Option<Instant>,
+    /// Processes started for this file so far.
+    spawns: u64,
+    last_exit: Option<Exit>,
+    /// Why it is not running, when it is halted or backing off.
+    reason: Option<String>,
+}
+
+impl Vassal {
+    fn new(now: Instant) -> Vassal {
+        Vassal {
+            state: State::Due(now + SETTLE),
+            backoff: Backoff::default(),
+            in_dir: true,
+            changed_at: Some(now),
+            spawns: 0,
+            last_exit: None,
+            reason: None,
+        }
+    }
+}
+
+/// What `status` shows of one vassal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VassalView {
+    pub name: String,
+    /// `starting`, `running`, `stopping`, `waiting` (settling or backing off),
+    /// `config-error`, `stopped` (exited 0 by itself), `refused`.
+    pub state: &'static str,
+    pub pid: Option<i32>,
+    pub running_since: Option<Instant>,
+    pub due_at: Option<Instant>,
+    /// Starts after the first.
+    pub restarts: u64,
+    pub last_exit: Option<Exit>,
+    pub reason: Option<String>,
 }
 
 #[derive(Debug, Default)]
@@ -139,6 +184,8 @@ impl Emperor {
             Event::Spawned { name, pid } => {
                 if let Some(v) = self.vassals.get_mut(&name) {
                     info!(vassal = %name, pid, "vassal started");
+                    v.spawns += 1;
+                    v.reason = None;
                     v.state = State::Running {
                         pid,
                         since: now,
@@ -151,6 +198,14 @@ impl Emperor {
                     let delay = v.backoff.record_failure(Duration::ZERO);
                     error!(vassal = %name, error = %error, retry_in = ?delay, "cannot start vassal");
                     v.state = State::Due(now + delay);
+                    v.reason = Some(error);
+                }
+            }
+            Event::Refused { name, reason } => {
+                if let Some(v) = self.vassals.get_mut(&name) {
+                    error!(vassal = %name, reason = %reason, "vassal refused; not started until its file changes");
+                    v.state = State::Halted(Halt::Refused);
+                    v.reason = Some(reason);
                 }
             }
             Event::Exited { name, pid, status } => self.exited(&name, pid, status, now),
@@ -178,6 +233,47 @@ impl Emperor {
             .min()
     }
 
+    /// Every vassal the emperor knows, in name order.
+    pub fn view(&self) -> Vec<VassalView> {
+        self.vassals
+            .iter()
+            .map(|(name, v)| {
+                let (state, pid, running_since, due_at) = match v.state {
+                    State::Starting => ("starting", None, None, None),
+                    State::Running {
+                        pid,
+                        since,
+                        stopping,
+                    } => (
+                        if stopping { "stopping" } else { "running" },
+                        Some(pid),
+                        Some(since),
+                        None,
+                    ),
+                    State::Due(at) => ("waiting", None, None, Some(at)),
+                    State::Halted(Halt::ConfigError) => ("config-error", None, None, None),
+                    State::Halted(Halt::StoppedByItself) => ("stopped", None, None, None),
+                    State::Halted(Halt::Refused) => ("refused", None, None, None),
+                };
+                VassalView {
+                    name: name.clone(),
+                    state,
+                    pid,
+                    running_since,
+                    due_at,
+                    restarts: v.spawns.saturating_sub(1),
+                    last_exit: v.last_exit,
+                    reason: v.reason.clone(),
+                }
+            })
+            .collect()
+    }
+
+    /// Whether a stop is under way.
+    pub fn stopping(&self) -> bool {
+        self.stop_deadline.is_some()
+    }
+
     /// Pids of the vassal masters now running (for tests and diagnostics).
     pub fn running(&self) -> Vec<(String, i32)> {
         self.vassals
@@ -202,15 +298,7 @@ impl Emperor {
         for name in present {
             if !self.vassals.contains_key(name) {
                 info!(vassal = %name, "new vassal file");
-                self.vassals.insert(
-                    name.clone(),
-                    Vassal {
-                        state: State::Due(now + SETTLE),
-                        backoff: Backoff::default(),
-                        in_dir: true,
-                        changed_at: Some(now),
-                    },
-                );
+                self.vassals.insert(name.clone(), Vassal::new(now));
             }
         }
         let mut forget = Vec::new();
@@ -275,6 +363,7 @@ impl Emperor {
             return;
         }
         let lived = now.saturating_duration_since(since);
+        v.last_exit = Some(status);
         if self.stop_deadline.is_some() {
             info!(vassal = %name, pid, ?status, "vassal stopped");
             self.vassals.remove(name);
@@ -299,15 +388,18 @@ impl Emperor {
             }
             Exit::Code(EXIT_CONFIG) => {
                 error!(vassal = %name, pid, "vassal config is invalid; not restarted until its file changes");
+                v.reason = Some("config error (exit 2); see the log".into());
                 State::Halted(Halt::ConfigError)
             }
             Exit::Code(0) => {
                 warn!(vassal = %name, pid, "vassal stopped by itself; not restarted until its file changes or SIGHUP");
+                v.reason = Some("stopped by itself (exit 0)".into());
                 State::Halted(Halt::StoppedByItself)
             }
             status => {
                 let delay = v.backoff.record_failure(lived);
                 warn!(vassal = %name, pid, ?status, lived = ?lived, restart_in = ?delay, "vassal died, restarting");
+                v.reason = Some(format!("died ({status:?}); restarting with back-off"));
                 State::Due(now + delay)
             }
         };
@@ -359,6 +451,17 @@ impl Emperor {
             Sig::Usr1 => {
                 for (name, v) in &self.vassals {
                     info!(vassal = %name, state = ?v.state, failures = v.backoff.failures, "vassal");
+                }
+            }
+            Sig::Usr2 => {
+                for (name, v) in &self.vassals {
+                    if let State::Running { pid, .. } = v.state {
+                        actions.push(Action::Signal {
+                            name: name.clone(),
+                            pid,
+                            signal: Sig::Usr2,
+                        });
+                    }
                 }
             }
         }
