@@ -78,6 +78,9 @@ pub struct StartArgs {
     /// (`/etc/uwsgi/vassals/*.ini`). An ini with `emperor =` does the same.
     #[arg(long, value_name = "DIR|GLOB", conflicts_with = "ini")]
     pub emperor: Option<PathBuf>,
+    /// With `--emperor`: the emperor's pidfile (`stop`, `status` and `reload` use it).
+    #[arg(long, value_name = "PATH", requires = "emperor")]
+    pub pidfile: Option<PathBuf>,
     /// Set by the emperor for a vassal (its `vassal-set`): `K=V` before the ini.
     #[arg(long, value_name = "K=V", hide = true)]
     pub vassal_set: Vec<String>,

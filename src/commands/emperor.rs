@@ -126,7 +126,10 @@ fn read_config(ini: Option<&Path>, args: &StartArgs) -> Result<EmperorConfig, St
         std::env::current_dir().map_err(|e| format!("cannot read the current directory: {e}"))?;
     match (ini, &args.emperor) {
         (_, Some(arg)) => {
-            emperor_config::from_arg(arg, &cwd).map_err(|e| format!("amy-emperor: {e}"))
+            let mut c =
+                emperor_config::from_arg(arg, &cwd).map_err(|e| format!("amy-emperor: {e}"))?;
+            c.pidfile = args.pidfile.as_ref().map(|p| cwd.join(p));
+            Ok(c)
         }
         (Some(ini), None) => {
             let options = LoadOptions {
@@ -153,6 +156,7 @@ pub fn check(ini: &Path) -> ExitCode {
         env_file: None,
         daemonize: false,
         emperor: None,
+        pidfile: None,
         vassal_set: Vec::new(),
         vassal_include: Vec::new(),
     };

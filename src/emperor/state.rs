@@ -709,6 +709,66 @@ mod tests {
     }
 
     #[test]
+    fn a_refused_file_waits_for_a_change_and_status_counts_restarts() {
+        let mut e = Emperor::new();
+        let t = Instant::now();
+        e.handle(scan(&["a.ini"], &["a.ini"]), t);
+        assert_eq!(
+            e.handle(Event::Tick, t + SETTLE),
+            vec![Action::Spawn("a.ini".into())]
+        );
+        e.handle(
+            Event::Refused {
+                name: "a.ini".into(),
+                reason: "root-owned".into(),
+            },
+            t + SETTLE,
+        );
+        assert_eq!(e.next_deadline(), None);
+        assert_eq!(e.view()[0].state, "refused");
+        assert_eq!(e.view()[0].reason.as_deref(), Some("root-owned"));
+        e.handle(scan(&["a.ini"], &["a.ini"]), t + SETTLE);
+        let t = t + SETTLE * 2;
+        assert_eq!(
+            e.handle(Event::Tick, t),
+            vec![Action::Spawn("a.ini".into())]
+        );
+        e.handle(
+            Event::Spawned {
+                name: "a.ini".into(),
+                pid: 7,
+            },
+            t,
+        );
+        e.handle(exited("a.ini", 7, Exit::Signal(9)), t);
+        e.handle(Event::Tick, t);
+        e.handle(
+            Event::Spawned {
+                name: "a.ini".into(),
+                pid: 8,
+            },
+            t,
+        );
+        let v = &e.view()[0];
+        assert_eq!((v.state, v.pid, v.restarts), ("running", Some(8), 1));
+        assert_eq!(v.last_exit, Some(Exit::Signal(9)));
+    }
+
+    #[test]
+    fn sigusr2_reaches_every_running_vassal() {
+        let mut e = Emperor::new();
+        let t = started(&mut e, "a.ini", 100, Instant::now());
+        assert_eq!(
+            e.handle(Event::Signal(Sig::Usr2), t),
+            vec![Action::Signal {
+                name: "a.ini".into(),
+                pid: 100,
+                signal: Sig::Usr2
+            }]
+        );
+    }
+
+    #[test]
     fn stop_with_no_vassal_exits_at_once() {
         let mut e = Emperor::new();
         assert_eq!(
