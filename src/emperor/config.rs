@@ -61,6 +61,9 @@ pub struct EmperorConfig {
     pub tyrant_nofollow: bool,
     /// `emperor-stats`: uWSGI's emperor stats JSON on a unix socket or loopback.
     pub stats: Option<String>,
+    /// `emperor-subreaper`: orphans of the vassals' apps are re-parented to the
+    /// emperor, which reaps them (always on as PID 1, in a container).
+    pub subreaper: bool,
     /// `uid`/`gid`: the emperor drops to these after opening its files.
     pub uid: Option<String>,
     pub gid: Option<String>,
@@ -92,6 +95,7 @@ pub const HONOURED: &[&str] = &[
     "emperor-tyrant-nofollow",
     "emperor-stats",
     "emperor-stats-server",
+    "emperor-subreaper",
     "uid",
     "gid",
 ];
@@ -239,10 +243,6 @@ const UNSUPPORTED: &[(&str, &str)] = &[
         "vassals-stop-hook",
         "a command would run after each vassal dies",
     ),
-    (
-        "emperor-subreaper",
-        "orphaned grandchildren would be reaped by the emperor",
-    ),
 ];
 
 /// How `key` (as written) is treated in an emperor ini.
@@ -294,7 +294,7 @@ pub fn from_ini(
     for o in &opts {
         // The `ini =` lines (the main file's own first) and every other
         // dialect key were consumed by the parser.
-        if !config::keys::is_uwsgi_option(&o.key) {
+        if !config::keys::is_uwsgi_option(&o.key) && !HONOURED.contains(&o.key.as_str()) {
             continue;
         }
         let err = |message: String| ConfigError {
@@ -347,6 +347,7 @@ pub fn from_ini(
                 crate::stats::parse_address(&addr).map_err(|e| err(e.to_string()))?;
                 c.stats = Some(addr);
             }
+            "emperor-subreaper" => c.subreaper = config::keys::flag_value(&o.value),
             "uid" => c.uid = Some(o.value.clone()),
             "gid" => c.gid = Some(o.value.clone()),
             other => unreachable!("{other} is in HONOURED but not handled"),
@@ -493,8 +494,12 @@ mod tests {
     #[test]
     fn every_emperor_key_of_uwsgi_has_a_class() {
         // The refusals must name a loss; honoured keys must all be uWSGI options.
+        // emperor-subreaper is in uWSGI's source but not in 2.0's option list.
         for k in HONOURED.iter().chain(EQUIVALENT.iter().map(|(k, _)| k)) {
-            assert!(config::keys::is_uwsgi_option(k), "{k}");
+            assert!(
+                config::keys::is_uwsgi_option(k) || *k == "emperor-subreaper",
+                "{k}"
+            );
         }
         assert_eq!(class_of("emperor"), Class::Honoured);
         assert!(matches!(class_of("emperor-freq"), Class::Equivalent(_)));

@@ -7,7 +7,7 @@
 //! own control sockets from spawned tasks, so a slow or failed reload of one
 //! vassal delays neither the loop nor any other vassal.
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::ffi::OsString;
 use std::os::fd::OwnedFd;
 use std::os::unix::fs::MetadataExt;
@@ -37,6 +37,8 @@ pub enum Input {
     Event(Event),
     /// Files in a monitored directory were written, created, removed or renamed.
     DirChanged(Vec<PathBuf>),
+    /// SIGCHLD while the emperor reaps orphans (PID 1 or `emperor-subreaper`).
+    ChildExited,
     /// A control-socket (or stats) client waits for the answer on `reply`.
     Control {
         command: Request,
@@ -76,6 +78,8 @@ struct Spawned {
     ctl: Option<PathBuf>,
     uid: u32,
     gid: u32,
+    /// Reads the vassal's READY=1 from the notify socket we gave it.
+    notify_task: tokio::task::JoinHandle<()>,
 }
 
 struct Loop {
@@ -90,6 +94,11 @@ struct Loop {
     started: SystemTime,
     stats: Option<super::stats::Server>,
     control_path: Option<PathBuf>,
+    /// Vassal masters not yet reported exited: the orphan reaper leaves them to
+    /// their own wait task.
+    children: HashSet<i32>,
+    reaper: bool,
+    notify_counter: u64,
 }
 
 pub async fn run(mut setup: Setup) -> i32 {
@@ -144,6 +153,22 @@ pub async fn run(mut setup: Setup) -> i32 {
         },
         None => None,
     };
+    // As PID 1 (a container) every orphan of the vassals' apps is re-parented
+    // to us, and a zombie nobody waits for holds its pid forever.
+    let reaper = std::process::id() == 1 || setup.config.subreaper;
+    if setup.config.subreaper {
+        // SAFETY: prctl with integer arguments only.
+        if unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) } < 0 {
+            error!(error = %std::io::Error::last_os_error(), "cannot become a subreaper");
+            return 1;
+        }
+    }
+    if reaper {
+        if let Err(e) = spawn_child_source(tx.clone()) {
+            error!(error = %e, "cannot watch SIGCHLD");
+            return 1;
+        }
+    }
     let monitors: Vec<String> = setup
         .config
         .monitors
@@ -161,15 +186,13 @@ pub async fn run(mut setup: Setup) -> i32 {
         started: SystemTime::now(),
         stats,
         control_path,
+        children: HashSet::new(),
+        reaper,
+        notify_counter: 0,
     };
     // After the watch is set, so that no file created in between is missed.
     let first = scan(&lp.setup.config.monitors, &[]);
     lp.local.push_back(first);
-    lp.drain();
-    if let Some(pipe) = lp.setup.ready_pipe.take() {
-        let _ = nix::unistd::write(&pipe, b"1");
-    }
-    crate::systemd::notify("READY=1");
     let code = lp.run(&mut rx).await;
     lp.finish();
     info!("emperor stopped");
@@ -211,11 +234,13 @@ impl Loop {
                         match other {
                             Input::Event(e) => self.local.push_back(e),
                             Input::Control { command, reply } => self.control(command, reply),
+                            Input::ChildExited => reap_orphans(&self.children),
                             Input::DirChanged(_) => {}
                         }
                     }
                 }
                 Some(Input::Control { command, reply }) => self.control(command, reply),
+                Some(Input::ChildExited) => reap_orphans(&self.children),
                 // Every sender lives as long as this loop; unreachable in practice.
                 None => return 1,
             }
@@ -225,6 +250,12 @@ impl Loop {
     /// Feeds queued events to the state machine; `Some(code)` when it says exit.
     fn drain(&mut self) -> Option<i32> {
         while let Some(event) = self.local.pop_front() {
+            if let Event::Exited { pid, name, .. } = &event {
+                self.children.remove(pid);
+                if let Some(s) = self.vassals.get(name) {
+                    s.notify_task.abort();
+                }
+            }
             let mut outcomes = Vec::new();
             for action in self.emperor.handle(event, Instant::now()) {
                 if let Action::Exit(code) = action {
@@ -294,6 +325,14 @@ impl Loop {
                 }
                 None
             }
+            Action::Ready => {
+                info!("emperor ready: every vassal of the first scan serves or has failed");
+                if let Some(pipe) = self.setup.ready_pipe.take() {
+                    let _ = nix::unistd::write(&pipe, b"1");
+                }
+                crate::systemd::notify("READY=1");
+                None
+            }
             Action::Exit(_) => None,
         }
     }
@@ -359,13 +398,31 @@ impl Loop {
             });
         }
         let ctl = self.control_path_of(&file, &dir);
+        // The vassal's master tells us it serves the way it would tell systemd.
+        self.notify_counter += 1;
+        let notify_name = format!("amy-emperor/{}/{}", std::process::id(), self.notify_counter);
+        let notify = bind_abstract_datagram(&notify_name)?;
+        cmd.env("NOTIFY_SOCKET", format!("@{notify_name}"));
         let mut child = cmd.spawn()?;
         let pid = child
             .id()
             .ok_or_else(|| std::io::Error::other("the vassal exited before we saw its pid"))?
             as i32;
-        self.vassals
-            .insert(name.to_string(), Spawned { ctl, uid, gid });
+        let notify_task = spawn_notify_reader(notify, self.inbox.clone(), name.to_string(), pid);
+        if let Some(old) = self.vassals.insert(
+            name.to_string(),
+            Spawned {
+                ctl,
+                uid,
+                gid,
+                notify_task,
+            },
+        ) {
+            old.notify_task.abort();
+        }
+        if self.reaper {
+            self.children.insert(pid);
+        }
         let inbox = self.inbox.clone();
         let name = name.to_string();
         tokio::spawn(async move {
@@ -475,7 +532,7 @@ impl Loop {
                     base["gid"] = json!(s.gid);
                 }
                 let ctl = match v.state {
-                    "running" => spawned.and_then(|s| s.ctl.clone()),
+                    "running" | "booting" => spawned.and_then(|s| s.ctl.clone()),
                     _ => None,
                 };
                 Target { base, ctl }
@@ -658,6 +715,91 @@ fn spawn_signal_sources(inbox: Inbox) -> std::io::Result<()> {
     ];
     crate::signals::forward(&table, move |meaning| {
         inbox.send(Input::Event(Event::Signal(meaning))).is_ok()
+    })
+}
+
+/// A datagram socket in the abstract namespace (nothing on disk to clean up).
+fn bind_abstract_datagram(name: &str) -> std::io::Result<tokio::net::UnixDatagram> {
+    use std::os::linux::net::SocketAddrExt;
+    let addr = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes())?;
+    let sock = std::os::unix::net::UnixDatagram::bind_addr(&addr)?;
+    sock.set_nonblocking(true)?;
+    tokio::net::UnixDatagram::from_std(sock)
+}
+
+/// Turns the vassal master's `READY=1` into [`Event::Ready`]. Anyone on the host
+/// could send to an abstract socket; the worst a forged message does is mark a
+/// vassal ready early, so the sender is not checked.
+fn spawn_notify_reader(
+    sock: tokio::net::UnixDatagram,
+    inbox: Inbox,
+    name: String,
+    pid: i32,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut buf = [0u8; 512];
+        while let Ok(n) = sock.recv(&mut buf).await {
+            let text = String::from_utf8_lossy(&buf[..n]);
+            if text.lines().any(|l| l == "READY=1") {
+                let event = Event::Ready {
+                    name: name.clone(),
+                    pid,
+                };
+                if inbox.send(Input::Event(event)).is_err() {
+                    return;
+                }
+            }
+        }
+    })
+}
+
+fn spawn_child_source(inbox: Inbox) -> std::io::Result<()> {
+    let mut stream = tokio::signal::unix::signal(SignalKind::child())?;
+    tokio::spawn(async move {
+        while stream.recv().await.is_some() {
+            if inbox.send(Input::ChildExited).is_err() {
+                break;
+            }
+        }
+    });
+    Ok(())
+}
+
+/// Reaps every zombie child that is not a vassal master (those belong to their
+/// wait tasks, which need their exit status). Our children are listed in
+/// `/proc/self/task/*/children`; only zombies among them are waited for, so a
+/// live orphan is left alone until it exits.
+fn reap_orphans(vassals: &HashSet<i32>) {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return;
+    };
+    for task in tasks.flatten() {
+        let Ok(list) = std::fs::read_to_string(task.path().join("children")) else {
+            continue;
+        };
+        for pid in list
+            .split_whitespace()
+            .filter_map(|p| p.parse::<i32>().ok())
+        {
+            if vassals.contains(&pid) || !is_zombie(pid) {
+                continue;
+            }
+            let pid = nix::unistd::Pid::from_raw(pid);
+            if let Ok(status) =
+                nix::sys::wait::waitpid(pid, Some(nix::sys::wait::WaitPidFlag::WNOHANG))
+            {
+                tracing::debug!(?status, "orphan reaped");
+            }
+        }
+    }
+}
+
+fn is_zombie(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        stat.rsplit(')')
+            .next()
+            .and_then(|s| s.split_whitespace().next())
+            == Some("Z")
     })
 }
 

@@ -63,6 +63,11 @@ pub enum Event {
         name: String,
         reason: String,
     },
+    /// The vassal's master said READY=1 on the notify socket the emperor gave it.
+    Ready {
+        name: String,
+        pid: i32,
+    },
     Exited {
         name: String,
         pid: i32,
@@ -89,6 +94,9 @@ pub enum Action {
         name: String,
         pid: i32,
     },
+    /// Every vassal of the first scan served or failed: tell systemd (and a
+    /// daemonizing parent) that the emperor is up. Sent once.
+    Ready,
     Exit(i32),
 }
 
@@ -130,6 +138,8 @@ struct Vassal {
     last_exit: Option<Exit>,
     /// Why it is not running, when it is halted or backing off.
     reason: Option<String>,
+    /// Its master said READY=1 (first generation serving) since it was started.
+    ready: bool,
 }
 
 impl Vassal {
@@ -142,6 +152,7 @@ impl Vassal {
             spawns: 0,
             last_exit: None,
             reason: None,
+            ready: false,
         }
     }
 }
@@ -150,7 +161,8 @@ impl Vassal {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VassalView {
     pub name: String,
-    /// `starting`, `running`, `stopping`, `waiting` (settling or backing off),
+    /// `starting`, `booting` (its master runs, its app is not ready yet),
+    /// `running`, `stopping`, `waiting` (settling or backing off),
     /// `config-error`, `stopped` (exited 0 by itself), `refused`.
     pub state: &'static str,
     pub pid: Option<i32>,
@@ -168,6 +180,10 @@ pub struct Emperor {
     /// Set once a stop began: when the vassals' mercy runs out.
     stop_deadline: Option<Instant>,
     killed: bool,
+    /// The files of the first scan that have not yet served, failed or gone:
+    /// the emperor is ready (systemd READY=1) once it is empty.
+    awaiting: Option<BTreeSet<String>>,
+    ready_sent: bool,
 }
 
 impl Emperor {
@@ -186,6 +202,7 @@ impl Emperor {
                     info!(vassal = %name, pid, "vassal started");
                     v.spawns += 1;
                     v.reason = None;
+                    v.ready = false;
                     v.state = State::Running {
                         pid,
                         since: now,
@@ -208,10 +225,19 @@ impl Emperor {
                     v.reason = Some(reason);
                 }
             }
+            Event::Ready { name, pid } => {
+                if let Some(v) = self.vassals.get_mut(&name) {
+                    if matches!(v.state, State::Running { pid: p, .. } if p == pid) && !v.ready {
+                        info!(vassal = %name, pid, "vassal ready");
+                        v.ready = true;
+                    }
+                }
+            }
             Event::Exited { name, pid, status } => self.exited(&name, pid, status, now),
             Event::Signal(sig) => self.signal(sig, now, &mut actions),
             Event::Tick => self.tick(now, &mut actions),
         }
+        self.check_ready(&mut actions);
         if self.stop_deadline.is_some() && self.vassals.is_empty() {
             info!("all vassals stopped");
             actions.push(Action::Exit(0));
@@ -245,7 +271,11 @@ impl Emperor {
                         since,
                         stopping,
                     } => (
-                        if stopping { "stopping" } else { "running" },
+                        match (stopping, v.ready) {
+                            (true, _) => "stopping",
+                            (false, true) => "running",
+                            (false, false) => "booting",
+                        },
                         Some(pid),
                         Some(since),
                         None,
@@ -267,6 +297,30 @@ impl Emperor {
                 }
             })
             .collect()
+    }
+
+    /// Emits [`Action::Ready`] once every vassal of the first scan has served,
+    /// failed, or gone: a vassal that cannot start must not hold up the others.
+    fn check_ready(&mut self, actions: &mut Vec<Action>) {
+        if self.ready_sent {
+            return;
+        }
+        let Some(awaiting) = &mut self.awaiting else {
+            return;
+        };
+        awaiting.retain(|name| match self.vassals.get(name) {
+            None => false,
+            Some(v) => match v.state {
+                State::Running { .. } => !v.ready,
+                State::Starting => true,
+                State::Due(_) => v.spawns == 0 && v.backoff.failures == 0,
+                State::Halted(_) => false,
+            },
+        });
+        if awaiting.is_empty() {
+            self.ready_sent = true;
+            actions.push(Action::Ready);
+        }
     }
 
     /// Whether a stop is under way.
@@ -294,6 +348,9 @@ impl Emperor {
     ) {
         if self.stop_deadline.is_some() {
             return;
+        }
+        if self.awaiting.is_none() {
+            self.awaiting = Some(present.clone());
         }
         for name in present {
             if !self.vassals.contains_key(name) {
@@ -507,13 +564,20 @@ mod tests {
         }
     }
 
-    /// Scans `name` in, lets it settle, and reports it spawned as `pid`.
+    /// Scans `name` in, lets it settle, and reports it spawned as `pid` and ready.
     fn started(e: &mut Emperor, name: &str, pid: i32, t: Instant) -> Instant {
         e.handle(scan(&[name], &[name]), t);
         let t = t + SETTLE;
         assert_eq!(e.handle(Event::Tick, t), vec![Action::Spawn(name.into())]);
         e.handle(
             Event::Spawned {
+                name: name.into(),
+                pid,
+            },
+            t,
+        );
+        e.handle(
+            Event::Ready {
                 name: name.into(),
                 pid,
             },
@@ -749,9 +813,70 @@ mod tests {
             },
             t,
         );
+        e.handle(
+            Event::Ready {
+                name: "a.ini".into(),
+                pid: 8,
+            },
+            t,
+        );
         let v = &e.view()[0];
         assert_eq!((v.state, v.pid, v.restarts), ("running", Some(8), 1));
         assert_eq!(v.last_exit, Some(Exit::Signal(9)));
+    }
+
+    #[test]
+    fn the_emperor_is_ready_once_every_first_vassal_served_or_failed() {
+        let mut e = Emperor::new();
+        let t = Instant::now();
+        e.handle(scan(&["a.ini", "b.ini"], &[]), t);
+        let t = t + SETTLE;
+        assert_eq!(
+            e.handle(Event::Tick, t),
+            vec![Action::Spawn("a.ini".into()), Action::Spawn("b.ini".into())]
+        );
+        e.handle(
+            Event::Spawned {
+                name: "a.ini".into(),
+                pid: 1,
+            },
+            t,
+        );
+        e.handle(
+            Event::Spawned {
+                name: "b.ini".into(),
+                pid: 2,
+            },
+            t,
+        );
+        assert_eq!(e.view()[0].state, "booting");
+        // A later file does not hold readiness back.
+        e.handle(scan(&["a.ini", "b.ini", "c.ini"], &["c.ini"]), t);
+        assert!(e
+            .handle(
+                Event::Ready {
+                    name: "a.ini".into(),
+                    pid: 1
+                },
+                t
+            )
+            .is_empty());
+        // b fails: config error.
+        assert_eq!(
+            e.handle(exited("b.ini", 2, Exit::Code(EXIT_CONFIG)), t),
+            vec![Action::Ready]
+        );
+        assert_eq!(e.view()[0].state, "running");
+        // Only once.
+        assert!(e
+            .handle(
+                Event::Ready {
+                    name: "a.ini".into(),
+                    pid: 1
+                },
+                t
+            )
+            .is_empty());
     }
 
     #[test]
