@@ -1,4 +1,5 @@
-//! The command line (clap). Names and exit codes are fixed by DESIGN §2.
+//! The command line (clap). Names and exit codes are the contract README.md
+//! ("Commands and exit codes") documents: init jobs and deploy scripts use them.
 
 use std::path::PathBuf;
 
@@ -87,6 +88,8 @@ pub struct StartArgs {
     /// Set by the emperor for a vassal (its `vassals-include`): a template read after the ini.
     #[arg(long, value_name = "PATH", hide = true)]
     pub vassal_include: Vec<PathBuf>,
+    #[command(flatten)]
+    pub allow: Allowances,
 }
 
 impl StartArgs {
@@ -97,6 +100,19 @@ impl StartArgs {
             include: self.vassal_include.clone(),
         }
     }
+}
+
+/// The operator's opt-ins to what the config layer refuses by default. Given to
+/// `start`, they hold for every later reload of that master.
+#[derive(Debug, Clone, Default, Args)]
+pub struct Allowances {
+    /// Accept this unsupported uWSGI key with a warning (repeatable): the site
+    /// loses what the key does (`check` says what).
+    #[arg(long = "allow-unsupported", value_name = "KEY", action = clap::ArgAction::Append)]
+    pub unsupported: Vec<String>,
+    /// Accept an explicit `uid`/`gid` of root: the workers run the app as root.
+    #[arg(long = "allow-root-workers")]
+    pub root_workers: bool,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -142,4 +158,9 @@ pub struct CheckArgs {
     /// Load this env file before the ini's `env =` lines.
     #[arg(long, value_name = "PATH")]
     pub env_file: Option<PathBuf>,
+    /// Run `@(exec://…)` commands as `start` would (check runs none by default).
+    #[arg(long)]
+    pub allow_exec: bool,
+    #[command(flatten)]
+    pub allow: Allowances,
 }

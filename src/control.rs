@@ -10,13 +10,12 @@ use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use serde::de::DeserializeOwned;
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::sync::oneshot;
 
-use crate::config::{Protocol, SocketAddress, SocketSpec};
-use crate::socket;
-use crate::supervisor::executor::{ControlCommand, Inbox, Input};
+use crate::supervisor::inbox::{ControlCommand, ControlRequest, Inbox, Input};
 
 /// The control socket of the instance whose pidfile is `pidfile`.
 pub fn path_for(pidfile: &Path) -> PathBuf {
@@ -25,38 +24,40 @@ pub fn path_for(pidfile: &Path) -> PathBuf {
     PathBuf::from(name)
 }
 
-/// Accepts clients for the master's lifetime.
+/// Accepts clients for the master's lifetime; the master answers in its loop.
 pub fn spawn_server(
     listener: std::os::unix::net::UnixListener,
     inbox: Inbox,
 ) -> std::io::Result<()> {
-    serve(listener, move |command, reply| {
-        inbox.send(Input::Control { command, reply }).is_ok()
+    serve(listener, move |command, reply| match command {
+        ControlCommand::Status => forward(&inbox, ControlRequest::Status, reply),
+        ControlCommand::Reload => forward(&inbox, ControlRequest::Reload, reply),
     })
 }
 
-/// Binds `<pidfile>.ctl` (mode 0600) for an instance or an emperor.
-pub fn bind(pidfile: &Path) -> Result<(std::os::unix::net::UnixListener, PathBuf), String> {
-    let ctl = path_for(pidfile);
-    let spec = SocketSpec {
-        address: SocketAddress::Unix(ctl.clone()),
-        protocol: Protocol::Http,
-        key: "control".into(),
-        line: 0,
-    };
-    let options = socket::BindOptions {
-        chmod: Some(0o600),
-        chown: None,
-        backlog: Some(16),
-    };
-    let (listener, _) =
-        socket::bind(&spec, &options).map_err(|e| format!("control socket: {e}"))?;
-    Ok((std::os::unix::net::UnixListener::from(listener.fd), ctl))
+/// Sends a typed request to the master and relays its answer, as JSON, to
+/// `reply`. False once the master's loop is gone.
+fn forward<T: serde::Serialize + Send + 'static>(
+    inbox: &Inbox,
+    request: fn(oneshot::Sender<T>) -> ControlRequest,
+    reply: oneshot::Sender<Value>,
+) -> bool {
+    let (typed, answer) = oneshot::channel();
+    if inbox.send(Input::Control(request(typed))).is_err() {
+        return false;
+    }
+    tokio::spawn(async move {
+        if let Ok(Ok(value)) = answer.await.map(serde_json::to_value) {
+            let _ = reply.send(value);
+        }
+    });
+    true
 }
 
-/// Accepts clients for the process's lifetime; each command is handed to
-/// `forward` with the sender its answer goes to (`forward` returns false once
-/// the loop is gone).
+/// Accepts clients for the process's lifetime (a master's or an emperor's);
+/// each command is handed to `forward` with the sender its answer goes to
+/// (`forward` returns false once the loop is gone). The answer is written as
+/// one JSON line, then the connection closes.
 pub fn serve<F>(listener: std::os::unix::net::UnixListener, forward: F) -> std::io::Result<()>
 where
     F: Fn(ControlCommand, oneshot::Sender<Value>) -> bool + Clone + Send + 'static,
@@ -75,13 +76,13 @@ where
                 let mut reader = BufReader::new(read);
                 let read =
                     tokio::time::timeout(Duration::from_secs(5), reader.read_line(&mut line)).await;
-                let command = match (read, line.trim()) {
-                    (Ok(Ok(_)), "status") => ControlCommand::Status,
-                    (Ok(Ok(_)), "reload") => ControlCommand::Reload,
-                    _ => {
-                        let _ = write.write_all(b"{\"error\":\"unknown command\"}\n").await;
-                        return;
-                    }
+                let command = match read {
+                    Ok(Ok(_)) => ControlCommand::parse(line.trim()),
+                    _ => None,
+                };
+                let Some(command) = command else {
+                    let _ = write.write_all(b"{\"error\":\"unknown command\"}\n").await;
+                    return;
                 };
                 let (reply, answer) = oneshot::channel();
                 if !forward(command, reply) {
@@ -98,6 +99,26 @@ where
     Ok(())
 }
 
+/// Binds `<pidfile>.ctl` (mode 0600), for an emperor (a master binds its
+/// own in `start`, between its pidfile reservation and its sockets).
+pub fn bind(pidfile: &Path) -> Result<(std::os::unix::net::UnixListener, PathBuf), String> {
+    let ctl = path_for(pidfile);
+    let spec = crate::config::SocketSpec {
+        address: crate::config::SocketAddress::Unix(ctl.clone()),
+        protocol: crate::config::Protocol::Http,
+        key: "control".into(),
+        line: 0,
+    };
+    let options = crate::socket::BindOptions {
+        chmod: Some(0o600),
+        chown: None,
+        backlog: Some(16),
+    };
+    let (listener, _) =
+        crate::socket::bind(&spec, &options).map_err(|e| format!("control socket: {e}"))?;
+    Ok((std::os::unix::net::UnixListener::from(listener.fd), ctl))
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ControlError {
     #[error("no master answers on {0}")]
@@ -109,10 +130,16 @@ pub enum ControlError {
     },
     #[error("{0}: the master closed the connection without an answer")]
     NoAnswer(PathBuf),
+    #[error("{path}: unexpected answer: {text}")]
+    Unexpected { path: PathBuf, text: String },
 }
 
 /// Sends `command` and waits up to `timeout` for the answer.
-pub fn request(path: &Path, command: &str, timeout: Duration) -> Result<Value, ControlError> {
+pub fn request<T: DeserializeOwned>(
+    path: &Path,
+    command: &str,
+    timeout: Duration,
+) -> Result<T, ControlError> {
     let io = |source| ControlError::Io {
         path: path.to_owned(),
         source,
@@ -125,5 +152,10 @@ pub fn request(path: &Path, command: &str, timeout: Duration) -> Result<Value, C
         .map_err(io)?;
     let mut text = String::new();
     stream.read_to_string(&mut text).map_err(io)?;
-    serde_json::from_str(text.trim()).map_err(|_| ControlError::NoAnswer(path.to_owned()))
+    let value: serde_json::Value =
+        serde_json::from_str(text.trim()).map_err(|_| ControlError::NoAnswer(path.to_owned()))?;
+    serde_json::from_value(value).map_err(|_| ControlError::Unexpected {
+        path: path.to_owned(),
+        text: text.trim().to_owned(),
+    })
 }

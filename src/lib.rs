@@ -15,6 +15,8 @@ pub mod emperor;
 pub mod logs;
 pub mod pidfile;
 pub mod privileges;
+pub mod proctitle;
+pub mod runtime;
 pub mod scoreboard;
 pub mod signals;
 pub mod socket;
@@ -23,5 +25,6 @@ pub mod supervisor;
 pub mod systemd;
 #[cfg(test)]
 mod testutil;
+pub mod users;
 pub mod watch;
 pub mod worker;

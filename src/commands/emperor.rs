@@ -25,10 +25,9 @@ pub fn is_emperor_ini(ini: &Path) -> bool {
         return false;
     };
     let options = LoadOptions {
-        env_file: None,
         environment: std::env::vars_os().collect(),
         cwd,
-        vassal: Default::default(),
+        ..LoadOptions::default()
     };
     crate::config::is_emperor(ini, &options)
 }
@@ -75,6 +74,14 @@ pub fn start(ini: Option<&Path>, args: &StartArgs, verbosity: i8) -> ExitCode {
     for _ in 0..verbosity.min(0).unsigned_abs() {
         vassal_args.push("-q".into());
     }
+    // The operator's allowances hold for every vassal, as for one instance.
+    for key in &args.allow.unsupported {
+        vassal_args.push("--allow-unsupported".into());
+        vassal_args.push(key.into());
+    }
+    if args.allow.root_workers {
+        vassal_args.push("--allow-root-workers".into());
+    }
     if let Some(env_file) = &args.env_file {
         vassal_args.push("--env-file".into());
         vassal_args.push(env_file.clone().into_os_string());
@@ -99,9 +106,16 @@ pub fn start(ini: Option<&Path>, args: &StartArgs, verbosity: i8) -> ExitCode {
         return fail(&e.to_string());
     }
     // Vassals must not claim to be the service: the emperor speaks to systemd.
-    let environment = std::env::vars_os()
+    let mut environment: Vec<(OsString, OsString)> = std::env::vars_os()
         .filter(|(k, _)| k != "NOTIFY_SOCKET")
         .collect();
+    for kv in &config.env {
+        let (k, v) = kv
+            .split_once('=')
+            .expect("checked when the config was read");
+        environment.retain(|(name, _)| name != k);
+        environment.push((k.into(), v.into()));
+    }
     let setup = Setup {
         config,
         exe,
@@ -112,7 +126,8 @@ pub fn start(ini: Option<&Path>, args: &StartArgs, verbosity: i8) -> ExitCode {
         sink,
         ready_pipe: None,
     };
-    super::run_loop(executor::run(setup))
+    let code = crate::runtime::run_loop(executor::run(setup));
+    ExitCode::from(code.clamp(0, 255) as u8)
 }
 
 fn fail(message: &str) -> ExitCode {
@@ -133,15 +148,15 @@ fn read_config(ini: Option<&Path>, args: &StartArgs) -> Result<EmperorConfig, St
         }
         (Some(ini), None) => {
             let options = LoadOptions {
-                env_file: None,
                 environment: std::env::vars_os().collect(),
                 cwd,
-                vassal: Default::default(),
+                allow_unsupported: args.allow.unsupported.clone(),
+                ..LoadOptions::default()
             };
             let (config, warnings) =
                 emperor_config::from_ini(ini, &options).map_err(|e| e.to_string())?;
             for w in warnings {
-                eprintln!("{w}: warning");
+                eprintln!("{w}");
             }
             Ok(config)
         }
@@ -159,6 +174,7 @@ pub fn check(ini: &Path) -> ExitCode {
         pidfile: None,
         vassal_set: Vec::new(),
         vassal_include: Vec::new(),
+        allow: Default::default(),
     };
     match read_config(Some(ini), &args) {
         Ok(c) => {
@@ -242,30 +258,29 @@ pub fn human_status(v: &Value) -> String {
     s
 }
 
-/// `reload` of an emperor: one line per vassal; 0 only if every vassal serves
-/// its new generation.
-pub fn report_reload(answer: &Value) -> ExitCode {
-    let mut ok = true;
+/// `reload` of an emperor: one line per vassal; success only if every vassal
+/// serves its new generation.
+pub fn report_reload(answer: &Value) -> Result<super::Done, super::CommandError> {
     let vassals = answer["vassals"].as_array().cloned().unwrap_or_default();
+    let mut failed = Vec::new();
     for v in &vassals {
         let result = v["result"].as_str().unwrap_or("unknown");
         let file = v["file"].as_str().unwrap_or("?");
         if result == "serving" {
             println!("{file}: reloaded, generation {} serving", v["generation"]);
         } else {
-            ok = false;
-            eprintln!(
+            failed.push(format!(
                 "{file}: reload {result}: {}",
                 v["reason"].as_str().unwrap_or("unknown reason")
-            );
+            ));
         }
     }
     if vassals.is_empty() {
         println!("no vassals to reload");
     }
-    if ok {
-        ExitCode::SUCCESS
+    if failed.is_empty() {
+        Ok(super::Done::Success)
     } else {
-        ExitCode::from(1)
+        Err(super::CommandError::Failed(failed.join("\n")))
     }
 }

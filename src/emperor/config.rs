@@ -10,7 +10,8 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::config::{self, ConfigError, LoadOptions, VassalExtras, Warning};
+use crate::config::classes::{self, KeyClass};
+use crate::config::{self, ConfigError, ErrorKind, LoadOptions, VassalExtras, Warning};
 
 /// One `emperor =` source: a directory (every `*.ini` in it) or a glob whose
 /// wildcards are in the file-name part (`/etc/uwsgi/vassals/*.ini`).
@@ -64,6 +65,9 @@ pub struct EmperorConfig {
     /// `emperor-subreaper`: orphans of the vassals' apps are re-parented to the
     /// emperor, which reaps them (always on as PID 1, in a container).
     pub subreaper: bool,
+    /// `env = NAME=value`: added to every vassal's environment (uWSGI sets it
+    /// in the emperor, whose environment the vassals inherit).
+    pub env: Vec<String>,
     /// `uid`/`gid`: the emperor drops to these after opening its files.
     pub uid: Option<String>,
     pub gid: Option<String>,
@@ -76,6 +80,8 @@ pub enum Class {
     /// Nothing to do here: what it asks for is always true (or it only tunes a
     /// mechanism amy-emperor does not have).
     Equivalent(&'static str),
+    /// Ignored with a warning: harmless to lose.
+    Tuning(&'static str),
     /// Refused: the reason is what the site would lose.
     Unsupported(&'static str),
 }
@@ -98,6 +104,7 @@ pub const HONOURED: &[&str] = &[
     "emperor-subreaper",
     "uid",
     "gid",
+    "env",
 ];
 
 /// Keys accepted in an emperor ini as equivalent no-ops, with why.
@@ -245,29 +252,44 @@ const UNSUPPORTED: &[(&str, &str)] = &[
     ),
 ];
 
-/// How `key` (as written) is treated in an emperor ini.
-pub fn class_of(key: &str) -> Class {
+/// How `key = value` (as written) is treated in an emperor ini. `None` for a
+/// key that is not a uWSGI option (a placeholder, as in uWSGI).
+pub fn class_of(key: &str, value: &str) -> Option<Class> {
     if HONOURED.contains(&key) {
-        return Class::Honoured;
+        return Some(Class::Honoured);
     }
+    let entry = classes::classify(key, value)?;
+    Some(match emperor_class_of(key) {
+        Some(c) => c,
+        // The emperor runs no app: an app key here would be silently lost.
+        None if entry.class == KeyClass::Honoured => {
+            Class::Unsupported("the emperor would also run an app itself; make that app a vassal")
+        }
+        None => match entry.class {
+            KeyClass::Honoured | KeyClass::Unsupported => Class::Unsupported(entry.reason),
+            KeyClass::Equivalent => Class::Equivalent(entry.reason),
+            KeyClass::Tuning => Class::Tuning(entry.reason),
+        },
+    })
+}
+
+/// The emperor's own keys (and the dialect's), independent of the instance table.
+fn emperor_class_of(key: &str) -> Option<Class> {
     if let Some((_, why)) = EQUIVALENT.iter().find(|(k, _)| *k == key) {
-        return Class::Equivalent(why);
+        return Some(Class::Equivalent(why));
     }
     if let Some((_, loss)) = UNSUPPORTED.iter().find(|(k, _)| *k == key) {
-        return Class::Unsupported(loss);
+        return Some(Class::Unsupported(loss));
     }
     if config::keys::logic_kind(key).is_some() || config::keys::is_logic_end(key) {
-        return Class::Equivalent("read by the ini parser");
+        return Some(Class::Equivalent("read by the ini parser"));
     }
-    if key.starts_with("emperor") || key.starts_with("vassal") {
-        return Class::Unsupported("an emperor feature amy-emperor does not have");
+    if key.starts_with("emperor") || key.starts_with("vassal") || key.starts_with("imperial") {
+        return Some(Class::Unsupported(
+            "an emperor feature amy-emperor does not have",
+        ));
     }
-    if config::keys::is_honoured(config::keys::canonical(key)) {
-        return Class::Unsupported(
-            "the emperor would also run an app itself; make that app a vassal",
-        );
-    }
-    Class::Unsupported("an option uWSGI would apply to the emperor process")
+    None
 }
 
 /// `start --emperor DIR|GLOB`.
@@ -284,7 +306,7 @@ pub fn from_ini(
     ini: &Path,
     options: &LoadOptions,
 ) -> Result<(EmperorConfig, Vec<Warning>), ConfigError> {
-    let (opts, warnings) = config::resolve(ini, options)?;
+    let (opts, mut warnings) = config::resolve(ini, options)?;
     let mut c = EmperorConfig {
         ini: Some(options.cwd.join(ini)),
         ..EmperorConfig::default()
@@ -292,25 +314,37 @@ pub fn from_ini(
     let mut emperor_pidfile = None;
     let mut pidfile = None;
     for o in &opts {
-        // The `ini =` lines (the main file's own first) and every other
-        // dialect key were consumed by the parser.
-        if !config::keys::is_uwsgi_option(&o.key) && !HONOURED.contains(&o.key.as_str()) {
-            continue;
-        }
-        let err = |message: String| ConfigError {
-            path: o.path.clone(),
-            line: o.line,
-            message,
+        let err = |message: String| {
+            ConfigError::new(ErrorKind::InvalidValue, o.path.clone(), o.line, message)
         };
-        match class_of(&o.key) {
-            Class::Equivalent(_) => continue,
-            Class::Unsupported(loss) => {
-                return Err(err(format!(
-                    "\"{}\" is not supported in an emperor ini: {loss}",
-                    o.key
-                )))
+        match class_of(&o.key, &o.value) {
+            // A placeholder, or a dialect key the parser consumed.
+            None | Some(Class::Equivalent(_)) => continue,
+            Some(Class::Tuning(what)) => {
+                warnings.push(Warning {
+                    path: o.path.clone(),
+                    line: o.line,
+                    message: format!("\"{}\" is ignored: {what}", o.key),
+                });
+                continue;
             }
-            Class::Honoured => {}
+            Some(Class::Unsupported(loss)) if !options.allow_unsupported.contains(&o.key) => {
+                return Err(ConfigError::new(
+                    ErrorKind::Unsupported,
+                    o.path.clone(),
+                    o.line,
+                    format!("\"{}\" is not supported in an emperor ini: {loss}", o.key),
+                ));
+            }
+            Some(Class::Unsupported(loss)) => {
+                warnings.push(Warning {
+                    path: o.path.clone(),
+                    line: o.line,
+                    message: format!("\"{}\" is not supported, allowed: {loss}", o.key),
+                });
+                continue;
+            }
+            Some(Class::Honoured) => {}
         }
         let path = |v: &str| options.cwd.join(v);
         match o.key.as_str() {
@@ -348,6 +382,10 @@ pub fn from_ini(
                 c.stats = Some(addr);
             }
             "emperor-subreaper" => c.subreaper = config::keys::flag_value(&o.value),
+            "env" => match o.value.split_once('=') {
+                Some((k, _)) if !k.is_empty() => c.env.push(o.value.clone()),
+                _ => return Err(err("env: expected NAME=value".into())),
+            },
             "uid" => c.uid = Some(o.value.clone()),
             "gid" => c.gid = Some(o.value.clone()),
             other => unreachable!("{other} is in HONOURED but not handled"),
@@ -355,11 +393,12 @@ pub fn from_ini(
     }
     c.pidfile = emperor_pidfile.or(pidfile);
     if c.monitors.is_empty() {
-        return Err(ConfigError {
-            path: ini.to_path_buf(),
-            line: None,
-            message: "no `emperor =` directory or glob".into(),
-        });
+        return Err(ConfigError::new(
+            ErrorKind::Missing,
+            ini.to_path_buf(),
+            None,
+            "no `emperor =` directory or glob",
+        ));
     }
     Ok((c, warnings))
 }
@@ -501,16 +540,22 @@ mod tests {
                 "{k}"
             );
         }
-        assert_eq!(class_of("emperor"), Class::Honoured);
-        assert!(matches!(class_of("emperor-freq"), Class::Equivalent(_)));
+        assert_eq!(class_of("emperor", "/x"), Some(Class::Honoured));
         assert!(matches!(
-            class_of("emperor-broodlord"),
-            Class::Unsupported(_)
+            class_of("emperor-freq", "3"),
+            Some(Class::Equivalent(_))
         ));
         assert!(matches!(
-            class_of("emperor-zerg-something"),
-            Class::Unsupported(_)
+            class_of("emperor-broodlord", "2"),
+            Some(Class::Unsupported(_))
         ));
-        assert!(matches!(class_of("socket"), Class::Unsupported(l) if l.contains("vassal")));
+        assert!(matches!(
+            class_of("emperor-wrapper-fallback", "x"),
+            Some(Class::Unsupported(_))
+        ));
+        assert!(
+            matches!(class_of("socket", "/x.sock"), Some(Class::Unsupported(l)) if l.contains("vassal"))
+        );
+        assert_eq!(class_of("not-an-option", "1"), None);
     }
 }

@@ -17,8 +17,6 @@ use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use notify::event::{AccessKind, AccessMode, EventKind};
-use notify::RecursiveMode;
 use serde_json::{json, Value};
 use tokio::signal::unix::SignalKind;
 use tokio::sync::{mpsc, oneshot};
@@ -30,7 +28,7 @@ use crate::config::{self, LoadOptions};
 use crate::control;
 use crate::logs::LogSink;
 use crate::pidfile::Pidfile;
-use crate::supervisor::executor::ControlCommand;
+use crate::supervisor::inbox::ControlCommand;
 
 /// What the sources send to the loop.
 pub enum Input {
@@ -208,7 +206,7 @@ impl Loop {
             let deadline = self.emperor.next_deadline();
             let input = tokio::select! {
                 input = rx.recv() => input,
-                () = sleep_until(deadline) => Some(Input::Event(Event::Tick)),
+                () = crate::runtime::sleep_until(deadline) => Some(Input::Event(Event::Tick)),
             };
             match input {
                 Some(Input::Event(event)) => {
@@ -446,10 +444,10 @@ impl Loop {
     /// the vassal reads its ini (same cwd, environment and emperor extras).
     fn control_path_of(&self, file: &Path, dir: &Path) -> Option<PathBuf> {
         let options = LoadOptions {
-            env_file: None,
             environment: self.setup.environment.clone(),
             cwd: dir.to_path_buf(),
             vassal: self.setup.config.vassal.clone(),
+            ..LoadOptions::default()
         };
         let pidfile = config::pidfile_of(file, &options).ok().flatten()?;
         Some(control::path_for(&pidfile))
@@ -697,13 +695,6 @@ fn describe_exit(exit: Exit) -> String {
     }
 }
 
-async fn sleep_until(deadline: Option<Instant>) {
-    match deadline {
-        Some(at) => tokio::time::sleep_until(at.into()).await,
-        None => std::future::pending().await,
-    }
-}
-
 fn spawn_signal_sources(inbox: Inbox) -> std::io::Result<()> {
     let table = [
         (SignalKind::hangup(), Sig::Hup),
@@ -803,48 +794,18 @@ fn is_zombie(pid: i32) -> bool {
     })
 }
 
-/// Watches each monitored directory itself (not recursively): every vassal file
-/// is directly in it, and a directory watch survives the rename-into-place that
-/// deploy tools do.
-fn watch_dirs(
-    monitors: &[Monitor],
-    inbox: Inbox,
-) -> notify::Result<Box<dyn notify::Watcher + Send>> {
-    let handler = move |result: notify::Result<notify::Event>| {
-        let Ok(event) = result else {
-            return;
-        };
-        // Vassal masters reading their ini must not look like changes.
-        if let EventKind::Access(kind) = event.kind {
-            if kind != AccessKind::Close(AccessMode::Write) {
-                return;
-            }
-        }
-        let _ = inbox.send(Input::DirChanged(event.paths));
-    };
-    let poll = std::env::var("AMY_EMPEROR_WATCH").is_ok_and(|v| v == "poll");
-    let mut watcher: Box<dyn notify::Watcher + Send> = match (
-        poll,
-        notify::recommended_watcher(handler.clone()),
-    ) {
-        (false, Ok(w)) => Box::new(w),
-        (_, result) => {
-            if let Err(e) = result {
-                warn!(error = %e, "inotify unavailable, polling the vassal directories every 2 s");
-            }
-            let config = notify::Config::default()
-                .with_poll_interval(Duration::from_secs(2))
-                .with_compare_contents(false);
-            Box::new(notify::PollWatcher::new(handler, config)?)
-        }
-    };
-    let mut dirs = BTreeSet::new();
-    for m in monitors {
-        if dirs.insert(m.dir.clone()) {
-            watcher.watch(&m.dir, RecursiveMode::NonRecursive)?;
-        }
-    }
-    Ok(watcher)
+/// Watches the monitored directories through [`crate::watch`] (inotify, or
+/// its polling fallback), one rescan request per event.
+fn watch_dirs(monitors: &[Monitor], inbox: Inbox) -> notify::Result<crate::watch::Watcher> {
+    let dirs: Vec<PathBuf> = monitors
+        .iter()
+        .map(|m| m.dir.clone())
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    crate::watch::Watcher::entries_of(&dirs, move |paths| {
+        let _ = inbox.send(Input::DirChanged(paths));
+    })
 }
 
 /// The vassal files now matched by the monitors (absolute paths), and which of

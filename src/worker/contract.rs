@@ -1,14 +1,17 @@
-//! The master↔worker contract. The Python side is `python/amy_worker.py`; both
-//! sides must change together, and `tests/worker_contract.rs` runs the real
-//! worker against it.
+//! The master↔worker contract. The Python side is the package
+//! `python/amy_worker/` (its `contract.py` mirrors the constants here); both
+//! sides must change together. `tests/python/test_worker.py` runs the real
+//! worker standalone against this contract, and `tests/serve.rs` runs it under
+//! the real master.
 //!
 //! # Start
 //! The master runs `<python> -c BOOTSTRAP amy-emperor-worker <id> <generation>`
 //! where `<python>` is `<home>/bin/python` (or `python3`), with an explicit
 //! environment: the master's start-up environment, then the env file, then `env =`
-//! lines, plus [`ENV_CONFIG`]. BOOTSTRAP reads the worker source from
-//! [`FD_SOURCE`] (a sealed memfd holding `amy_worker.py`, so the site installs one
-//! binary and no file is written) and executes it as `__main__`.
+//! lines, plus [`ENV_CONFIG`]. BOOTSTRAP reads the worker package from
+//! [`FD_SOURCE`] (a sealed memfd holding [`WORKER_PACKAGE`] as one JSON object
+//! `{"amy_worker/server.py": "<source>", ...}`, so the site installs one binary and
+//! no file is written), installs an importer for it and runs `amy_worker`.
 //!
 //! # File descriptors
 //! | fd | what | direction |
@@ -68,14 +71,66 @@ pub const MSG_FAILED: &str = "failed";
 pub const SCOREBOARD_SIZE: usize = 256;
 pub const SCOREBOARD_REQ_MAX: usize = SCOREBOARD_SIZE - 42;
 
-/// The worker's code, shipped inside the binary.
-pub const WORKER_SOURCE: &str = include_str!("../../python/amy_worker.py");
+/// The worker package, shipped inside the binary: (path under `python/`, source).
+/// A unit test checks this lists exactly the files of `python/amy_worker/`.
+macro_rules! package {
+    ($($path:literal),* $(,)?) => {
+        &[$(($path, include_str!(concat!("../../python/", $path)))),*]
+    };
+}
+pub const WORKER_PACKAGE: &[(&str, &str)] = package![
+    "amy_worker/__init__.py",
+    "amy_worker/__main__.py",
+    "amy_worker/app.py",
+    "amy_worker/applog.py",
+    "amy_worker/contract.py",
+    "amy_worker/errors.py",
+    "amy_worker/fdio.py",
+    "amy_worker/http.py",
+    "amy_worker/limits.py",
+    "amy_worker/proctitle.py",
+    "amy_worker/protocol.py",
+    "amy_worker/server.py",
+    "amy_worker/state.py",
+    "amy_worker/wsgi.py",
+];
 
-/// Executed with `python -c`: loads the source from [`FD_SOURCE`] and runs it as
-/// `__main__`. `pread` from offset 0 because every worker shares the memfd's
-/// file offset (one open file description, duplicated).
-pub const BOOTSTRAP: &str =
-    "import os\nsrc=os.pread(6,os.fstat(6).st_size,0)\nos.close(6)\nexec(compile(src,'amy_worker.py','exec'))\n";
+/// Executed with `python -c`: reads the package from [`FD_SOURCE`] (`pread` from
+/// offset 0 because every worker shares the memfd's file offset), closes it, and
+/// installs a meta-path finder that serves `amy_worker.*` from memory. Sources are
+/// put in `linecache` so tracebacks name `amy_worker/x.py` with their lines.
+/// Python 3.8+, stdlib only; nothing is written to disk.
+pub const BOOTSTRAP: &str = r#"import os,sys,json,linecache
+from importlib.machinery import ModuleSpec
+B=json.loads(os.pread(6,os.fstat(6).st_size,0))
+os.close(6)
+class AmyWorkerImporter:
+    def find_spec(self,name,path=None,target=None):
+        if name!='amy_worker' and not name.startswith('amy_worker.'):
+            return None
+        base=name.replace('.','/')
+        for key,pkg in ((base+'/__init__.py',True),(base+'.py',False)):
+            if key in B:
+                spec=ModuleSpec(name,self,origin=key,is_package=pkg)
+                spec.has_location=True
+                return spec
+        return None
+    def create_module(self,spec):
+        return None
+    def exec_module(self,module):
+        key=module.__spec__.origin
+        src=B[key]
+        linecache.cache[key]=(len(src),None,src.splitlines(True),key)
+        exec(compile(src,key,'exec',dont_inherit=True),module.__dict__)
+    def get_source(self,name):
+        spec=self.find_spec(name)
+        return B[spec.origin] if spec else None
+    def get_filename(self,name):
+        spec=self.find_spec(name)
+        return spec.origin if spec else None
+sys.meta_path.insert(0,AmyWorkerImporter())
+import amy_worker.__main__
+"#;
 
 /// Exit codes the worker uses on purpose.
 pub mod exit_code {
@@ -114,6 +169,19 @@ impl ExitReason {
             exit_code::MAX_REQUESTS => ExitReason::Recycled("max-requests"),
             exit_code::RELOAD_ON_RSS => ExitReason::Recycled("reload-on-rss"),
             other => ExitReason::Crashed(other),
+        }
+    }
+
+    /// Classifies a child's exit as `wait` reported it (a failed wait counts as a crash).
+    pub fn from_status(status: std::io::Result<std::process::ExitStatus>) -> Self {
+        use std::os::unix::process::ExitStatusExt;
+        match status {
+            Ok(s) => match (s.code(), s.signal()) {
+                (Some(code), _) => ExitReason::from_code(code),
+                (None, Some(sig)) => ExitReason::Signaled(sig),
+                _ => ExitReason::Crashed(-1),
+            },
+            Err(_) => ExitReason::Crashed(-1),
         }
     }
 }

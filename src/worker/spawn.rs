@@ -63,7 +63,7 @@ pub fn environment(
         env.push((name, value));
     };
     for var in &config.env {
-        set(var.name.clone().into(), var.value.clone().into());
+        set(var.name.clone().into(), var.value.clone());
     }
     if let Some(home) = &config.home {
         // What `source venv/bin/activate` would do; the app's subprocesses find the venv.
@@ -204,15 +204,24 @@ fn place_fds(moves: &[(RawFd, RawFd)]) -> io::Result<()> {
     Ok(())
 }
 
-/// A sealed memfd holding the worker source, shared read-only by every worker.
+/// The worker package as BOOTSTRAP reads it: one JSON object, path → source.
+fn package_json() -> String {
+    let files: serde_json::Map<String, serde_json::Value> = contract::WORKER_PACKAGE
+        .iter()
+        .map(|(path, source)| (path.to_string(), serde_json::Value::from(*source)))
+        .collect();
+    serde_json::Value::Object(files).to_string()
+}
+
+/// A sealed memfd holding the worker package, shared read-only by every worker.
 pub fn source_memfd() -> io::Result<OwnedFd> {
     use nix::sys::memfd::{memfd_create, MemFdCreateFlag};
     let fd = memfd_create(
-        c"amy-worker.py",
+        c"amy-worker-package",
         MemFdCreateFlag::MFD_CLOEXEC | MemFdCreateFlag::MFD_ALLOW_SEALING,
     )?;
     let mut file = std::fs::File::from(fd);
-    io::Write::write_all(&mut file, contract::WORKER_SOURCE.as_bytes())?;
+    io::Write::write_all(&mut file, package_json().as_bytes())?;
     let fd = OwnedFd::from(file);
     // SAFETY: fcntl on an fd we own; the seals make the source immutable, so a
     // worker cannot change what the next worker runs.
@@ -227,4 +236,35 @@ pub fn source_memfd() -> io::Result<OwnedFd> {
         return Err(io::Error::last_os_error());
     }
     Ok(fd)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every file under `python/amy_worker/` is embedded, and nothing else: a
+    /// module added without listing it in `WORKER_PACKAGE` fails here, not in production.
+    #[test]
+    fn embedded_package_is_exactly_the_python_directory() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/python/amy_worker");
+        let mut on_disk: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap())
+            .filter(|e| e.file_type().unwrap().is_file())
+            .map(|e| format!("amy_worker/{}", e.file_name().to_string_lossy()))
+            .collect();
+        on_disk.sort();
+        let mut embedded: Vec<String> = contract::WORKER_PACKAGE
+            .iter()
+            .map(|(p, _)| p.to_string())
+            .collect();
+        embedded.sort();
+        assert_eq!(embedded, on_disk);
+        for (path, source) in contract::WORKER_PACKAGE {
+            let disk = std::fs::read_to_string(format!("{dir}/../{path}")).unwrap();
+            assert_eq!(*source, disk, "{path}");
+        }
+        let bundle: serde_json::Value = serde_json::from_str(&package_json()).unwrap();
+        assert_eq!(bundle.as_object().unwrap().len(), on_disk.len());
+    }
 }

@@ -1,7 +1,9 @@
-"""Launch python/amy_worker.py standalone, exactly as the master does
-(src/worker/contract.rs): listening sockets, control and master-alive pipes, the
-scoreboard memfd, the source memfd and `python -c BOOTSTRAP` with the JSON config
-in AMY_EMPEROR_WORKER. A harness for the worker, not a second master."""
+"""Launch the worker package python/amy_worker/ standalone, exactly as the master
+does (src/worker/contract.rs): listening sockets, control and master-alive pipes,
+the scoreboard memfd, the package memfd (the same JSON bundle `source_memfd`
+writes: every file of python/amy_worker/, which a Rust unit test checks is what
+the binary embeds) and `python -c BOOTSTRAP` with the JSON config in
+AMY_EMPEROR_WORKER. A harness for the worker, not a second master."""
 
 import itertools
 import json
@@ -20,7 +22,7 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 APPS = os.path.join(ROOT, "tests", "apps")
-WORKER_SOURCE = os.path.join(ROOT, "python", "amy_worker.py")
+PACKAGE_DIR = os.path.join(ROOT, "python", "amy_worker")
 CONTRACT = os.path.join(ROOT, "src", "worker", "contract.rs")
 VENV_PYTHON = os.path.join(ROOT, ".venv-test", "bin", "python")
 
@@ -28,6 +30,9 @@ VENV_PYTHON = os.path.join(ROOT, ".venv-test", "bin", "python")
 def _contract_constant(name):
     """Read a constant from contract.rs so the harness cannot drift from it."""
     text = open(CONTRACT).read()
+    m = re.search(r'pub const %s: &str = r#"(.*?)"#;\n' % name, text, re.S)
+    if m:
+        return m.group(1)
     m = re.search(r"pub const %s: [^=]+=\s*(.+?);\n" % name, text, re.S)
     assert m, name
     value = m.group(1).strip()
@@ -46,6 +51,17 @@ FD_FIRST_LISTENER = int(_contract_constant("FD_FIRST_LISTENER"))
 SCOREBOARD_SIZE = int(_contract_constant("SCOREBOARD_SIZE"))
 SCOREBOARD = struct.Struct("<dQQdQH")
 _serial = itertools.count(1)
+
+
+def package_bundle():
+    """The worker package as the master puts it in the memfd at FD_SOURCE."""
+    files = {}
+    for name in sorted(os.listdir(PACKAGE_DIR)):
+        path = os.path.join(PACKAGE_DIR, name)
+        if os.path.isfile(path):
+            with open(path, encoding="utf-8") as f:
+                files["amy_worker/" + name] = f.read()
+    return json.dumps(files).encode("utf-8")
 
 
 def wait_for(predicate, timeout=10.0, what="condition"):
@@ -115,9 +131,9 @@ class Worker:
         board = os.memfd_create("amy-scoreboard")
         os.ftruncate(board, SCOREBOARD_SIZE)
         self.scoreboard = mmap.mmap(board, SCOREBOARD_SIZE)
-        source = os.memfd_create("amy-worker-source")
-        with open(WORKER_SOURCE, "rb") as f:
-            os.write(source, f.read())
+        source = os.memfd_create("amy-worker-package")
+        bundle = package_bundle()
+        assert os.write(source, bundle) == len(bundle)
         os.lseek(source, 0, os.SEEK_SET)
         log = os.open(self.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         devnull = os.open(os.devnull, os.O_RDONLY)

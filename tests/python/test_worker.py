@@ -305,6 +305,20 @@ def test_exception_before_headers_is_a_500_with_traceback(spawn):
     served_after(w)
 
 
+def test_traceback_names_the_package_file_line_and_source(spawn):
+    """The package is imported from the memfd, yet tracebacks read like files on
+    disk: `amy_worker/wsgi.py`, the right line, the source text."""
+    w = spawn()
+    assert uwsgi(w.addresses[0], uri="/crash").status == 500
+    wsgi_py = os.path.join(ROOT, "python", "amy_worker", "wsgi.py")
+    with open(wsgi_py) as f:
+        lines = f.read().splitlines()
+    lineno = next(i for i, line in enumerate(lines, 1) if "result = worker.app(env, req.start_response)" in line)
+    expected = '  File "amy_worker/wsgi.py", line %d, in run_app\n    result = worker.app(env, req.start_response)\n' % lineno
+    wait_for(lambda: "crash before start_response" in w.log(), 10, "the traceback")
+    assert expected in w.log(), w.log()
+
+
 def test_exception_after_headers_closes_and_calls_close_once(spawn):
     w = spawn()
     raw = raw_request(w.addresses[0], pack_uwsgi(nginx_vars(uri="/stream-fail")))
@@ -710,3 +724,57 @@ def test_generated_malformed_packets_are_answered_or_closed_and_the_worker_survi
             served_after(w)
     served_after(w)  # the same pid answers: it neither died nor was replaced
     assert answered > 50, (answered, closed)
+
+
+def test_threads_counters_exact_and_scoreboard_idle_after_concurrent_load(spawn):
+    """threads = 4 under bounded concurrent load, in bursts of 8 simultaneous
+    requests: after each burst every request is counted once (no lost update
+    between serving threads) and the scoreboard's request start is back to 0.0,
+    so harakiri never sees an idle worker as busy. (Before the counters lock, two
+    requests ending together could leave the start of a finished one behind.)"""
+    w = spawn(app="switchy", threads=4)
+    bursts, width = 40, 8
+    errors = []
+    deadline = time.monotonic() + 120
+
+    def client(barrier, n):
+        try:
+            barrier.wait(10)
+            r = uwsgi(w.addresses[0], uri="/b%d" % n)
+            if r.status != 200:
+                errors.append(r.status)
+        except Exception as e:  # reported below, never swallowed
+            errors.append(repr(e))
+
+    for burst in range(1, bursts + 1):
+        assert time.monotonic() < deadline, "load did not finish in 120 s"
+        barrier = threading.Barrier(width)
+        threads = [threading.Thread(target=client, args=(barrier, i)) for i in range(width)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        assert not any(t.is_alive() for t in threads), "burst %d hung" % burst
+        assert not errors, errors[:5]
+        total = burst * width
+        wait_for(lambda: w.board()["requests"] >= total, 10, "%d requests counted (board: %r)" % (total, w.board()))
+        board = w.board()
+        assert board["requests"] == total, (burst, board)
+        assert board["start"] == 0.0, (burst, board)
+        assert board["request"] == "", (burst, board)
+    # The log line's own count agrees: the last request logged says req: total/total.
+    assert ("req: %d/%d]" % (total, total)) in w.log()
+
+
+def test_worker_process_title_names_worker_and_generation(spawn):
+    """ps/pgrep -f tell workers apart: the argv area holds the title (NUL-padded),
+    comm is the short name."""
+    w = spawn(id=3, generation=7)
+    with open("/proc/%d/cmdline" % w.pid, "rb") as f:
+        cmdline = f.read()
+    assert cmdline.rstrip(b"\0") == b"amy-emperor worker 3 gen 7", cmdline[:200]
+    with open("/proc/%d/comm" % w.pid) as f:
+        assert f.read().strip() == "amy-worker 3"
+    out = subprocess.run(["pgrep", "-f", "amy-emperor worker 3 gen 7"], capture_output=True, text=True).stdout.split()
+    assert str(w.pid) in out
+    served_after(w)

@@ -1,0 +1,88 @@
+"""Process-wide state of a worker: the app, counters, the scoreboard, the stop flag."""
+
+import os
+import time
+
+from .contract import EXIT_MAX_REQUESTS, EXIT_OK, EXIT_RELOAD_ON_RSS, FD_SCOREBOARD, SCOREBOARD_SIZE
+from .limits import MAX_BLOCK
+from .wsgi import _build_head
+
+
+class Worker(object):
+    """Process-wide state: the app, counters, the scoreboard, the stop flag."""
+
+    def __init__(self, cfg, app):
+        self.cfg = cfg
+        self.app = app
+        self.pid = os.getpid()
+        self.threads = max(1, int(cfg.get("threads") or 1))
+        self.processes = max(1, int(cfg.get("processes") or 1))
+        bs = cfg.get("buffer_size")
+        self.max_block = MAX_BLOCK if not bs else max(1, min(int(bs), MAX_BLOCK))
+        self.logging = not cfg.get("disable_logging")
+        self.max_requests = int(cfg.get("max_requests") or 0)
+        rss = cfg.get("reload_on_rss_mb")
+        self.rss_limit_pages = 0
+        if rss:
+            self.rss_limit_pages = int(float(rss) * 1024 * 1024) // os.sysconf("SC_PAGE_SIZE")
+            self.statm = os.open("/proc/self/statm", os.O_RDONLY | os.O_CLOEXEC)
+        self.requests = 0
+        self.bytes_sent = 0
+        self.busy_seconds = 0.0
+        self.exceptions = 0
+        self.stopping = False
+        self.exit_code = EXIT_OK
+        self.head_cache = {}
+        self.ctime_cache = (0, "")
+        import mmap
+
+        self.scoreboard = mmap.mmap(FD_SCOREBOARD, SCOREBOARD_SIZE)
+        self.app_lock = None
+        # Guards the counters and the scoreboard when several threads serve;
+        # set by server.run, None with one serving thread.
+        self.counters = None
+        self.main_idle = False
+        self.requests_objs = []
+
+    def ctime(self, t):
+        sec = int(t)
+        cached = self.ctime_cache
+        if cached[0] != sec:
+            # time.ctime calls localtime(), which may stat /etc/localtime: once a second.
+            cached = (sec, time.ctime(sec))
+            self.ctime_cache = cached
+        return cached[1]
+
+    def stop(self, code):
+        if not self.stopping:
+            self.stopping = True
+            self.exit_code = code
+
+    def after_request(self):
+        """Recycling checks; called with the request fully done."""
+        if self.max_requests and self.requests >= self.max_requests:
+            self.stop(EXIT_MAX_REQUESTS)
+        if self.rss_limit_pages:
+            try:
+                rss_pages = int(os.pread(self.statm, 64, 0).split()[1])
+            except (OSError, IndexError, ValueError):
+                rss_pages = 0
+            if rss_pages >= self.rss_limit_pages:
+                self.stop(EXIT_RELOAD_ON_RSS)
+
+    def head(self, proto, status, headers, extra):
+        """The response head bytes, memoised per (protocol, status, headers)."""
+        try:
+            key = (proto, status, tuple(headers), extra)
+            cached = self.head_cache.get(key)
+        except TypeError:
+            key = None
+            cached = None
+        if cached is not None:
+            return cached
+        head = _build_head(proto, status, headers, extra)
+        if key is not None:
+            if len(self.head_cache) >= 1024:
+                self.head_cache.clear()
+            self.head_cache[key] = head
+        return head
