@@ -481,10 +481,11 @@ fn two_vassals_behind_nginx_serve_through_add_touch_break_fix_and_remove() {
         let v = d.vassal_status("b");
         (v["last_reload"]["result"] != "serving" && !v["last_reload"].is_null()).then_some(())
     });
-    assert_eq!(
-        d.worker_pids("b"),
-        b_workers,
-        "the old generation serves on"
+    // The old generation serves on (the failed new worker is listed until reaped).
+    wait_for(
+        "b's workers to be the old generation's",
+        Duration::from_secs(15),
+        || (d.worker_pids("b") == b_workers).then_some(()),
     );
     // ... and fixed.
     std::fs::write(d.ini("b"), app_ini(&d, "b", "vassal_app")).unwrap();
