@@ -164,7 +164,7 @@ pub const EQUIVALENT: &[(&str, &str)] = &[
 ];
 
 /// Emperor keys real sites use that amy-emperor refuses, with what they do.
-const UNSUPPORTED: &[(&str, &str)] = &[
+pub const UNSUPPORTED: &[(&str, &str)] = &[
     (
         "emperor-nofollow",
         "a vassal symlink would be reloaded on a change of the link itself",
