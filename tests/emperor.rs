@@ -771,3 +771,38 @@ fn uid_of(pid: i32) -> (u32, u32) {
     };
     (field("Uid:"), field("Gid:"))
 }
+
+/// `daemonize = FILE` in an emperor ini: `start` returns 0 only once the vassals
+/// of the first scan serve; the detached emperor is then stopped by its pidfile.
+#[test]
+fn a_daemonized_emperor_returns_once_its_vassals_serve() {
+    let d = dirs("daemon");
+    std::fs::write(d.ini("v1"), app_ini(&d, "v1", "vassal_app")).unwrap();
+    let ini = d.write_emperor_ini("").to_string_lossy().into_owned();
+    let text = std::fs::read_to_string(&ini)
+        .unwrap()
+        .replace("logto =", "daemonize =");
+    std::fs::write(&ini, text).unwrap();
+    let out = d.cli(&["start", &ini]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Ready means serving, at once.
+    assert!(
+        d.serving_pid("v1").is_some(),
+        "start returned before v1 served"
+    );
+    let pidfile = d.emperor_pidfile();
+    let st = d.cli(&["status", "--pidfile", pidfile.to_str().unwrap()]);
+    assert!(st.status.success());
+    assert!(d.emperor_log().contains("emperor ready"));
+    let out = d.cli(&["stop", "--pidfile", pidfile.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!d.sock("v1").exists() && !pidfile.exists());
+}

@@ -41,11 +41,24 @@ pub fn start(ini: Option<&Path>, args: &StartArgs, verbosity: i8) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if args.daemonize || config.daemonize.is_some() {
-        eprintln!("amy-emperor: daemonizing an emperor is not supported yet; run it under an init system (it stays in the foreground)");
-        return ExitCode::from(2);
-    }
     let logto = config.logto.clone().or(config.daemonize.clone());
+    // Detach first, while this process has no thread; the parent returns once
+    // the emperor is ready (every first vassal served or failed).
+    let ready_pipe = if args.daemonize || config.daemonize.is_some() {
+        if logto.is_none() {
+            eprintln!("amy-emperor: a daemonized emperor needs `daemonize = FILE` or `logto` (its log would be lost)");
+            return ExitCode::from(2);
+        }
+        match super::start::daemonize() {
+            Ok(pipe) => pipe,
+            Err(e) => {
+                eprintln!("amy-emperor: cannot daemonize: {e}");
+                return ExitCode::from(1);
+            }
+        }
+    } else {
+        None
+    };
     let sink = match &logto {
         Some(path) => match LogSink::open(Some(path), 0) {
             Ok(s) => Some(s),
@@ -124,7 +137,7 @@ pub fn start(ini: Option<&Path>, args: &StartArgs, verbosity: i8) -> ExitCode {
         pidfile,
         control,
         sink,
-        ready_pipe: None,
+        ready_pipe,
     };
     let code = crate::runtime::run_loop(executor::run(setup));
     ExitCode::from(code.clamp(0, 255) as u8)
