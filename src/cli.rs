@@ -38,6 +38,9 @@ pub enum Command {
     Completions(CompletionsArgs),
     /// Print the man page (roff), generated from these definitions.
     Man,
+    /// The `http =` router process; started by the master, not by people.
+    #[command(hide = true)]
+    Router,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -111,9 +111,14 @@ pub fn run(cli: Cli) -> ExitCode {
         }
         Command::Completions(args) => return completions::completions(&args),
         Command::Man => return completions::man(),
+        Command::Router => {
+            crate::logs::init_tracing(std::io::stderr, verbosity);
+            return crate::router::run_process();
+        }
     };
     exit_code(result)
 }
+
 /// The pidfile of the instance a command targets: `--pidfile`, or the ini's
 /// `pidfile`, read leniently so that a half-deployed, invalid config still lets
 /// people stop, reload and inspect the running site.
