@@ -133,6 +133,9 @@ pub fn build(
         lazy_apps: false,
         need_app: false,
         reload_one_by_one: false,
+        reload_check: Vec::new(),
+        reload_check_host: "localhost".into(),
+        reload_check_timeout: Duration::from_secs(10),
     };
     let mut ini_env = Vec::new();
     let mut reported: HashSet<String> = HashSet::new();
@@ -215,9 +218,35 @@ pub fn build(
                 })
             }
             "die-on-term" => c.die_on_term = flag,
-            "lazy-apps" => c.lazy_apps = flag,
+            "lazy-apps" | "lazy" => c.lazy_apps = flag,
             "need-app" => c.need_app = flag,
             "reload-one-by-one" => c.reload_one_by_one = flag,
+            "reload-check" => {
+                if !v.starts_with('/') || v.chars().any(|ch| ch.is_whitespace() || ch.is_control())
+                {
+                    return Err(opt.origin.error(format!(
+                        "reload-check = {v}: must be a path starting with / (no spaces)"
+                    )));
+                }
+                c.reload_check.push(v.to_string())
+            }
+            "reload-check-host" => {
+                if v.is_empty() || v.chars().any(|ch| ch.is_whitespace() || ch.is_control()) {
+                    return Err(opt.origin.error(format!(
+                        "reload-check-host = {v}: must be a host name (no spaces)"
+                    )));
+                }
+                c.reload_check_host = v.to_string()
+            }
+            "reload-check-timeout" => {
+                let n = non_negative(opt)?;
+                if n == 0 {
+                    return Err(opt
+                        .origin
+                        .error("reload-check-timeout must be at least 1 second".to_string()));
+                }
+                c.reload_check_timeout = Duration::from_secs(n as u64)
+            }
             _ => {
                 if key.is_empty() || keys::is_logic_end(key) || !reported.insert(opt.key.clone()) {
                     continue;
