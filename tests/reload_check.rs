@@ -30,11 +30,10 @@ fn reload(site: &Site) -> (Option<i32>, String) {
     )
 }
 
-/// One answer seen by the paced load: when it was sent, how long it took, the
-/// status and the release that answered (empty for an error).
+/// One answer seen by the paced load: how long it took, the status and the
+/// release that answered (empty for an error).
 #[derive(Debug, Clone)]
 struct Seen {
-    at: Duration,
     took: Duration,
     status: u16,
     release: String,
@@ -63,7 +62,6 @@ fn paced(
                         Err(_) => (0, String::new()),
                     };
                     seen.lock().unwrap().push(Seen {
-                        at: sent - start,
                         took,
                         status,
                         release,

@@ -1027,4 +1027,6 @@ fn kill(w: &mut Worker, actions: &mut Vec<Action>) {
 
 mod template;
 #[cfg(test)]
+mod template_tests;
+#[cfg(test)]
 mod tests;
