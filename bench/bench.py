@@ -365,6 +365,10 @@ def ini_text(server, app, d, processes):
     if server == "uwsgi":
         # uWSGI reloads on a touch only when told to watch the file.
         lines.append(f"touch-reload = {d}/amy_uwsgi.ini")
+    if server == "amy" and os.environ.get("BENCH_AMY_INI"):
+        # Extra amy-emperor lines, '|'-separated: "lazy-apps = true" or
+        # "reload-check = /" to compare variants of the same run.
+        lines += [l.strip() for l in os.environ["BENCH_AMY_INI"].split("|") if l.strip()]
     return "\n".join(lines) + "\n"
 
 

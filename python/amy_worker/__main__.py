@@ -11,6 +11,7 @@ from .contract import (
     ENV_CONFIG,
     EXIT_APP_LOAD_FAILED,
     EXIT_CHECK_FAILED,
+    EXIT_OK,
     FD_CONTROL,
     FD_MASTER_ALIVE,
     FD_SCOREBOARD,
@@ -41,6 +42,10 @@ def start_worker(cfg, app, listeners):
         except CheckFailed as e:
             _tell_failed("reload check failed", str(e))
             _exit(EXIT_CHECK_FAILED)
+        # The check counts as a request, but must not recycle the worker before
+        # it served anyone (max-requests = 1 would loop forever).
+        worker.stopping = False
+        worker.exit_code = EXIT_OK
     run(worker, listeners)
 
 
