@@ -165,33 +165,58 @@ fn preload_imports_once_forks_children_of_the_master_and_uses_under_0_6_of_lazy_
     );
 }
 
+/// The master's log time of `what` for `pid` (`... what ... pid=N ...`).
+fn logged_at(log: &str, what: &str, pid: i32) -> Option<stamp::Stamp> {
+    log.lines()
+        .find(|l| l.contains(what) && l.contains(&format!(" pid={pid} ")))
+        .and_then(stamp::parse)
+}
+
+/// RFC 3339 UTC stamps as the log writes them, compared within one day.
+mod stamp {
+    pub type Stamp = f64;
+    pub fn parse(line: &str) -> Option<Stamp> {
+        let t = line.get(11..26)?; // HH:MM:SS.ffffff
+        let h: f64 = t.get(0..2)?.parse().ok()?;
+        let m: f64 = t.get(3..5)?.parse().ok()?;
+        let s: f64 = t.get(6..15)?.parse().ok()?;
+        Some(h * 3600.0 + m * 60.0 + s)
+    }
+}
+
 #[test]
 fn a_killed_worker_is_replaced_by_a_fork_without_an_import() {
-    let site = heavy_site("pre-kill", 2, "");
+    // An import of 3 s: a replacement ready sooner was forked, not imported.
+    let site = heavy_site("pre-kill", 2, "env = HEAVY_IMPORT_S=3\n");
     let inst = site.start();
     let before = inst.worker_pids();
     let victim = before[0];
-    let killed = Instant::now();
     assert!(kill(victim, libc::SIGKILL));
-    let replacement = wait_for("a ready replacement", Duration::from_secs(10), || {
+    let replacement = wait_for("a ready replacement", Duration::from_secs(20), || {
         let s = site.status_json();
         s["workers"].as_array()?.iter().find_map(|w| {
             let pid = w["pid"].as_i64()? as i32;
             (!before.contains(&pid) && w["state"] == "idle").then_some(pid)
         })
     });
-    let took = killed.elapsed();
     // Serving: it answers (the other worker may take some requests too).
     wait_for("the replacement to answer", Duration::from_secs(10), || {
         let r = uwsgi_get(&site.sock(), "/").ok()?;
         (r.header("X-Worker-Pid")? == replacement.to_string()).then_some(())
     });
-    eprintln!("SIGKILL -> replacement ready: {} ms", took.as_millis());
+    let log = site.log_text();
+    let died = logged_at(&log, "worker died", victim).expect("death logged");
+    let ready = logged_at(&log, "worker ready", replacement).expect("ready logged");
+    let took = ready - died;
+    eprintln!(
+        "SIGKILL -> replacement ready (master's log): {:.0} ms",
+        took * 1000.0
+    );
     assert_eq!(imports(&site), 1, "a respawn is a fork, not an import");
     assert_eq!(ppid(replacement), inst.pid());
-    // The import takes 1 s: anything well under it was a fork (the figure is
-    // printed; the 50 ms target is measured on an idle machine).
-    assert!(took < Duration::from_millis(900), "took {took:?}");
+    // The 50 ms target holds on an idle machine; on a shared one, the figure
+    // is printed and must stay under the import time.
+    assert!(took < 3.0, "took {took} s");
 }
 
 #[test]
