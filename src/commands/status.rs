@@ -156,6 +156,15 @@ fn human(report: &Report) -> String {
         }
         s += "\n";
     }
+    for t in &status.templates {
+        s += &format!(
+            "template gen {}: pid {}, {}, rss {:.1} MiB\n",
+            t.generation,
+            t.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
+            t.state,
+            t.rss_bytes as f64 / 1048576.0
+        );
+    }
     s += "worker  pid      gen  state     requests  rss MiB  request age\n";
     for w in &status.workers {
         let age = w
