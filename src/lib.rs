@@ -4,7 +4,7 @@
 //! (the uWSGI ini dialect and `uwsgi_env`), `supervisor/` (the master's state
 //! machine and its executor), `worker/` (spawning workers and the master↔worker
 //! contract), and the resources the master owns: `socket`, `pidfile`, `logs`,
-//! `signals`, `watch`, `control`, `scoreboard`, `privileges`, `systemd`.
+//! `signals`, `watch`, `control`, `scoreboard`, `stats`, `metrics`, `privileges`, `systemd`.
 //! See ARCHITECTURE.md.
 
 pub mod cli;
@@ -13,6 +13,7 @@ pub mod config;
 pub mod control;
 pub mod emperor;
 pub mod logs;
+pub mod metrics;
 pub mod pidfile;
 pub mod privileges;
 pub mod proctitle;

@@ -117,6 +117,9 @@ pub fn build(
         gid: None,
         env: Vec::new(),
         harakiri: None,
+        harakiri_graceful_timeout: None,
+        harakiri_graceful_signal: 15,
+        log_slow_ms: 0,
         max_requests: 0,
         reload_on_rss_mb: 0,
         worker_reload_mercy: Duration::from_secs(60),
@@ -128,6 +131,8 @@ pub fn build(
         daemonize: None,
         touch_reload: Vec::new(),
         stats: None,
+        prometheus: None,
+        prometheus_public: false,
         strict: ex.strict(),
         die_on_term: false,
         lazy_apps: false,
@@ -187,6 +192,20 @@ pub fn build(
                 let n = non_negative(opt)?;
                 c.harakiri = (n > 0).then(|| Duration::from_secs(n as u64));
             }
+            "harakiri-graceful-timeout" => {
+                let n = non_negative(opt)?;
+                c.harakiri_graceful_timeout = (n > 0).then(|| Duration::from_secs(n as u64));
+            }
+            "harakiri-graceful-signal" => {
+                let n = non_negative(opt)?;
+                if !(1..=64).contains(&n) || n == 9 || n == 19 {
+                    return Err(opt
+                        .origin
+                        .error(format!("harakiri-graceful-signal = {v}: not a signal number a worker can catch (1-64, not 9 or 19)")));
+                }
+                c.harakiri_graceful_signal = n as i32;
+            }
+            "log-slow" => c.log_slow_ms = non_negative(opt)? as u64,
             "max-requests" => c.max_requests = non_negative(opt)? as u64,
             "reload-on-rss" => c.reload_on_rss_mb = non_negative(opt)? as u64,
             "worker-reload-mercy" => {
@@ -214,6 +233,14 @@ pub fn build(
                     resolve(&app_base, v).display().to_string()
                 })
             }
+            "prometheus" => {
+                c.prometheus = Some(if v.contains(':') && !v.starts_with('/') {
+                    v.to_string()
+                } else {
+                    resolve(&app_base, v).display().to_string()
+                })
+            }
+            "prometheus-public" => c.prometheus_public = flag,
             "die-on-term" => c.die_on_term = flag,
             "lazy-apps" => c.lazy_apps = flag,
             "need-app" => c.need_app = flag,
@@ -234,6 +261,20 @@ pub fn build(
                     )));
                 }
             }
+        }
+    }
+    if let Some(addr) = &c.prometheus {
+        // Checked here so `check` and a reload refuse it, not only `start`.
+        if let Err(e) = crate::metrics::server::parse_address(addr, c.prometheus_public) {
+            let opt = ex.opts.iter().rev().find(|o| keys::canonical(&o.key) == "prometheus");
+            return Err(match opt {
+                Some(o) => o.origin.error(e.to_string()),
+                None => ConfigError {
+                    path: ini.to_path_buf(),
+                    line: None,
+                    message: e.to_string(),
+                },
+            });
         }
     }
     if c.sockets.is_empty() {

@@ -234,6 +234,8 @@ pub fn is_honoured(canonical_key: &str) -> bool {
             | "buffer-size" | "logto" | "log-maxsize" | "log-reopen" | "disable-logging"
             | "daemonize" | "die-on-term" | "touch-reload" | "lazy-apps" | "need-app"
             | "stats" | "strict" | "reload-one-by-one"
+            | "harakiri-graceful-timeout" | "harakiri-graceful-signal" | "log-slow"
+            | "prometheus" | "prometheus-public"
             // accepted because what they ask for is always true here
             | "enable-threads" | "single-interpreter" | "thunder-lock" | "no-orphans"
             | "plugins" | "plugin" | "need-plugin" | "need-plugins" | "show-config"

@@ -32,6 +32,12 @@ pub struct GenerationPlan {
     pub processes: usize,
     pub mercy: Duration,
     pub harakiri: Option<Duration>,
+    /// Between the harakiri stack dump and SIGKILL: `harakiri-graceful-timeout`,
+    /// else [`crate::worker::contract::HARAKIRI_DUMP_GRACE`].
+    pub harakiri_grace: Duration,
+    /// `harakiri-graceful-signal`, sent after the dump when
+    /// `harakiri-graceful-timeout` is set.
+    pub harakiri_graceful_signal: Option<i32>,
     /// Replace one slot at a time instead of starting a full new generation.
     pub one_by_one: bool,
 }
@@ -158,4 +164,9 @@ pub enum WorkerSignal {
     Now,
     /// SIGKILL.
     Kill,
+    /// To the worker's pid only: log the stuck request's stack, answer 504
+    /// ([`crate::worker::contract::SIGNAL_HARAKIRI_DUMP`]).
+    HarakiriDump,
+    /// `harakiri-graceful-signal`, to the worker's pid only.
+    HarakiriGraceful(i32),
 }

@@ -64,6 +64,7 @@ struct Master {
     control_path: Option<PathBuf>,
     /// Kept so its unix socket can be vacuumed at exit.
     stats: Option<crate::stats::StatsServer>,
+    metrics: Option<crate::metrics::server::MetricsServer>,
     watcher: Option<watch::Watcher>,
     next_request: RequestId,
     reload_replies: HashMap<RequestId, oneshot::Sender<ReloadReport>>,
@@ -108,6 +109,20 @@ impl Master {
             },
             None => None,
         };
+        let metrics = match &setup.config.prometheus {
+            Some(addr) => match crate::metrics::server::spawn_server(
+                addr,
+                setup.config.prometheus_public,
+                tx.clone(),
+            ) {
+                Ok(server) => Some(server),
+                Err(e) => {
+                    error!(error = %e, "cannot start the metrics endpoint");
+                    None
+                }
+            },
+            None => None,
+        };
         let config = Arc::new(setup.config);
         let plan = plan_of(&config);
         let watcher = match watch::Watcher::new(tx.clone(), &config.watch_paths) {
@@ -137,6 +152,7 @@ impl Master {
             ready_pipe: setup.ready_pipe,
             control_path,
             stats,
+            metrics,
             watcher,
             next_request: 1,
             reload_replies: HashMap::new(),
@@ -188,6 +204,11 @@ impl Master {
                             ControlRequest::Reload(reply) => {
                                 self.reload_replies.insert(id, reply);
                                 self.local.push_back(Event::ReloadRequested(id));
+                            }
+                            // A read of shared memory and the state machine's
+                            // counters: no decision, so answered here at once.
+                            ControlRequest::Metrics(reply) => {
+                                let _ = reply.send(self.metrics_text());
                             }
                         }
                     }
@@ -293,7 +314,8 @@ impl Master {
             Ok(spawned) => {
                 let pid = spawned.child.id().map(|p| p as i32).unwrap_or(0);
                 info!(worker = slot + 1, pid, generation, "worker spawned");
-                self.workers.insert(pid, slot, spawned.scoreboard);
+                let names = g.listeners.iter().map(|l| l.local_address()).collect();
+                self.workers.insert(pid, slot, spawned.scoreboard, names);
                 watch_worker(pid, spawned.child, spawned.control, self.inbox.clone());
                 self.local.push_back(Event::Spawned {
                     slot,
@@ -348,6 +370,30 @@ impl Master {
         )
     }
 
+    fn metrics_text(&self) -> String {
+        let snapshot = self.sup.snapshot();
+        let (totals, in_flight, busy) = self.workers.totals();
+        let busy_workers = snapshot
+            .workers
+            .iter()
+            .filter(|w| w.state == super::state::WorkerState::Ready && busy.contains(&w.pid))
+            .count();
+        let config = self.generations.current_config();
+        let scrape = crate::metrics::Scrape {
+            snapshot: &snapshot,
+            totals,
+            in_flight,
+            busy_workers,
+            listeners: self.generations.listener_infos(),
+            master_rss_bytes: rss_bytes(std::process::id() as i32),
+            uptime_seconds: self.started.elapsed().unwrap_or_default().as_secs_f64(),
+            log_slow_seconds: config
+                .and_then(|c| (c.log_slow_ms > 0).then(|| c.log_slow_ms as f64 / 1000.0)),
+            harakiri_seconds: config.and_then(|c| c.harakiri.map(|h| h.as_secs_f64())),
+        };
+        crate::metrics::render(&scrape)
+    }
+
     /// SIGUSR1: the status document, one line per worker.
     fn log_stats(&self) {
         let status = self.status();
@@ -375,6 +421,9 @@ impl Master {
         }
         if let Some(stats) = self.stats.take() {
             stats.vacuum();
+        }
+        if let Some(metrics) = self.metrics.take() {
+            metrics.vacuum();
         }
         if let Some(p) = self.pidfile.take() {
             p.remove_if_ours();

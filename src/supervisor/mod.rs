@@ -9,4 +9,5 @@ pub mod inbox;
 pub mod policy;
 pub mod state;
 pub mod status;
+pub mod tally;
 mod workers;

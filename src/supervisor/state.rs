@@ -25,6 +25,7 @@ use tracing::{debug, error, info, warn};
 
 use super::events::*;
 use super::policy::Backoff;
+use super::tally::Tally;
 use crate::worker::contract::ExitReason;
 
 /// How long a generation may take from spawn to every worker ready.
@@ -91,7 +92,12 @@ pub enum WorkerState {
     Retiring {
         kill_at: Instant,
     },
-    /// Killed (harakiri, failed generation, stop deadline): waiting for its exit.
+    /// Past `harakiri`: told to dump its stack (and the graceful signal if
+    /// set); SIGKILL at `kill_at`.
+    Harakiri {
+        kill_at: Instant,
+    },
+    /// Killed (failed generation, stop deadline, after a harakiri): waiting for its exit.
     Killed,
 }
 
@@ -184,6 +190,7 @@ pub struct Supervisor {
     next_generation: u64,
     /// The last import traceback logged for a respawn, so a crash loop logs it once.
     last_traceback: Option<String>,
+    tally: Tally,
 }
 
 /// A read-only view for `status`.
@@ -196,6 +203,7 @@ pub struct Snapshot {
     pub booting: Option<u64>,
     pub workers: Vec<Worker>,
     pub last_reload: Option<ReloadOutcome>,
+    pub tally: Tally,
 }
 
 impl Supervisor {
@@ -217,6 +225,7 @@ impl Supervisor {
             harakiri_at: None,
             next_generation: 2,
             last_traceback: None,
+            tally: Tally::default(),
         };
         let processes = plan.processes;
         sup.plans.insert(1, plan);
@@ -240,6 +249,7 @@ impl Supervisor {
             booting: self.reload.booting(),
             workers: self.workers.clone(),
             last_reload: self.last_reload.clone(),
+            tally: self.tally.clone(),
         }
     }
 
@@ -265,7 +275,7 @@ impl Supervisor {
         }
         deadlines.extend(self.slots.iter().filter_map(|s| s.respawn_at));
         deadlines.extend(self.workers.iter().filter_map(|w| match w.state {
-            WorkerState::Retiring { kill_at } => Some(kill_at),
+            WorkerState::Retiring { kill_at } | WorkerState::Harakiri { kill_at } => Some(kill_at),
             _ => None,
         }));
         deadlines.extend(self.harakiri_at);
@@ -322,7 +332,7 @@ impl Supervisor {
                 reason,
                 detail,
             } => self.worker_exited(pid, reason, detail, now, &mut actions),
-            Event::BusyWorkers(busy) => self.harakiri(busy, &mut actions),
+            Event::BusyWorkers(busy) => self.harakiri(busy, now, &mut actions),
             Event::Tick => self.tick(now, &mut actions),
         }
         self.maybe_exit(&mut actions);
@@ -426,6 +436,12 @@ impl Supervisor {
         outcome: ReloadOutcome,
         actions: &mut Vec<Action>,
     ) {
+        match outcome {
+            ReloadOutcome::Serving { .. } => self.tally.reloads_ok += 1,
+            ReloadOutcome::Rejected { .. } => self.tally.reloads_rejected += 1,
+            ReloadOutcome::Failed { .. } => self.tally.reloads_failed += 1,
+            ReloadOutcome::Aborted => {}
+        }
         actions.push(Action::ReplyReload {
             requests: waiters,
             outcome: outcome.clone(),
@@ -538,6 +554,7 @@ impl Supervisor {
         actions: &mut Vec<Action>,
     ) {
         self.pending.retain(|p| *p != (generation, slot));
+        self.tally.spawns += 1;
         let mut state = WorkerState::Booting;
         // A spawn answered after its generation was abandoned or the master began
         // to stop: the process exists, so stop it rather than lose track of it.
@@ -599,8 +616,20 @@ impl Supervisor {
             return;
         };
         let w = self.workers.remove(index);
-        let expected = matches!(w.state, WorkerState::Retiring { .. } | WorkerState::Killed)
-            || matches!(self.phase, Phase::Stopping { .. });
+        let stopping = matches!(self.phase, Phase::Stopping { .. });
+        self.tally.exited(match (&w.state, reason) {
+            (WorkerState::Harakiri { .. }, _) => "harakiri",
+            (_, ExitReason::Recycled(why)) => why,
+            _ if stopping => "stop",
+            (WorkerState::Retiring { .. }, _) => "reload",
+            (WorkerState::Killed, _) => "killed",
+            (_, ExitReason::AppLoadFailed) => "boot-failed",
+            _ => "crash",
+        });
+        let expected = matches!(
+            w.state,
+            WorkerState::Retiring { .. } | WorkerState::Harakiri { .. } | WorkerState::Killed
+        ) || stopping;
         if expected {
             info!(
                 worker = w.slot + 1,
@@ -726,12 +755,19 @@ impl Supervisor {
         }
     }
 
-    fn harakiri(&mut self, busy: Vec<BusyWorker>, actions: &mut Vec<Action>) {
+    /// A request past `harakiri`: the worker is told to dump the stuck
+    /// request's stack and answer 504 (and gets the graceful signal when
+    /// `harakiri-graceful-timeout` is set), then SIGKILL after the grace. Its
+    /// slot is refilled at once, so capacity does not wait for the kill.
+    fn harakiri(&mut self, busy: Vec<BusyWorker>, now: Instant, actions: &mut Vec<Action>) {
         for b in busy {
             let Some(w) = self.workers.iter_mut().find(|w| w.pid == b.pid) else {
                 continue;
             };
-            let Some(limit) = self.plans.get(&w.generation).and_then(|p| p.harakiri) else {
+            let Some(plan) = self.plans.get(&w.generation) else {
+                continue;
+            };
+            let Some(limit) = plan.harakiri else {
                 continue;
             };
             if b.age >= limit
@@ -742,9 +778,23 @@ impl Supervisor {
                     pid = w.pid,
                     request = %b.request,
                     age_ms = b.age.as_millis() as u64,
-                    "harakiri: request exceeded its time limit, killing the worker"
+                    grace_ms = plan.harakiri_grace.as_millis() as u64,
+                    "harakiri: request exceeded its time limit, dumping its stack, then killing the worker"
                 );
-                kill(w, actions);
+                self.tally.harakiri += 1;
+                w.state = WorkerState::Harakiri {
+                    kill_at: now + plan.harakiri_grace,
+                };
+                actions.push(Action::Signal {
+                    pid: w.pid,
+                    signal: WorkerSignal::HarakiriDump,
+                });
+                if let Some(sig) = plan.harakiri_graceful_signal {
+                    actions.push(Action::Signal {
+                        pid: w.pid,
+                        signal: WorkerSignal::HarakiriGraceful(sig),
+                    });
+                }
                 // Killed on purpose: replace it at once, not as a crash.
                 if w.generation == self.current && !matches!(self.phase, Phase::Stopping { .. }) {
                     let (generation, slot) = (w.generation, w.slot);
@@ -876,8 +926,8 @@ impl Supervisor {
             self.spawn(current, slot, actions);
         }
         for w in self.workers.iter_mut() {
-            if let WorkerState::Retiring { kill_at } = w.state {
-                if now >= kill_at {
+            match w.state {
+                WorkerState::Retiring { kill_at } if now >= kill_at => {
                     warn!(
                         worker = w.slot + 1,
                         pid = w.pid,
@@ -885,6 +935,11 @@ impl Supervisor {
                     );
                     kill(w, actions);
                 }
+                WorkerState::Harakiri { kill_at } if now >= kill_at => {
+                    warn!(worker = w.slot + 1, pid = w.pid, "harakiri: killing the worker");
+                    kill(w, actions);
+                }
+                _ => {}
             }
         }
         let stop_due = matches!(self.phase, Phase::Stopping { deadline: Some(t), .. } if now >= t);

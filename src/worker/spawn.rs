@@ -100,6 +100,7 @@ pub fn worker_json(
         "max_requests": config.max_requests,
         "reload_on_rss_mb": config.reload_on_rss_mb,
         "harakiri": config.harakiri.map(|d| d.as_secs_f64()),
+        "log_slow_ms": config.log_slow_ms,
         "listeners": listeners,
     })
     .to_string()
