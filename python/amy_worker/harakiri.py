@@ -38,8 +38,15 @@ def start_dump_thread(worker):
     # signal; a handler keeps it from killing the process and dumps from the
     # main thread instead.
     signal.signal(SIGNAL_HARAKIRI_DUMP, lambda signum, frame: _dump_safely(worker))
-    signal.pthread_sigmask(signal.SIG_BLOCK, (SIGNAL_HARAKIRI_DUMP,))
-    threading.Thread(target=_wait, args=(worker,), daemon=True, name="amy-harakiri").start()
+    # The thread is started with the stop signals blocked too, so they keep
+    # reaching the main thread only (its accept() must see them at once); the
+    # main thread then takes them back. One arriving meanwhile stays pending.
+    stops = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT)
+    signal.pthread_sigmask(signal.SIG_BLOCK, (SIGNAL_HARAKIRI_DUMP,) + stops)
+    try:
+        threading.Thread(target=_wait, args=(worker,), daemon=True, name="amy-harakiri").start()
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, stops)
 
 
 def _wait(worker):

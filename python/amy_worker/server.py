@@ -88,7 +88,11 @@ def serve(worker, listener, core):
                 pending.extend(itertools.islice(acceptor, 1))
                 flags.main_idle = False
             except BlockingIOError:
-                continue  # the ACCEPT_WAKEUP timeout
+                # The ACCEPT_WAKEUP timeout. Cleared first: a SIGTERM handled
+                # at the `continue` below must not raise `_Stop` there (3.11 lets
+                # it escape this try).
+                flags.main_idle = False
+                continue
             _serve_one(worker, req, pending.pop(), buf, mv, base, listener, handle)
     except _Stop:
         pass

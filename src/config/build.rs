@@ -266,7 +266,11 @@ pub fn build(
     if let Some(addr) = &c.prometheus {
         // Checked here so `check` and a reload refuse it, not only `start`.
         if let Err(e) = crate::metrics::server::parse_address(addr, c.prometheus_public) {
-            let opt = ex.opts.iter().rev().find(|o| keys::canonical(&o.key) == "prometheus");
+            let opt = ex
+                .opts
+                .iter()
+                .rev()
+                .find(|o| keys::canonical(&o.key) == "prometheus");
             return Err(match opt {
                 Some(o) => o.origin.error(e.to_string()),
                 None => ConfigError {

@@ -101,18 +101,33 @@ pub fn render(s: &Scrape<'_>) -> String {
     let mut e = Exposition::default();
     let t = &s.totals;
 
-    e.family("amy_requests_total", "counter", "Requests completed, by status class.");
-    for (class, v) in ["1xx", "2xx", "3xx", "4xx", "5xx", "other"].iter().zip(t.by_status) {
+    e.family(
+        "amy_requests_total",
+        "counter",
+        "Requests completed, by status class.",
+    );
+    for (class, v) in ["1xx", "2xx", "3xx", "4xx", "5xx", "other"]
+        .iter()
+        .zip(t.by_status)
+    {
         e.sample("amy_requests_total", &[("status", class)], v as f64);
     }
-    e.family("amy_listener_requests_total", "counter", "Requests completed, by listening socket.");
+    e.family(
+        "amy_listener_requests_total",
+        "counter",
+        "Requests completed, by listening socket.",
+    );
     let mut names: Vec<&str> = s.listeners.iter().map(|l| l.name.as_str()).collect();
     names.extend(t.by_listener.keys().map(String::as_str));
     names.sort_unstable();
     names.dedup();
     for name in names {
         let v = t.by_listener.get(name).copied().unwrap_or(0);
-        e.sample("amy_listener_requests_total", &[("listener", name)], v as f64);
+        e.sample(
+            "amy_listener_requests_total",
+            &[("listener", name)],
+            v as f64,
+        );
     }
     e.family(
         "amy_request_duration_seconds",
@@ -129,15 +144,31 @@ pub fn render(s: &Scrape<'_>) -> String {
         );
     }
     let count: u64 = t.histogram.iter().sum();
-    e.sample("amy_request_duration_seconds_bucket", &[("le", "+Inf")], count as f64);
+    e.sample(
+        "amy_request_duration_seconds_bucket",
+        &[("le", "+Inf")],
+        count as f64,
+    );
     e.sample("amy_request_duration_seconds_sum", &[], t.busy_seconds);
     e.sample("amy_request_duration_seconds_count", &[], count as f64);
 
-    e.family("amy_response_bytes_total", "counter", "Response body bytes sent.");
+    e.family(
+        "amy_response_bytes_total",
+        "counter",
+        "Response body bytes sent.",
+    );
     e.sample("amy_response_bytes_total", &[], t.tx_bytes as f64);
-    e.family("amy_app_exceptions_total", "counter", "Exceptions raised by the app.");
+    e.family(
+        "amy_app_exceptions_total",
+        "counter",
+        "Exceptions raised by the app.",
+    );
     e.sample("amy_app_exceptions_total", &[], t.exceptions as f64);
-    e.family("amy_slow_requests_total", "counter", "Requests at least log-slow long.");
+    e.family(
+        "amy_slow_requests_total",
+        "counter",
+        "Requests at least log-slow long.",
+    );
     e.sample("amy_slow_requests_total", &[], t.slow as f64);
     if let Some(v) = s.log_slow_seconds {
         e.family("amy_log_slow_seconds", "gauge", "The log-slow threshold.");
@@ -147,14 +178,19 @@ pub fn render(s: &Scrape<'_>) -> String {
         e.family("amy_harakiri_seconds", "gauge", "The harakiri time limit.");
         e.sample("amy_harakiri_seconds", &[], v);
     }
-    e.family("amy_requests_in_flight", "gauge", "Requests being served now.");
+    e.family(
+        "amy_requests_in_flight",
+        "gauge",
+        "Requests being served now.",
+    );
     e.sample("amy_requests_in_flight", &[], s.in_flight as f64);
 
     e.family("amy_workers", "gauge", "Worker processes, by state.");
-    let mut states: BTreeMap<&str, usize> = ["booting", "idle", "busy", "retiring", "harakiri", "killed"]
-        .iter()
-        .map(|k| (*k, 0))
-        .collect();
+    let mut states: BTreeMap<&str, usize> =
+        ["booting", "idle", "busy", "retiring", "harakiri", "killed"]
+            .iter()
+            .map(|k| (*k, 0))
+            .collect();
     for w in &s.snapshot.workers {
         let k = match w.state {
             WorkerState::Booting => "booting",
@@ -172,9 +208,17 @@ pub fn render(s: &Scrape<'_>) -> String {
         e.sample("amy_workers", &[("state", k)], v as f64);
     }
     let tally = &s.snapshot.tally;
-    e.family("amy_worker_spawns_total", "counter", "Worker processes started.");
+    e.family(
+        "amy_worker_spawns_total",
+        "counter",
+        "Worker processes started.",
+    );
     e.sample("amy_worker_spawns_total", &[], tally.spawns as f64);
-    e.family("amy_worker_exits_total", "counter", "Worker processes ended, by reason.");
+    e.family(
+        "amy_worker_exits_total",
+        "counter",
+        "Worker processes ended, by reason.",
+    );
     for (reason, v) in &tally.exits {
         e.sample("amy_worker_exits_total", &[("reason", reason)], *v as f64);
     }
@@ -199,19 +243,35 @@ pub fn render(s: &Scrape<'_>) -> String {
         );
         for l in &s.listeners {
             if let Some((q, _)) = l.queue {
-                e.sample("amy_listen_queue", &[("listener", &l.name), ("proto", l.proto)], q as f64);
+                e.sample(
+                    "amy_listen_queue",
+                    &[("listener", &l.name), ("proto", l.proto)],
+                    q as f64,
+                );
             }
         }
         e.family("amy_listen_queue_max", "gauge", "The listen backlog.");
         for l in &s.listeners {
             if let Some((_, max)) = l.queue {
-                e.sample("amy_listen_queue_max", &[("listener", &l.name), ("proto", l.proto)], max as f64);
+                e.sample(
+                    "amy_listen_queue_max",
+                    &[("listener", &l.name), ("proto", l.proto)],
+                    max as f64,
+                );
             }
         }
     }
-    e.family("amy_master_rss_bytes", "gauge", "Resident memory of the master.");
+    e.family(
+        "amy_master_rss_bytes",
+        "gauge",
+        "Resident memory of the master.",
+    );
     e.sample("amy_master_rss_bytes", &[], s.master_rss_bytes as f64);
-    e.family("amy_uptime_seconds", "gauge", "Seconds since the master started.");
+    e.family(
+        "amy_uptime_seconds",
+        "gauge",
+        "Seconds since the master started.",
+    );
     e.sample("amy_uptime_seconds", &[], s.uptime_seconds);
     e.finish()
 }

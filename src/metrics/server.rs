@@ -33,7 +33,9 @@ pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 pub enum MetricsError {
     #[error("prometheus = {0}: the metrics endpoint has no authentication, so it listens only on a unix socket or a loopback address (127.0.0.1:PORT, localhost:PORT, [::1]:PORT) unless prometheus-public = true")]
     NotLoopback(String),
-    #[error("prometheus = {0}: abstract unix sockets have no file mode to restrict them; use a path")]
+    #[error(
+        "prometheus = {0}: abstract unix sockets have no file mode to restrict them; use a path"
+    )]
     Abstract(String),
     #[error("prometheus = {0}: not a port number")]
     BadPort(String),
@@ -100,10 +102,11 @@ pub fn spawn_server(addr: &str, public: bool, inbox: Inbox) -> Result<MetricsSer
         chown: None,
         backlog: Some(64),
     };
-    let (listener, _warnings) = socket::bind(&spec, &opts).map_err(|source| MetricsError::Bind {
-        address: addr.to_owned(),
-        source,
-    })?;
+    let (listener, _warnings) =
+        socket::bind(&spec, &opts).map_err(|source| MetricsError::Bind {
+            address: addr.to_owned(),
+            source,
+        })?;
     let io = |source| MetricsError::Io {
         address: addr.to_owned(),
         source,

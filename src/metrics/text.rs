@@ -37,7 +37,11 @@ impl Exposition {
 /// A sample value or `le` bound: integers without a fraction, others as Rust prints them.
 pub fn float(v: f64) -> String {
     if v.is_infinite() {
-        return if v > 0.0 { "+Inf".into() } else { "-Inf".into() };
+        return if v > 0.0 {
+            "+Inf".into()
+        } else {
+            "-Inf".into()
+        };
     }
     if v.fract() == 0.0 && v.abs() < 1e15 {
         format!("{}", v as i64)

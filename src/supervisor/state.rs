@@ -93,9 +93,9 @@ pub enum WorkerState {
         kill_at: Instant,
     },
     /// Past `harakiri`: told to dump its stack (and the graceful signal if
-    /// set); SIGKILL at `kill_at`.
+    /// set); SIGKILL at `kill_at`, `None` once sent.
     Harakiri {
-        kill_at: Instant,
+        kill_at: Option<Instant>,
     },
     /// Killed (failed generation, stop deadline, after a harakiri): waiting for its exit.
     Killed,
@@ -275,7 +275,8 @@ impl Supervisor {
         }
         deadlines.extend(self.slots.iter().filter_map(|s| s.respawn_at));
         deadlines.extend(self.workers.iter().filter_map(|w| match w.state {
-            WorkerState::Retiring { kill_at } | WorkerState::Harakiri { kill_at } => Some(kill_at),
+            WorkerState::Retiring { kill_at } => Some(kill_at),
+            WorkerState::Harakiri { kill_at } => kill_at,
             _ => None,
         }));
         deadlines.extend(self.harakiri_at);
@@ -783,7 +784,7 @@ impl Supervisor {
                 );
                 self.tally.harakiri += 1;
                 w.state = WorkerState::Harakiri {
-                    kill_at: now + plan.harakiri_grace,
+                    kill_at: Some(now + plan.harakiri_grace),
                 };
                 actions.push(Action::Signal {
                     pid: w.pid,
@@ -935,9 +936,20 @@ impl Supervisor {
                     );
                     kill(w, actions);
                 }
-                WorkerState::Harakiri { kill_at } if now >= kill_at => {
-                    warn!(worker = w.slot + 1, pid = w.pid, "harakiri: killing the worker");
-                    kill(w, actions);
+                WorkerState::Harakiri {
+                    kill_at: Some(kill_at),
+                } if now >= kill_at => {
+                    warn!(
+                        worker = w.slot + 1,
+                        pid = w.pid,
+                        "harakiri: killing the worker"
+                    );
+                    // Stays a harakiri, so its exit is counted as one.
+                    w.state = WorkerState::Harakiri { kill_at: None };
+                    actions.push(Action::Signal {
+                        pid: w.pid,
+                        signal: WorkerSignal::Kill,
+                    });
                 }
                 _ => {}
             }

@@ -324,6 +324,7 @@ mod tests {
                 worker(202, 1, 2, WorkerState::Ready),
             ],
             last_reload: Some(ReloadOutcome::Serving { generation: 2 }),
+            tally: Default::default(),
         }
     }
 

@@ -35,7 +35,13 @@ pub struct Workers {
 }
 
 impl Workers {
-    pub fn insert(&mut self, pid: i32, slot: usize, scoreboard: Scoreboard, listeners: Vec<String>) {
+    pub fn insert(
+        &mut self,
+        pid: i32,
+        slot: usize,
+        scoreboard: Scoreboard,
+        listeners: Vec<String>,
+    ) {
         let spawns = self.spawns_per_slot.entry(slot).or_default();
         *spawns += 1;
         let spawns = *spawns;
