@@ -37,14 +37,6 @@ impl Scraped {
             .map(|(_, _, v)| *v)
             .unwrap_or_else(|| panic!("no sample {name}{want:?} in\n{}", self.text))
     }
-
-    fn sum(&self, name: &str) -> f64 {
-        self.samples
-            .iter()
-            .filter(|(n, _, _)| n == name)
-            .map(|(_, _, v)| v)
-            .sum()
-    }
 }
 
 /// Parses exposition text with prometheus_client's parser; fails on any
