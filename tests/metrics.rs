@@ -239,7 +239,14 @@ fn counters_match_a_known_mix_and_survive_a_worker_kill_and_a_reload() {
     assert_eq!(s.get("amy_requests_total", &[("status", "2xx")]), 21.0);
     assert_eq!(s.get("amy_request_duration_seconds_count", &[]), 31.0);
     assert_histogram_consistent(&s);
-    assert!(!site.log_text().contains(CANARY));
+    let log = site.log_text();
+    assert!(!log.contains(CANARY));
+    // The retired workers left on SIGTERM, not through an escaped `_Stop`
+    // (the harakiri thread once took SIGTERM from the main thread).
+    assert!(
+        !log.contains("_Stop") && !log.contains("reason=Crashed"),
+        "{log}"
+    );
 }
 
 #[test]
@@ -332,7 +339,7 @@ fn the_endpoint_answers_within_10ms_while_every_worker_is_busy() {
     let inst = site.start();
     let http_port = site.http_port;
     let busy: Vec<_> = (0..2)
-        .map(|_| std::thread::spawn(move || http_get(http_port, "/sleep?s=4")))
+        .map(|_| std::thread::spawn(move || http_get(http_port, "/sleep?s=10")))
         .collect();
     wait_for("both workers busy", Duration::from_secs(30), || {
         let s = scrape(port);
@@ -344,14 +351,19 @@ fn the_endpoint_answers_within_10ms_while_every_worker_is_busy() {
         (n == 2.0 && busy == 2.0).then_some(())
     });
     let mut took = Vec::new();
+    let mut last = String::new();
     for _ in 0..20 {
         let t = Instant::now();
         let r = http_get(port, "/metrics").unwrap();
         took.push(t.elapsed());
         assert_eq!(r.status, 200);
+        last = r.text();
     }
-    let s = scrape(port);
-    assert_eq!(s.get("amy_workers", &[("state", "busy")]), 2.0);
+    assert!(
+        last.contains("\namy_requests_in_flight 2\n")
+            && last.contains("\namy_workers{state=\"busy\"} 2\n"),
+        "the workers were still busy at the last timed scrape:\n{last}"
+    );
     took.sort();
     let median = took[took.len() / 2];
     assert!(
@@ -458,4 +470,33 @@ fn only_get_metrics_is_served() {
     assert_eq!(http_get(port, "/").unwrap().status, 404);
     assert_eq!(http(port, "POST", "/metrics", b"x").unwrap().status, 404);
     assert_eq!(http_get(port, "/metrics?x=1").unwrap().status, 200);
+}
+
+#[test]
+fn harakiri_dumps_a_request_stuck_on_the_main_thread() {
+    // One thread per listener; the uwsgi socket is served by the main thread,
+    // the one that runs Python signal handlers: the dump must not need it.
+    let (site, port) = metrics_site("metrics-harakiri-main", 1, "harakiri = 1\n");
+    let _inst = site.start();
+    let sock = site.sock();
+    let stuck = std::thread::spawn(move || uwsgi_get(&sock, "/stuck?s=30"));
+    let r = stuck.join().unwrap().expect("an answer");
+    assert_eq!(r.status, 504, "{}", r.text());
+    let log = wait_for("the dump", Duration::from_secs(20), || {
+        let log = site.log_text();
+        log.contains("in wait_for_the_lock_that_never_comes")
+            .then_some(log)
+    });
+    assert!(log.contains("request GET /stuck stuck for"), "{log}");
+    let s = wait_for("the exit", Duration::from_secs(20), || {
+        let s = scrape(port);
+        (s.get("amy_worker_exits_total", &[("reason", "harakiri")]) == 1.0).then_some(s)
+    });
+    assert_eq!(s.get("amy_requests_total", &[("status", "5xx")]), 1.0);
+    let sock = site.sock().display().to_string();
+    assert_eq!(
+        s.get("amy_listener_requests_total", &[("listener", &sock)]),
+        1.0
+    );
+    assert_eq!(uwsgi_get(&site.sock(), "/ok").unwrap().status, 200);
 }
