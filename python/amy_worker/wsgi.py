@@ -324,8 +324,9 @@ def run_app(worker, req, env, wsgi_input, pairs, block_size):
         min(len(what), SCOREBOARD_REQ_MAX),
         what.encode("latin-1", "replace"),
     )
-    cmv[SB_IN_FLIGHT] += 1
     if counters is not None:
+        # One serving thread: the master reads "in flight" from the request start.
+        cmv[SB_IN_FLIGHT] += 1
         counters.release()
     via = " "
     result = None
@@ -384,10 +385,10 @@ def run_app(worker, req, env, wsgi_input, pairs, block_size):
         counters.acquire()
         req.started = 0.0
         board_start = _oldest_start(worker)
+        cmv[SB_IN_FLIGHT] -= 1
     else:
         req.started = 0.0
         board_start = 0.0
-    cmv[SB_IN_FLIGHT] -= 1
     if req.cut:
         req.cut = False
     else:

@@ -70,7 +70,8 @@ impl Workers {
         let mut busy = Vec::new();
         for (pid, h) in &self.by_pid {
             let r = h.scoreboard.read();
-            in_flight += r.counters.in_flight;
+            // One serving thread does not count: its request start says it.
+            in_flight += r.counters.in_flight.max(u64::from(r.busy_since.is_some()));
             if r.busy_since.is_some() {
                 busy.push(*pid);
             }

@@ -43,7 +43,7 @@
 //! | 42 | bytes | that text, at most [`SCOREBOARD_REQ_MAX`] bytes |
 //!
 //! | 256 | u64 × 6 | requests completed by status class: 1xx, 2xx, 3xx, 4xx, 5xx, other (no valid status) |
-//! | 304 | u64 | requests in flight now (all threads) |
+//! | 304 | u64 | requests in flight now, written only when several threads serve (with one, the request start at 0 says it: the master takes the larger) |
 //! | 312 | u64 | requests slower than `log-slow` |
 //! | 320 | u64 × 16 | request-duration histogram: requests per bucket (not cumulative), bucket *i* holds durations ≤ [`HISTOGRAM_BOUNDS`]\[i\] and above the bound before it; the slot after the last bound is +Inf |
 //! | 448 | u64 × 8 | requests completed per listener, by its index in `listeners` (the last slot also counts every listener past it) |
