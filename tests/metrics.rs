@@ -194,6 +194,20 @@ fn counters_match_a_known_mix_and_survive_a_worker_kill_and_a_reload() {
             &[("listener", &http), ("proto", "http")]
         ) > 0.0
     );
+    // The unix socket too (sock_diag), with its backlog.
+    assert_eq!(
+        s.get(
+            "amy_listen_queue",
+            &[("listener", &sock), ("proto", "uwsgi")]
+        ),
+        0.0
+    );
+    assert!(
+        s.get(
+            "amy_listen_queue_max",
+            &[("listener", &sock), ("proto", "uwsgi")]
+        ) > 0.0
+    );
 
     // A worker killed: its counts stay in the instance's totals.
     let victim = inst.worker_pids()[0];

@@ -172,7 +172,7 @@ impl Generations {
             .map(|l| crate::metrics::ListenerInfo {
                 name: l.local_address(),
                 proto: l.spec.protocol.as_str(),
-                queue: crate::metrics::queue::tcp_listen_queue(l.fd.as_fd()),
+                queue: crate::metrics::queue::listen_queue(l.fd.as_fd()),
             })
             .collect()
     }
