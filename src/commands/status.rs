@@ -120,6 +120,9 @@ pub fn run(args: &StatusArgs) -> Result<Done, CommandError> {
 fn human(report: &Report) -> String {
     let status = match report {
         Report::Master(status) => status,
+        Report::Other(value) if super::emperor::is_emperor_answer(value) => {
+            return super::emperor::human_status(value);
+        }
         Report::Other(value) => {
             return serde_json::to_string_pretty(value).unwrap_or_default() + "\n";
         }
