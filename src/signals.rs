@@ -17,6 +17,7 @@ pub fn spawn_sources(inbox: Inbox) -> std::io::Result<()> {
         (SignalKind::quit(), MasterSignal::Int),
         (SignalKind::user_defined1(), MasterSignal::Usr1),
         (SignalKind::user_defined2(), MasterSignal::Usr2),
+        (SignalKind::child(), MasterSignal::Chld),
     ];
     forward(&table, move |meaning| {
         inbox.send(Input::Event(Event::Signal(meaning))).is_ok()

@@ -53,7 +53,8 @@ Modules
   scoreboard updates and the request log line (the hot path, kept together).
 - `state`: process-wide state (counters, scoreboard, recycling).
 - `app`: loading the app; `server`: accept loops, threads, signals, master-alive;
-  `proctitle`: process titles; `__main__`: start-up.
+  `proctitle`: process titles; `harakiri`: the stack dump and 504 before a
+  harakiri kill; `__main__`: start-up.
 
 The per-request functions bind what they use with `from .x import name` (a
 module global, one dict lookup), never `x.name` per request.

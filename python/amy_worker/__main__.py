@@ -73,7 +73,7 @@ def main():
         except OSError:
             _contract_error("fd %d is not open" % fd)
     try:
-        listeners = [Listener(spec) for spec in listeners_spec]
+        listeners = [Listener(spec, i) for i, spec in enumerate(listeners_spec)]
     except (OSError, ValueError, KeyError, TypeError) as e:
         _contract_error("bad listener: %s" % e)
     try:

@@ -10,6 +10,7 @@ def _reason(code):
         431: "Request Header Fields Too Large",
         500: "Internal Server Error",
         501: "Not Implemented",
+        504: "Gateway Timeout",
     }.get(code, "Error")
 
 
@@ -22,7 +23,7 @@ def _error_response(code):
     ).encode("ascii") + body
 
 
-_ERRORS = {code: _error_response(code) for code in (400, 408, 411, 413, 431, 500, 501)}
+_ERRORS = {code: _error_response(code) for code in (400, 408, 411, 413, 431, 500, 501, 504)}
 
 
 class ClientGone(Exception):

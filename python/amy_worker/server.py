@@ -12,7 +12,16 @@ import time
 import traceback
 
 from .applog import log
-from .contract import EXIT_CONTRACT, EXIT_OK, FD_CONTROL, FD_MASTER_ALIVE, MSG_READY
+from .contract import (
+    EXIT_CONTRACT,
+    EXIT_OK,
+    FD_CONTROL,
+    FD_MASTER_ALIVE,
+    MSG_READY,
+    SB_BY_LISTENER,
+    SB_LISTENER_SLOTS,
+)
+from .harakiri import start_dump_thread
 from .fdio import DRAIN_ALL, _drain_and_close
 from .http import handle_http
 from .limits import ACCEPT_WAKEUP, HEADER_TIMEOUT, READ_SLACK, SEND_TIMEOUT
@@ -21,7 +30,9 @@ from .wsgi import Request, _base_environ
 
 
 class Listener(object):
-    def __init__(self, spec):
+    def __init__(self, spec, index=0):
+        # Position in the config's listeners: its counter in the scoreboard.
+        self.index = index
         self.fd = int(spec["fd"])
         self.proto = spec.get("proto", "uwsgi")
         if self.proto not in ("uwsgi", "http"):
@@ -60,6 +71,8 @@ def serve(worker, listener, core):
     accepted connection before the interpreter can run the handler, so after a
     `_Stop` any connection accepted is in `pending` and is served before exit."""
     req = Request(worker, core)
+    req.thread_id = threading.get_ident()
+    req.listener_slot = SB_BY_LISTENER + min(listener.index, SB_LISTENER_SLOTS - 1)
     buf = bytearray(4 + worker.max_block + READ_SLACK)
     mv = memoryview(buf)
     acceptor = itertools.starmap(listener.sock._accept, itertools.repeat(()))
@@ -75,7 +88,11 @@ def serve(worker, listener, core):
                 pending.extend(itertools.islice(acceptor, 1))
                 flags.main_idle = False
             except BlockingIOError:
-                continue  # the ACCEPT_WAKEUP timeout
+                # The ACCEPT_WAKEUP timeout. Cleared first: a SIGTERM handled
+                # at the `continue` below must not raise `_Stop` there (3.11 lets
+                # it escape this try).
+                flags.main_idle = False
+                continue
             _serve_one(worker, req, pending.pop(), buf, mv, base, listener, handle)
     except _Stop:
         pass
@@ -154,6 +171,8 @@ def run(worker, listeners):
         _exit(EXIT_OK)
 
     signal.signal(signal.SIGTERM, on_term)
+    # Before any thread starts, so every one inherits the blocked signal.
+    start_dump_thread(worker)
     signal.signal(signal.SIGINT, on_quit)
     signal.signal(signal.SIGQUIT, on_quit)
 

@@ -37,6 +37,10 @@ class Worker(object):
         import mmap
 
         self.scoreboard = mmap.mmap(FD_SCOREBOARD, SCOREBOARD_SIZE)
+        # The metric counters: aligned 8-byte stores the master reads whole.
+        self.cmv = memoryview(self.scoreboard).cast("Q")
+        # `log-slow`: seconds, 0.0 off.
+        self.log_slow = float(cfg.get("log_slow_ms") or 0) / 1000.0
         self.app_lock = None
         # Guards the counters and the scoreboard when several threads serve;
         # set by server.run, None with one serving thread.

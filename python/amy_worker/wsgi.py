@@ -6,6 +6,7 @@ built (uwsgi or HTTP): static files and mounts dispatch from there."""
 
 import errno
 import os
+from bisect import bisect_left
 import re
 import select
 import sys
@@ -14,7 +15,16 @@ import traceback
 import time
 
 from .applog import log
-from .contract import _SB, SCOREBOARD_REQ_MAX
+from .contract import (
+    _SB,
+    HISTOGRAM_BOUNDS,
+    SB_CLASS_OF,
+    SB_HISTOGRAM,
+    SB_IN_FLIGHT,
+    SB_SLOW,
+    SB_STATUS_OTHER,
+    SCOREBOARD_REQ_MAX,
+)
 from .errors import _ERRORS, ClientGone, HeaderError
 from .fdio import CLOSE, _wait, _write_all
 from .limits import BODY_TIMEOUT
@@ -189,8 +199,17 @@ class Request(object):
         self.conn = -1
         self.first_read_deadline = 0.0
         # Start of this thread's request in flight (0.0: none); read under
-        # worker.counters to find the oldest one.
+        # worker.counters to find the oldest one, and by the harakiri dump.
         self.started = 0.0
+        # "METHOD PATH" of the request in flight, and the thread serving it,
+        # for the harakiri dump.
+        self.what = ""
+        self.thread_id = 0
+        # Set by the harakiri dump once it has answered (504) and counted this
+        # request, so its end does not count it twice.
+        self.cut = False
+        # This thread's listener counter in the scoreboard (set by serve()).
+        self.listener_slot = 0
         worker.requests_objs.append(self)
 
     def reset(self, fd, proto, http):
@@ -284,11 +303,15 @@ def run_app(worker, req, env, wsgi_input, pairs, block_size):
     # scoreboard write happens under `counters` (a lost `+=` would leave the
     # page "busy" and let harakiri kill an idle worker). One thread: no lock.
     counters = worker.counters
+    cmv = worker.cmv
+    what = method + " " + env["PATH_INFO"]
+    req.what = what
     if counters is not None:
         counters.acquire()
         req.started = start
         board_start = _oldest_start(worker)
     else:
+        req.started = start
         board_start = start
     _SB.pack_into(
         sb,
@@ -298,10 +321,12 @@ def run_app(worker, req, env, wsgi_input, pairs, block_size):
         worker.bytes_sent,
         worker.busy_seconds,
         worker.exceptions,
-        min(len(method) + 1 + len(env["PATH_INFO"]), SCOREBOARD_REQ_MAX),
-        (method + " " + env["PATH_INFO"]).encode("latin-1", "replace"),
+        min(len(what), SCOREBOARD_REQ_MAX),
+        what.encode("latin-1", "replace"),
     )
     if counters is not None:
+        # One serving thread: the master reads "in flight" from the request start.
+        cmv[SB_IN_FLIGHT] += 1
         counters.release()
     via = " "
     result = None
@@ -354,16 +379,29 @@ def run_app(worker, req, env, wsgi_input, pairs, block_size):
         if lock is not None:
             lock.release()
     end = time.monotonic()
+    took = end - start
+    status = req.status
     if counters is not None:
         counters.acquire()
         req.started = 0.0
         board_start = _oldest_start(worker)
+        cmv[SB_IN_FLIGHT] -= 1
     else:
+        req.started = 0.0
         board_start = 0.0
+    if req.cut:
+        req.cut = False
+    else:
+        cmv[SB_CLASS_OF.get(status[:1], SB_STATUS_OTHER) if type(status) is str else SB_STATUS_OTHER] += 1
+        cmv[SB_HISTOGRAM + bisect_left(HISTOGRAM_BOUNDS, took)] += 1
+        cmv[req.listener_slot] += 1
+    slow = worker.log_slow and took >= worker.log_slow
+    if slow:
+        cmv[SB_SLOW] += 1
     worker.requests += 1
     count = worker.requests
     worker.bytes_sent += req.body_bytes
-    worker.busy_seconds += end - start
+    worker.busy_seconds += took
     _SB.pack_into(
         sb,
         0,
@@ -377,8 +415,8 @@ def run_app(worker, req, env, wsgi_input, pairs, block_size):
     )
     if counters is not None:
         counters.release()
-    if worker.logging:
-        status = req.status
+    # `log-slow` logs a slow request's line even with `disable-logging`, as uWSGI does.
+    if worker.logging or slow:
         code = status[:3] if type(status) is str and status[:3].isdigit() else "0"
         line = "[pid: %d|app: 0|req: %d/%d] %s (%s) {%d vars in %d bytes} [%s] %s %s => generated %d bytes in %d msecs%s(%s %s) %d headers in %d bytes (1 switches on core %d)\n" % (
             worker.pid,

@@ -278,6 +278,9 @@ pub fn build(
         gid: None,
         env: Vec::new(),
         harakiri: None,
+        harakiri_graceful_timeout: None,
+        harakiri_graceful_signal: 15,
+        log_slow_ms: 0,
         max_requests: 0,
         reload_on_rss_mb: 0,
         worker_reload_mercy: Duration::from_secs(60),
@@ -289,6 +292,8 @@ pub fn build(
         daemonize: None,
         touch_reload: Vec::new(),
         stats: None,
+        prometheus: None,
+        prometheus_public: false,
         strict: ex.strict(),
         die_on_term: false,
         lazy_apps: false,
@@ -306,6 +311,7 @@ pub fn build(
         unsupported: Vec::new(),
     };
     let mut scalars: HashMap<&str, Origin> = HashMap::new();
+    let mut prometheus_origin: Option<Origin> = None;
     let mut env_duplicates = envfile::Duplicates::default();
     let mut http = HttpKeys::default();
     let mut http_to: Vec<SocketAddress> = Vec::new();
@@ -323,7 +329,12 @@ pub fn build(
         // Our own keys are not uWSGI options.
         let ours = matches!(
             opt.key.as_str(),
-            "reload-one-by-one" | "reload-check" | "reload-check-host" | "reload-check-timeout"
+            "reload-one-by-one"
+                | "reload-check"
+                | "reload-check-host"
+                | "reload-check-timeout"
+                | "prometheus"
+                | "prometheus-public"
         );
         if !ours && !classifier.check(opt, &mut warnings) {
             continue;
@@ -443,6 +454,21 @@ pub fn build(
                 let d = seconds(opt)?;
                 c.harakiri = (!d.is_zero()).then_some(d);
             }
+            "harakiri-graceful-timeout" => {
+                let d = seconds(opt)?;
+                c.harakiri_graceful_timeout = (!d.is_zero()).then_some(d);
+            }
+            "harakiri-graceful-signal" => {
+                let n = number(opt, 1, 64)?;
+                if n == 9 || n == 19 {
+                    return Err(opt.origin.error(
+                        ErrorKind::OutOfRange,
+                        format!("harakiri-graceful-signal = {v}: SIGKILL and SIGSTOP cannot be caught; the worker could not shut down gracefully"),
+                    ));
+                }
+                c.harakiri_graceful_signal = n as i32;
+            }
+            "log-slow" => c.log_slow_ms = number(opt, 0, MAX_SECONDS * 1000)?,
             "max-requests" => c.max_requests = number(opt, 0, u64::MAX)?,
             "reload-on-rss" => c.reload_on_rss_mb = number(opt, 0, u64::MAX >> 20)?,
             "worker-reload-mercy" => c.worker_reload_mercy = seconds(opt)?,
@@ -482,6 +508,15 @@ pub fn build(
                     .map_err(|m| opt.origin.error(ErrorKind::InvalidValue, m))?;
                 c.stats = Some(stats)
             }
+            "prometheus" => {
+                prometheus_origin = Some(opt.origin.clone());
+                c.prometheus = Some(if v.contains(':') && !v.starts_with('/') {
+                    v.to_string()
+                } else {
+                    resolve(&app_base, v).display().to_string()
+                })
+            }
+            "prometheus-public" => c.prometheus_public = flag,
             "lazy-apps" => c.lazy_apps = flag,
             "reload-one-by-one" => c.reload_one_by_one = flag,
             "reload-check" => {
@@ -518,6 +553,11 @@ pub fn build(
         }
     }
     classifier.finish()?;
+    if let (Some(addr), Some(origin)) = (&c.prometheus, &prometheus_origin) {
+        // Checked here so `check` and a reload refuse it, not only `start`.
+        crate::metrics::server::parse_address(addr, c.prometheus_public)
+            .map_err(|e| origin.error(ErrorKind::InvalidValue, e.to_string()))?;
+    }
     for key in &options.allow_unsupported {
         let unsupported = classes::entry(key).is_some_and(|e| e.class == KeyClass::Unsupported);
         if !unsupported {

@@ -131,6 +131,14 @@ pub struct Config {
     /// Worker environment additions in order: the env file first, then `env =` lines.
     pub env: Vec<EnvVar>,
     pub harakiri: Option<Duration>,
+    /// `harakiri-graceful-timeout` (uWSGI 2.0.22+): after the stack dump, send
+    /// `harakiri_graceful_signal` and wait this long before SIGKILL.
+    pub harakiri_graceful_timeout: Option<Duration>,
+    /// `harakiri-graceful-signal`, a signal number; default SIGTERM (15).
+    pub harakiri_graceful_signal: i32,
+    /// `log-slow` in milliseconds, 0 = off: a request at least this slow is
+    /// logged even with `disable-logging`, and counted in the metrics.
+    pub log_slow_ms: u64,
     /// 0 = off.
     pub max_requests: u64,
     /// Megabytes, 0 = off.
@@ -148,6 +156,10 @@ pub struct Config {
     pub touch_reload: Vec<PathBuf>,
     /// `stats`: a unix path (absolute) or `host:port`, as written.
     pub stats: Option<String>,
+    /// `prometheus` (our key): where `GET /metrics` is served, same forms as `stats`.
+    pub prometheus: Option<String>,
+    /// `prometheus-public = true` lets `prometheus` listen on a non-loopback address.
+    pub prometheus_public: bool,
     pub strict: bool,
     pub die_on_term: bool,
     /// `lazy-apps` (or `lazy`): every worker imports the app itself. False (uWSGI's

@@ -7,7 +7,7 @@
 //! own control sockets from spawned tasks, so a slow or failed reload of one
 //! vassal delays neither the loop nor any other vassal.
 
-use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::ffi::OsString;
 use std::os::fd::OwnedFd;
 use std::os::unix::fs::MetadataExt;
@@ -94,7 +94,6 @@ struct Loop {
     control_path: Option<PathBuf>,
     /// Vassal masters not yet reported exited: the orphan reaper leaves them to
     /// their own wait task.
-    children: HashSet<i32>,
     reaper: bool,
     notify_counter: u64,
 }
@@ -184,7 +183,6 @@ pub async fn run(mut setup: Setup) -> i32 {
         started: SystemTime::now(),
         stats,
         control_path,
-        children: HashSet::new(),
         reaper,
         notify_counter: 0,
     };
@@ -232,13 +230,17 @@ impl Loop {
                         match other {
                             Input::Event(e) => self.local.push_back(e),
                             Input::Control { command, reply } => self.control(command, reply),
-                            Input::ChildExited => reap_orphans(&self.children),
+                            Input::ChildExited => {
+                                crate::reaper::reap_orphans();
+                            }
                             Input::DirChanged(_) => {}
                         }
                     }
                 }
                 Some(Input::Control { command, reply }) => self.control(command, reply),
-                Some(Input::ChildExited) => reap_orphans(&self.children),
+                Some(Input::ChildExited) => {
+                    crate::reaper::reap_orphans();
+                }
                 // Every sender lives as long as this loop; unreachable in practice.
                 None => return 1,
             }
@@ -248,8 +250,7 @@ impl Loop {
     /// Feeds queued events to the state machine; `Some(code)` when it says exit.
     fn drain(&mut self) -> Option<i32> {
         while let Some(event) = self.local.pop_front() {
-            if let Event::Exited { pid, name, .. } = &event {
-                self.children.remove(pid);
+            if let Event::Exited { name, .. } = &event {
                 if let Some(s) = self.vassals.get(name) {
                     s.notify_task.abort();
                 }
@@ -419,7 +420,7 @@ impl Loop {
             old.notify_task.abort();
         }
         if self.reaper {
-            self.children.insert(pid);
+            crate::reaper::adopt(pid);
         }
         let inbox = self.inbox.clone();
         let name = name.to_string();
@@ -754,44 +755,6 @@ fn spawn_child_source(inbox: Inbox) -> std::io::Result<()> {
         }
     });
     Ok(())
-}
-
-/// Reaps every zombie child that is not a vassal master (those belong to their
-/// wait tasks, which need their exit status). Our children are listed in
-/// `/proc/self/task/*/children`; only zombies among them are waited for, so a
-/// live orphan is left alone until it exits.
-fn reap_orphans(vassals: &HashSet<i32>) {
-    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
-        return;
-    };
-    for task in tasks.flatten() {
-        let Ok(list) = std::fs::read_to_string(task.path().join("children")) else {
-            continue;
-        };
-        for pid in list
-            .split_whitespace()
-            .filter_map(|p| p.parse::<i32>().ok())
-        {
-            if vassals.contains(&pid) || !is_zombie(pid) {
-                continue;
-            }
-            let pid = nix::unistd::Pid::from_raw(pid);
-            if let Ok(status) =
-                nix::sys::wait::waitpid(pid, Some(nix::sys::wait::WaitPidFlag::WNOHANG))
-            {
-                tracing::debug!(?status, "orphan reaped");
-            }
-        }
-    }
-}
-
-fn is_zombie(pid: i32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
-        stat.rsplit(')')
-            .next()
-            .and_then(|s| s.split_whitespace().next())
-            == Some("Z")
-    })
 }
 
 /// Watches the monitored directories through [`crate::watch`] (inotify, or

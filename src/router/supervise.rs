@@ -309,7 +309,11 @@ fn spawn(launch: &Launch) -> std::io::Result<Child> {
     unsafe {
         cmd.pre_exec(move || crate::worker::spawn::place_fds(&moves));
     }
-    cmd.spawn()
+    let child = cmd.spawn()?;
+    if let Some(pid) = child.id() {
+        crate::reaper::adopt(pid as i32);
+    }
+    Ok(child)
 }
 
 #[cfg(test)]

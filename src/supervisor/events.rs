@@ -20,6 +20,8 @@ pub enum MasterSignal {
     Usr1,
     /// Reopen log files.
     Usr2,
+    /// A child changed state: an orphan we inherited may wait to be reaped.
+    Chld,
 }
 
 /// Identifies a request from a client of the control socket, so the answer can be
@@ -32,6 +34,12 @@ pub struct GenerationPlan {
     pub processes: usize,
     pub mercy: Duration,
     pub harakiri: Option<Duration>,
+    /// Between the harakiri stack dump and SIGKILL: `harakiri-graceful-timeout`,
+    /// else [`crate::worker::contract::HARAKIRI_DUMP_GRACE`].
+    pub harakiri_grace: Duration,
+    /// `harakiri-graceful-signal`, sent after the dump when
+    /// `harakiri-graceful-timeout` is set.
+    pub harakiri_graceful_signal: Option<i32>,
     /// Replace one slot at a time instead of starting a full new generation.
     pub one_by_one: bool,
     /// Preload (no `lazy-apps`): an app template imports the app and forks the workers.
@@ -173,6 +181,8 @@ pub enum Action {
     CloseListeners,
     LogStats,
     ReopenLogs,
+    /// Wait for the zombie children nobody owns (see `crate::reaper`).
+    ReapOrphans,
     Exit(i32),
 }
 
@@ -185,4 +195,9 @@ pub enum WorkerSignal {
     Now,
     /// SIGKILL.
     Kill,
+    /// To the worker's pid only: log the stuck request's stack, answer 504
+    /// ([`crate::worker::contract::SIGNAL_HARAKIRI_DUMP`]).
+    HarakiriDump,
+    /// `harakiri-graceful-signal`, to the worker's pid only.
+    HarakiriGraceful(i32),
 }

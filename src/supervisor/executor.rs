@@ -71,6 +71,7 @@ struct Master {
     control_path: Option<PathBuf>,
     /// Kept so its unix socket can be vacuumed at exit.
     stats: Option<crate::stats::StatsServer>,
+    metrics: Option<crate::metrics::server::MetricsServer>,
     watcher: Option<watch::Watcher>,
     next_request: RequestId,
     reload_replies: HashMap<RequestId, oneshot::Sender<ReloadReport>>,
@@ -124,6 +125,20 @@ impl Master {
             },
             None => None,
         };
+        let metrics = match &setup.config.prometheus {
+            Some(addr) => match crate::metrics::server::spawn_server(
+                addr,
+                setup.config.prometheus_public,
+                tx.clone(),
+            ) {
+                Ok(server) => Some(server),
+                Err(e) => {
+                    error!(error = %e, "cannot start the metrics endpoint");
+                    None
+                }
+            },
+            None => None,
+        };
         let config = Arc::new(setup.config);
         let plan = plan_of(&config);
         let watcher = match watch::Watcher::new(tx.clone(), &config.watch_paths) {
@@ -154,6 +169,7 @@ impl Master {
             ready_pipe: setup.ready_pipe,
             control_path,
             stats,
+            metrics,
             watcher,
             next_request: 1,
             reload_replies: HashMap::new(),
@@ -224,6 +240,11 @@ impl Master {
                                 self.reload_replies.insert(id, reply);
                                 self.local.push_back(Event::ReloadRequested(id));
                             }
+                            // A read of shared memory and the state machine's
+                            // counters: no decision, so answered here at once.
+                            ControlRequest::Metrics(reply) => {
+                                let _ = reply.send(self.metrics_text());
+                            }
                         }
                     }
                     None => return self.shutdown(1),
@@ -292,6 +313,9 @@ impl Master {
                 self.watcher = None;
             }
             Action::LogStats => self.log_stats(),
+            Action::ReapOrphans => {
+                crate::reaper::reap_orphans();
+            }
             Action::ReopenLogs => match self.sink.reopen() {
                 Ok(()) => info!("log reopened"),
                 Err(e) => warn!(error = %e, "cannot reopen the log"),
@@ -386,7 +410,8 @@ impl Master {
                 let pid = spawned.child.id().map(|p| p as i32).unwrap_or(0);
                 info!(worker = slot + 1, pid, generation, "worker spawned");
                 if let Some(scoreboard) = spawned.scoreboard {
-                    self.workers.insert(pid, slot, scoreboard);
+                    let names = g.listeners.iter().map(|l| l.local_address()).collect();
+                    self.workers.insert(pid, slot, scoreboard, names);
                 }
                 watch_worker(
                     pid,
@@ -443,6 +468,8 @@ impl Master {
                 return;
             }
         };
+        // Re-parented to us already: ours to wait for, not an orphan to reap.
+        crate::reaper::adopt(pid);
         let pidfd = match Pidfd::open(pid) {
             Ok(p) => p,
             Err(e) => {
@@ -452,7 +479,12 @@ impl Master {
             }
         };
         info!(worker = id, pid, generation, "worker forked");
-        self.workers.insert(pid, slot, request.scoreboard);
+        let names = self
+            .generations
+            .get(generation)
+            .map(|g| g.listeners.iter().map(|l| l.local_address()).collect())
+            .unwrap_or_default();
+        self.workers.insert(pid, slot, request.scoreboard, names);
         watch_worker(
             pid,
             Process::Forked(pidfd),
@@ -574,6 +606,30 @@ impl Master {
         )
     }
 
+    fn metrics_text(&self) -> String {
+        let snapshot = self.sup.snapshot();
+        let (totals, in_flight, busy) = self.workers.totals();
+        let busy_workers = snapshot
+            .workers
+            .iter()
+            .filter(|w| w.state == super::state::WorkerState::Ready && busy.contains(&w.pid))
+            .count();
+        let config = self.generations.current_config();
+        let scrape = crate::metrics::Scrape {
+            snapshot: &snapshot,
+            totals,
+            in_flight,
+            busy_workers,
+            listeners: self.generations.listener_infos(),
+            master_rss_bytes: rss_bytes(std::process::id() as i32),
+            uptime_seconds: self.started.elapsed().unwrap_or_default().as_secs_f64(),
+            log_slow_seconds: config
+                .and_then(|c| (c.log_slow_ms > 0).then(|| c.log_slow_ms as f64 / 1000.0)),
+            harakiri_seconds: config.and_then(|c| c.harakiri.map(|h| h.as_secs_f64())),
+        };
+        crate::metrics::render(&scrape)
+    }
+
     /// SIGUSR1: the status document, one line per worker.
     fn log_stats(&self) {
         let status = self.status();
@@ -601,6 +657,9 @@ impl Master {
         }
         if let Some(stats) = self.stats.take() {
             stats.vacuum();
+        }
+        if let Some(metrics) = self.metrics.take() {
+            metrics.vacuum();
         }
         if let Some(p) = self.pidfile.take() {
             p.remove_if_ours();

@@ -193,6 +193,24 @@ impl Generations {
         }
     }
 
+    /// The serving generation's config.
+    pub fn current_config(&self) -> Option<&Config> {
+        self.by_id.get(&self.current).map(|g| &*g.config)
+    }
+
+    /// Every socket the master holds, with its listen queue where the kernel says.
+    pub fn listener_infos(&self) -> Vec<crate::metrics::ListenerInfo> {
+        use std::os::fd::AsFd;
+        self.open
+            .iter()
+            .map(|l| crate::metrics::ListenerInfo {
+                name: l.local_address(),
+                proto: l.spec.protocol.as_str(),
+                queue: crate::metrics::queue::listen_queue(l.fd.as_fd()),
+            })
+            .collect()
+    }
+
     pub fn sockets(&self) -> Vec<SocketStatus> {
         self.open
             .iter()
@@ -210,6 +228,12 @@ pub fn plan_of(config: &Config) -> GenerationPlan {
         processes: config.processes.max(1) as usize,
         mercy: config.worker_reload_mercy,
         harakiri: config.harakiri,
+        harakiri_grace: config
+            .harakiri_graceful_timeout
+            .unwrap_or(crate::worker::contract::HARAKIRI_DUMP_GRACE),
+        harakiri_graceful_signal: config
+            .harakiri_graceful_timeout
+            .map(|_| config.harakiri_graceful_signal),
         one_by_one: config.reload_one_by_one,
         preload: !config.lazy_apps,
     }

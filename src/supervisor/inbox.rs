@@ -26,6 +26,8 @@ pub enum ControlRequest {
     Status(oneshot::Sender<Status>),
     /// Answered once the reload's outcome is known.
     Reload(oneshot::Sender<ReloadReport>),
+    /// The metrics exposition text (`metrics::render`), answered at once.
+    Metrics(oneshot::Sender<String>),
 }
 
 /// The commands the control socket accepts, one line each.

@@ -9,5 +9,6 @@ pub mod inbox;
 pub mod policy;
 pub mod state;
 pub mod status;
+pub mod tally;
 mod templates;
 mod workers;

@@ -30,6 +30,7 @@ use tracing::{debug, error, info, warn};
 
 use super::events::*;
 use super::policy::Backoff;
+use super::tally::Tally;
 use crate::worker::contract::ExitReason;
 
 /// How long a generation may take from spawn to every worker ready.
@@ -96,7 +97,12 @@ pub enum WorkerState {
     Retiring {
         kill_at: Instant,
     },
-    /// Killed (harakiri, failed generation, stop deadline): waiting for its exit.
+    /// Past `harakiri`: told to dump its stack (and the graceful signal if
+    /// set); SIGKILL at `kill_at`, `None` once sent.
+    Harakiri {
+        kill_at: Option<Instant>,
+    },
+    /// Killed (failed generation, stop deadline, after a harakiri): waiting for its exit.
     Killed,
 }
 
@@ -233,6 +239,7 @@ pub struct Supervisor {
     next_generation: u64,
     /// The last import traceback logged for a respawn, so a crash loop logs it once.
     last_traceback: Option<String>,
+    tally: Tally,
 }
 
 /// A read-only view for `status`.
@@ -246,6 +253,7 @@ pub struct Snapshot {
     pub workers: Vec<Worker>,
     pub templates: Vec<Template>,
     pub last_reload: Option<ReloadOutcome>,
+    pub tally: Tally,
 }
 
 impl Supervisor {
@@ -269,6 +277,7 @@ impl Supervisor {
             harakiri_at: None,
             next_generation: 2,
             last_traceback: None,
+            tally: Tally::default(),
         };
         let processes = plan.processes;
         let preload = plan.preload;
@@ -297,6 +306,7 @@ impl Supervisor {
             workers: self.workers.clone(),
             templates: self.templates.values().cloned().collect(),
             last_reload: self.last_reload.clone(),
+            tally: self.tally.clone(),
         }
     }
 
@@ -327,6 +337,7 @@ impl Supervisor {
         }));
         deadlines.extend(self.workers.iter().filter_map(|w| match w.state {
             WorkerState::Retiring { kill_at } => Some(kill_at),
+            WorkerState::Harakiri { kill_at } => kill_at,
             _ => None,
         }));
         deadlines.extend(self.harakiri_at);
@@ -351,6 +362,7 @@ impl Supervisor {
             }
             Event::Signal(MasterSignal::Usr1) => actions.push(Action::LogStats),
             Event::Signal(MasterSignal::Usr2) => actions.push(Action::ReopenLogs),
+            Event::Signal(MasterSignal::Chld) => actions.push(Action::ReapOrphans),
             Event::StatusRequested(id) => actions.push(Action::ReplyStatus { request: id }),
             Event::FilesChanged { writing } => self.files_changed(writing, now),
             Event::ConfigLoaded { generation, result } => {
@@ -395,7 +407,7 @@ impl Supervisor {
                 reason,
                 detail,
             } => self.worker_exited(pid, reason, detail, now, &mut actions),
-            Event::BusyWorkers(busy) => self.harakiri(busy, &mut actions),
+            Event::BusyWorkers(busy) => self.harakiri(busy, now, &mut actions),
             Event::Tick => self.tick(now, &mut actions),
         }
         self.maybe_exit(&mut actions);
@@ -503,6 +515,12 @@ impl Supervisor {
         outcome: ReloadOutcome,
         actions: &mut Vec<Action>,
     ) {
+        match outcome {
+            ReloadOutcome::Serving { .. } => self.tally.reloads_ok += 1,
+            ReloadOutcome::Rejected { .. } => self.tally.reloads_rejected += 1,
+            ReloadOutcome::Failed { .. } => self.tally.reloads_failed += 1,
+            ReloadOutcome::Aborted => {}
+        }
         actions.push(Action::ReplyReload {
             requests: waiters,
             outcome: outcome.clone(),
@@ -629,6 +647,7 @@ impl Supervisor {
         actions: &mut Vec<Action>,
     ) {
         self.pending.retain(|p| *p != (generation, slot));
+        self.tally.spawns += 1;
         let mut state = WorkerState::Booting;
         // A spawn answered after its generation was abandoned or the master began
         // to stop: the process exists, so stop it rather than lose track of it.
@@ -690,8 +709,20 @@ impl Supervisor {
             return;
         };
         let w = self.workers.remove(index);
-        let expected = matches!(w.state, WorkerState::Retiring { .. } | WorkerState::Killed)
-            || matches!(self.phase, Phase::Stopping { .. });
+        let stopping = matches!(self.phase, Phase::Stopping { .. });
+        self.tally.exited(match (&w.state, reason) {
+            (WorkerState::Harakiri { .. }, _) => "harakiri",
+            (_, ExitReason::Recycled(why)) => why,
+            _ if stopping => "stop",
+            (WorkerState::Retiring { .. }, _) => "reload",
+            (WorkerState::Killed, _) => "killed",
+            (_, ExitReason::AppLoadFailed) => "boot-failed",
+            _ => "crash",
+        });
+        let expected = matches!(
+            w.state,
+            WorkerState::Retiring { .. } | WorkerState::Harakiri { .. } | WorkerState::Killed
+        ) || stopping;
         if expected {
             info!(
                 worker = w.slot + 1,
@@ -822,12 +853,19 @@ impl Supervisor {
         }
     }
 
-    fn harakiri(&mut self, busy: Vec<BusyWorker>, actions: &mut Vec<Action>) {
+    /// A request past `harakiri`: the worker is told to dump the stuck
+    /// request's stack and answer 504 (and gets the graceful signal when
+    /// `harakiri-graceful-timeout` is set), then SIGKILL after the grace. Its
+    /// slot is refilled at once, so capacity does not wait for the kill.
+    fn harakiri(&mut self, busy: Vec<BusyWorker>, now: Instant, actions: &mut Vec<Action>) {
         for b in busy {
             let Some(w) = self.workers.iter_mut().find(|w| w.pid == b.pid) else {
                 continue;
             };
-            let Some(limit) = self.plans.get(&w.generation).and_then(|p| p.harakiri) else {
+            let Some(plan) = self.plans.get(&w.generation) else {
+                continue;
+            };
+            let Some(limit) = plan.harakiri else {
                 continue;
             };
             if b.age >= limit
@@ -838,9 +876,23 @@ impl Supervisor {
                     pid = w.pid,
                     request = %b.request,
                     age_ms = b.age.as_millis() as u64,
-                    "harakiri: request exceeded its time limit, killing the worker"
+                    grace_ms = plan.harakiri_grace.as_millis() as u64,
+                    "harakiri: request exceeded its time limit, dumping its stack, then killing the worker"
                 );
-                kill(w, actions);
+                self.tally.harakiri += 1;
+                w.state = WorkerState::Harakiri {
+                    kill_at: Some(now + plan.harakiri_grace),
+                };
+                actions.push(Action::Signal {
+                    pid: w.pid,
+                    signal: WorkerSignal::HarakiriDump,
+                });
+                if let Some(sig) = plan.harakiri_graceful_signal {
+                    actions.push(Action::Signal {
+                        pid: w.pid,
+                        signal: WorkerSignal::HarakiriGraceful(sig),
+                    });
+                }
                 // Killed on purpose: replace it at once, not as a crash.
                 if w.generation == self.current && !matches!(self.phase, Phase::Stopping { .. }) {
                     let (generation, slot) = (w.generation, w.slot);
@@ -977,8 +1029,8 @@ impl Supervisor {
         }
         self.templates_due(now, actions);
         for w in self.workers.iter_mut() {
-            if let WorkerState::Retiring { kill_at } = w.state {
-                if now >= kill_at {
+            match w.state {
+                WorkerState::Retiring { kill_at } if now >= kill_at => {
                     warn!(
                         worker = w.slot + 1,
                         pid = w.pid,
@@ -986,6 +1038,22 @@ impl Supervisor {
                     );
                     kill(w, actions);
                 }
+                WorkerState::Harakiri {
+                    kill_at: Some(kill_at),
+                } if now >= kill_at => {
+                    warn!(
+                        worker = w.slot + 1,
+                        pid = w.pid,
+                        "harakiri: killing the worker"
+                    );
+                    // Stays a harakiri, so its exit is counted as one.
+                    w.state = WorkerState::Harakiri { kill_at: None };
+                    actions.push(Action::Signal {
+                        pid: w.pid,
+                        signal: WorkerSignal::Kill,
+                    });
+                }
+                _ => {}
             }
         }
         let stop_due = matches!(self.phase, Phase::Stopping { deadline: Some(t), .. } if now >= t);

@@ -245,7 +245,7 @@ pub fn build(
                 (WorkerState::Ready, Some(_)) => WorkerStateName::Busy,
                 (WorkerState::Ready, None) => WorkerStateName::Idle,
                 (WorkerState::Retiring { .. }, _) => WorkerStateName::Retiring,
-                (WorkerState::Killed, _) => WorkerStateName::Killed,
+                (WorkerState::Killed | WorkerState::Harakiri { .. }, _) => WorkerStateName::Killed,
             };
             let lived = instant_now.saturating_duration_since(w.spawned_at);
             WorkerStatus {
@@ -356,6 +356,7 @@ mod tests {
             ],
             templates: Vec::new(),
             last_reload: Some(ReloadOutcome::Serving { generation: 2 }),
+            tally: Default::default(),
         }
     }
 

@@ -11,11 +11,14 @@ use tracing::warn;
 use super::events::{BusyWorker, Event, WorkerSignal};
 use super::inbox::{Inbox, Input};
 use super::status::WorkerFacts;
+use crate::metrics::RequestTotals;
 use crate::scoreboard::Scoreboard;
 use crate::worker::contract::{ExitReason, MSG_FAILED, MSG_READY};
 
 struct WorkerHandle {
     scoreboard: Scoreboard,
+    /// Its generation's listener names, in the order the worker counts them.
+    listeners: Vec<String>,
     /// How many workers this slot has had, this one included (uWSGI's `respawn_count`).
     spawns: u64,
 }
@@ -26,18 +29,55 @@ pub struct Workers {
     by_pid: HashMap<i32, WorkerHandle>,
     /// Workers started per slot over the master's life, for `respawn_count`.
     spawns_per_slot: HashMap<usize, u64>,
+    /// The last reading of every worker that is gone, so the instance's
+    /// counters never go back when a worker is replaced.
+    retired: RequestTotals,
 }
 
 impl Workers {
-    pub fn insert(&mut self, pid: i32, slot: usize, scoreboard: Scoreboard) {
+    pub fn insert(
+        &mut self,
+        pid: i32,
+        slot: usize,
+        scoreboard: Scoreboard,
+        listeners: Vec<String>,
+    ) {
         let spawns = self.spawns_per_slot.entry(slot).or_default();
         *spawns += 1;
         let spawns = *spawns;
-        self.by_pid.insert(pid, WorkerHandle { scoreboard, spawns });
+        self.by_pid.insert(
+            pid,
+            WorkerHandle {
+                scoreboard,
+                listeners,
+                spawns,
+            },
+        );
     }
 
+    /// The worker has exited: its page is final, read it one last time.
     pub fn remove(&mut self, pid: i32) {
-        self.by_pid.remove(&pid);
+        if let Some(h) = self.by_pid.remove(&pid) {
+            self.retired.add(&h.scoreboard.read(), &h.listeners);
+        }
+    }
+
+    /// The instance's request counters (gone workers plus live ones), the
+    /// requests in flight, and how many workers have one.
+    pub fn totals(&self) -> (RequestTotals, u64, Vec<i32>) {
+        let mut totals = self.retired.clone();
+        let mut in_flight = 0;
+        let mut busy = Vec::new();
+        for (pid, h) in &self.by_pid {
+            let r = h.scoreboard.read();
+            // One serving thread does not count: its request start says it.
+            in_flight += r.counters.in_flight.max(u64::from(r.busy_since.is_some()));
+            if r.busy_since.is_some() {
+                busy.push(*pid);
+            }
+            totals.add(&r, &h.listeners);
+        }
+        (totals, in_flight, busy)
     }
 
     /// The workers in a request now (`now` on the scoreboard clock), for harakiri.
@@ -67,7 +107,7 @@ impl Workers {
 
 /// Sends `signal` to the worker's process group (the worker is its leader).
 pub fn signal_group(pid: i32, signal: WorkerSignal) {
-    use nix::sys::signal::{killpg, Signal};
+    use nix::sys::signal::{kill, killpg, Signal};
     if pid <= 1 {
         return;
     }
@@ -75,6 +115,19 @@ pub fn signal_group(pid: i32, signal: WorkerSignal) {
         WorkerSignal::Graceful => Signal::SIGTERM,
         WorkerSignal::Now => Signal::SIGINT,
         WorkerSignal::Kill => Signal::SIGKILL,
+        // The worker's pid only: a child the app spawned would die of SIGUSR2.
+        WorkerSignal::HarakiriDump | WorkerSignal::HarakiriGraceful(_) => {
+            let sig = match signal {
+                WorkerSignal::HarakiriGraceful(n) => Signal::try_from(n).unwrap_or(Signal::SIGTERM),
+                _ => crate::worker::contract::SIGNAL_HARAKIRI_DUMP,
+            };
+            if let Err(e) = kill(nix::unistd::Pid::from_raw(pid), sig) {
+                if e != nix::errno::Errno::ESRCH {
+                    warn!(pid, signal = ?sig, error = %e, "cannot signal worker");
+                }
+            }
+            return;
+        }
     };
     if let Err(e) = killpg(nix::unistd::Pid::from_raw(pid), sig) {
         if e != nix::errno::Errno::ESRCH {

@@ -46,7 +46,7 @@
 //! # Config
 //! [`ENV_CONFIG`] holds JSON: `{"id", "generation", "module", "wsgi_file", "callable",
 //! "chdir", "pythonpath": [...], "threads", "processes", "buffer_size",
-//! "disable_logging", "max_requests", "reload_on_rss_mb", "harakiri", "template",
+//! "disable_logging", "max_requests", "reload_on_rss_mb", "harakiri", "log_slow_ms", "template",
 //! "reload_check": [paths], "reload_check_host", "reload_check_timeout",
 //! "listeners": [{"fd", "proto": "uwsgi"|"http", "name"}]}`. The worker removes it
 //! from `os.environ` before importing the app.
@@ -62,10 +62,29 @@
 //! | 40 | u16 | length of the current request's "METHOD PATH" (no query string) |
 //! | 42 | bytes | that text, at most [`SCOREBOARD_REQ_MAX`] bytes |
 //!
+//! | 256 | u64 × 6 | requests completed by status class: 1xx, 2xx, 3xx, 4xx, 5xx, other (no valid status) |
+//! | 304 | u64 | requests in flight now, written only when several threads serve (with one, the request start at 0 says it: the master takes the larger) |
+//! | 312 | u64 | requests slower than `log-slow` |
+//! | 320 | u64 × 16 | request-duration histogram: requests per bucket (not cumulative), bucket *i* holds durations ≤ [`HISTOGRAM_BOUNDS`]\[i\] and above the bound before it; the slot after the last bound is +Inf |
+//! | 448 | u64 × 8 | requests completed per listener, by its index in `listeners` (the last slot also counts every listener past it) |
+//!
+//! The counters from offset 256 are written with single aligned 8-byte stores
+//! (a `memoryview` cast to `Q`), so the master never sees half a number. They
+//! only grow over the worker's life; the master keeps the last reading of a
+//! worker that is gone, so the instance's totals never go backwards.
+//!
 //! Readers tolerate torn reads (a field read mid-update is off by one request at
-//! most); nothing here is used for correctness, only for harakiri and `status`.
+//! most); nothing here is used for correctness, only for harakiri, `status` and
+//! the metrics.
 //!
 //! # Signals to a worker
+//! - [`SIGNAL_HARAKIRI_DUMP`] (SIGUSR2, to the worker's pid only): harakiri is
+//!   about to kill it. A dedicated thread (the signal is blocked in every other
+//!   thread and taken with `sigwait`, so a stuck main thread does not matter) logs
+//!   the oldest request's method, path (no query string), age, worker id, pid and
+//!   the Python stack of the thread serving it, answers 504 on that connection if
+//!   no response head was sent, counts it, and stops accepting. The master sends
+//!   SIGKILL after [`HARAKIRI_DUMP_GRACE`] or `harakiri-graceful-timeout`.
 //! - SIGTERM: graceful: stop accepting, finish the current request(s), exit 0.
 //! - SIGINT, SIGQUIT: exit at once.
 //! - SIGKILL: harakiri and mercy.
@@ -88,8 +107,31 @@ pub const MSG_READY: &str = "ready";
 /// `failed <json string>`: why the app could not be loaded (traceback).
 pub const MSG_FAILED: &str = "failed";
 
-pub const SCOREBOARD_SIZE: usize = 256;
-pub const SCOREBOARD_REQ_MAX: usize = SCOREBOARD_SIZE - 42;
+pub const SCOREBOARD_SIZE: usize = 1024;
+/// The request text ends where the counters begin.
+pub const SCOREBOARD_REQ_MAX: usize = 256 - 42;
+/// Offsets of the counters (see the table above).
+pub const SB_BY_STATUS: usize = 256;
+pub const SB_STATUS_CLASSES: usize = 6;
+pub const SB_IN_FLIGHT: usize = 304;
+pub const SB_SLOW: usize = 312;
+pub const SB_HISTOGRAM: usize = 320;
+pub const SB_HISTOGRAM_SLOTS: usize = 16;
+pub const SB_BY_LISTENER: usize = 448;
+pub const SB_LISTENER_SLOTS: usize = 8;
+
+/// Upper bounds (seconds) of the request-duration histogram buckets, then +Inf.
+/// Fixed, so counters of every worker and generation add up.
+pub const HISTOGRAM_BOUNDS: [f64; 14] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0,
+];
+
+/// Sent to a worker's pid (not its group) before a harakiri kill.
+pub const SIGNAL_HARAKIRI_DUMP: nix::sys::signal::Signal = nix::sys::signal::Signal::SIGUSR2;
+/// How long a worker has between [`SIGNAL_HARAKIRI_DUMP`] and SIGKILL when
+/// `harakiri-graceful-timeout` is not set: time to log the stack and answer 504,
+/// and for the worker's other threads to finish their requests.
+pub const HARAKIRI_DUMP_GRACE: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// The worker package, shipped inside the binary: (path under `python/`, source).
 /// A unit test checks this lists exactly the files of `python/amy_worker/`.
@@ -106,6 +148,7 @@ pub const WORKER_PACKAGE: &[(&str, &str)] = package![
     "amy_worker/check.py",
     "amy_worker/contract.py",
     "amy_worker/errors.py",
+    "amy_worker/harakiri.py",
     "amy_worker/fdio.py",
     "amy_worker/http.py",
     "amy_worker/limits.py",

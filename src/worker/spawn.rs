@@ -156,6 +156,7 @@ pub fn worker_json(
         "max_requests": config.max_requests,
         "reload_on_rss_mb": config.reload_on_rss_mb,
         "harakiri": config.harakiri.map(|d| d.as_secs_f64()),
+        "log_slow_ms": config.log_slow_ms,
         "listeners": listeners,
         "template": template,
         "reload_check": config.reload_check,
@@ -230,6 +231,9 @@ pub fn spawn(
         cmd.pre_exec(move || place_fds(&moves));
     }
     let child = cmd.spawn()?;
+    if let Some(pid) = child.id() {
+        crate::reaper::adopt(pid as i32);
+    }
     drop(control_write);
     Ok(Spawned {
         child,

@@ -9,6 +9,8 @@ fn preload(processes: usize) -> GenerationPlan {
         processes,
         mercy: Duration::from_secs(60),
         harakiri: None,
+        harakiri_grace: Duration::from_secs(3),
+        harakiri_graceful_signal: None,
         one_by_one: false,
         preload: true,
     }

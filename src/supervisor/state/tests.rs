@@ -10,6 +10,8 @@ fn plan(processes: usize) -> GenerationPlan {
         processes,
         mercy: Duration::from_secs(60),
         harakiri: None,
+        harakiri_grace: Duration::from_secs(3),
+        harakiri_graceful_signal: None,
         one_by_one: false,
         preload: false,
     }
@@ -600,18 +602,73 @@ fn harakiri_kills_only_the_worker_past_its_limit_and_replaces_it() {
             request: "GET /".into(),
         },
     ];
-    let a = sup.handle(Event::BusyWorkers(busy), t0 + HARAKIRI_PERIOD);
-    assert_eq!(signals(&a), vec![(10, WorkerSignal::Kill)]);
+    let t1 = t0 + HARAKIRI_PERIOD;
+    let a = sup.handle(Event::BusyWorkers(busy), t1);
+    assert_eq!(
+        signals(&a),
+        vec![(10, WorkerSignal::HarakiriDump)],
+        "the stack dump comes before the kill"
+    );
     assert_eq!(spawns(&a), vec![(0, 1)]);
+    assert_eq!(sup.snapshot().tally.harakiri, 1);
+    assert!(sup.next_deadline() <= Some(t1 + Duration::from_secs(3)));
+    let a = sup.handle(Event::Tick, t1 + Duration::from_secs(2));
+    assert!(
+        !signals(&a).contains(&(10, WorkerSignal::Kill)),
+        "still within the dump grace"
+    );
+    let a = sup.handle(Event::Tick, t1 + Duration::from_secs(3));
+    assert_eq!(signals(&a), vec![(10, WorkerSignal::Kill)]);
     let a = sup.handle(
         Event::WorkerExited {
             pid: 10,
             reason: ExitReason::Signaled(9),
             detail: None,
         },
-        t0,
+        t1 + Duration::from_secs(3),
     );
     assert!(spawns(&a).is_empty(), "already replaced");
+    let tally = sup.snapshot().tally;
+    assert_eq!(tally.exits["harakiri"], 1);
+    assert_eq!(tally.exits["crash"], 0);
+}
+
+#[test]
+fn harakiri_graceful_timeout_sends_the_graceful_signal_after_the_dump() {
+    let t0 = Instant::now();
+    let p = GenerationPlan {
+        harakiri: Some(Duration::from_secs(3)),
+        harakiri_grace: Duration::from_secs(7),
+        harakiri_graceful_signal: Some(10),
+        ..plan(1)
+    };
+    let (mut sup, _) = Supervisor::start(p, t0);
+    sup.handle(
+        Event::Spawned {
+            slot: 0,
+            generation: 1,
+            pid: 10,
+        },
+        t0,
+    );
+    sup.handle(Event::WorkerReady { pid: 10 }, t0);
+    let busy = vec![BusyWorker {
+        pid: 10,
+        age: Duration::from_secs(4),
+        request: "GET /sleep".into(),
+    }];
+    let a = sup.handle(Event::BusyWorkers(busy), t0);
+    assert_eq!(
+        signals(&a),
+        vec![
+            (10, WorkerSignal::HarakiriDump),
+            (10, WorkerSignal::HarakiriGraceful(10))
+        ]
+    );
+    let a = sup.handle(Event::Tick, t0 + Duration::from_secs(6));
+    assert!(signals(&a).is_empty(), "still within the graceful timeout");
+    let a = sup.handle(Event::Tick, t0 + Duration::from_secs(7));
+    assert_eq!(signals(&a), vec![(10, WorkerSignal::Kill)]);
 }
 
 #[test]

@@ -1,0 +1,516 @@
+//! The Prometheus endpoint (`prometheus = ADDR`) and harakiri's stack dump,
+//! against the real binary and real Python workers. Every scrape is parsed by
+//! `prometheus_client`'s own text parser (the reference Python client).
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// The secret `Site` puts in `uwsgi_env`.
+const CANARY: &str = "canary-secret-7f3a9";
+/// Request data: in a query string and a header, never in the metrics.
+const REQUEST_TOKEN: &str = "request-token-5c1e";
+
+/// One sample: name, labels, value.
+type Sample = (String, BTreeMap<String, String>, f64);
+
+struct Scraped {
+    text: String,
+    samples: Vec<Sample>,
+}
+
+impl Scraped {
+    /// The value of `name` with exactly `labels` (panics if absent).
+    fn get(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        let want: BTreeMap<String, String> = labels
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        self.samples
+            .iter()
+            .find(|(n, l, _)| n == name && *l == want)
+            .map(|(_, _, v)| *v)
+            .unwrap_or_else(|| panic!("no sample {name}{want:?} in\n{}", self.text))
+    }
+}
+
+/// Parses exposition text with prometheus_client's parser; fails on any
+/// syntax it rejects.
+fn parse(text: &str) -> Vec<Sample> {
+    let mut child = Command::new(venv().join("bin/python"))
+        .arg("-c")
+        .arg(
+            "import sys, json\n\
+             from prometheus_client.parser import text_string_to_metric_families\n\
+             out = []\n\
+             for fam in text_string_to_metric_families(sys.stdin.read()):\n\
+             \x20   for s in fam.samples:\n\
+             \x20       out.append([s.name, s.labels, s.value])\n\
+             print(json.dumps(out))\n",
+        )
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "prometheus_client rejected the text: {}\n{text}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn scrape(port: u16) -> Scraped {
+    let r = http_get(port, "/metrics").expect("scrape");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        r.header("Content-Type"),
+        Some("text/plain; version=0.0.4; charset=utf-8")
+    );
+    let text = r.text();
+    assert!(!text.contains(CANARY), "a secret in the metrics:\n{text}");
+    assert!(
+        !text.contains(REQUEST_TOKEN) && !text.contains("/ok") && !text.contains("/stuck"),
+        "request data in the metrics:\n{text}"
+    );
+    Scraped {
+        samples: parse(&text),
+        text,
+    }
+}
+
+fn metrics_site(name: &str, processes: u32, extra: &str) -> (Site, u16) {
+    let port = free_port();
+    let site = Site::new(
+        name,
+        "metricsapp",
+        processes,
+        &format!("prometheus = 127.0.0.1:{port}\n{extra}"),
+    );
+    (site, port)
+}
+
+/// The histogram's own consistency: cumulative buckets, +Inf == _count.
+fn assert_histogram_consistent(s: &Scraped) {
+    let mut buckets: Vec<(f64, f64)> = s
+        .samples
+        .iter()
+        .filter(|(n, _, _)| n == "amy_request_duration_seconds_bucket")
+        .map(|(_, l, v)| {
+            let le = &l["le"];
+            let le = if le == "+Inf" {
+                f64::INFINITY
+            } else {
+                le.parse().unwrap()
+            };
+            (le, *v)
+        })
+        .collect();
+    buckets.sort_by(|a, b| a.0.partial_cmp(&b.0).unwrap());
+    assert!(buckets.windows(2).all(|w| w[0].1 <= w[1].1), "{buckets:?}");
+    let count = s.get("amy_request_duration_seconds_count", &[]);
+    assert_eq!(buckets.last().unwrap().1, count);
+}
+
+#[test]
+fn counters_match_a_known_mix_and_survive_a_worker_kill_and_a_reload() {
+    let (site, port) = metrics_site("metrics-mix", 2, "");
+    let inst = site.start();
+    for _ in 0..12 {
+        assert_eq!(http_get(site.http_port, "/ok").unwrap().status, 200);
+    }
+    // Through the uwsgi socket too (the other listener), with a token in the
+    // query string and a header: neither may reach the metrics.
+    for _ in 0..5 {
+        let raw = raw_unix(
+            &site.sock(),
+            &uwsgi_packet(
+                "GET",
+                &format!("/ok?token={REQUEST_TOKEN}"),
+                &[("X-Token", REQUEST_TOKEN)],
+                b"",
+            ),
+        )
+        .unwrap();
+        assert_eq!(parse_response(&raw).unwrap().status, 200);
+    }
+    for _ in 0..7 {
+        assert_eq!(http_get(site.http_port, "/missing").unwrap().status, 404);
+    }
+    for _ in 0..3 {
+        assert_eq!(http_get(site.http_port, "/boom").unwrap().status, 500);
+    }
+    let s = scrape(port);
+    assert_eq!(s.get("amy_requests_total", &[("status", "2xx")]), 17.0);
+    assert_eq!(s.get("amy_requests_total", &[("status", "4xx")]), 7.0);
+    assert_eq!(s.get("amy_requests_total", &[("status", "5xx")]), 3.0);
+    assert_eq!(s.get("amy_requests_total", &[("status", "other")]), 0.0);
+    assert_eq!(s.get("amy_request_duration_seconds_count", &[]), 27.0);
+    assert_histogram_consistent(&s);
+    let sock = site.sock().display().to_string();
+    assert_eq!(
+        s.get("amy_listener_requests_total", &[("listener", &sock)]),
+        5.0
+    );
+    assert_eq!(
+        s.get(
+            "amy_listener_requests_total",
+            &[("listener", &format!("127.0.0.1:{}", site.http_port))]
+        ),
+        22.0
+    );
+    assert_eq!(s.get("amy_app_exceptions_total", &[]), 3.0);
+    assert!(s.get("amy_response_bytes_total", &[]) > 0.0);
+    assert_eq!(s.get("amy_workers", &[("state", "idle")]), 2.0);
+    assert_eq!(s.get("amy_worker_spawns_total", &[]), 2.0);
+    assert_eq!(s.get("amy_generation", &[]), 1.0);
+    assert_eq!(s.get("amy_requests_in_flight", &[]), 0.0);
+    assert!(s.get("amy_master_rss_bytes", &[]) > 0.0);
+    // The http-socket is TCP: the kernel reports its queue.
+    let http = format!("127.0.0.1:{}", site.http_port);
+    assert_eq!(
+        s.get(
+            "amy_listen_queue",
+            &[("listener", &http), ("proto", "http")]
+        ),
+        0.0
+    );
+    assert!(
+        s.get(
+            "amy_listen_queue_max",
+            &[("listener", &http), ("proto", "http")]
+        ) > 0.0
+    );
+    // The unix socket too (sock_diag), with its backlog.
+    assert_eq!(
+        s.get(
+            "amy_listen_queue",
+            &[("listener", &sock), ("proto", "uwsgi")]
+        ),
+        0.0
+    );
+    assert!(
+        s.get(
+            "amy_listen_queue_max",
+            &[("listener", &sock), ("proto", "uwsgi")]
+        ) > 0.0
+    );
+
+    // A worker killed: its counts stay in the instance's totals.
+    let victim = inst.worker_pids()[0];
+    assert!(kill(victim, 9));
+    wait_for(
+        "the killed worker to be replaced",
+        Duration::from_secs(30),
+        || {
+            let s = scrape(port);
+            (s.get("amy_worker_spawns_total", &[]) == 3.0
+                && s.get("amy_workers", &[("state", "idle")]) == 2.0)
+                .then_some(())
+        },
+    );
+    let s = scrape(port);
+    assert_eq!(s.get("amy_worker_exits_total", &[("reason", "crash")]), 1.0);
+    assert_eq!(s.get("amy_requests_total", &[("status", "2xx")]), 17.0);
+    assert_eq!(s.get("amy_requests_total", &[("status", "4xx")]), 7.0);
+    assert_eq!(s.get("amy_requests_total", &[("status", "5xx")]), 3.0);
+    assert_eq!(s.get("amy_request_duration_seconds_count", &[]), 27.0);
+
+    // A reload: a new generation of workers, the same counters.
+    let out = site.cli(&["reload", site.ini().to_str().unwrap()]);
+    assert!(out.status.success(), "{}", inst.tail());
+    wait_for(
+        "the old generation to leave",
+        Duration::from_secs(30),
+        || {
+            let s = scrape(port);
+            (s.get("amy_worker_exits_total", &[("reason", "reload")]) == 2.0).then_some(())
+        },
+    );
+    let s = scrape(port);
+    assert_eq!(s.get("amy_generation", &[]), 2.0);
+    assert_eq!(s.get("amy_reloads_total", &[("outcome", "ok")]), 1.0);
+    assert_eq!(s.get("amy_reloads_total", &[("outcome", "rejected")]), 0.0);
+    assert_eq!(s.get("amy_requests_total", &[("status", "2xx")]), 17.0);
+    assert_eq!(s.get("amy_request_duration_seconds_count", &[]), 27.0);
+    for _ in 0..4 {
+        assert_eq!(http_get(site.http_port, "/ok").unwrap().status, 200);
+    }
+    let s = scrape(port);
+    assert_eq!(s.get("amy_requests_total", &[("status", "2xx")]), 21.0);
+    assert_eq!(s.get("amy_request_duration_seconds_count", &[]), 31.0);
+    assert_histogram_consistent(&s);
+    let log = site.log_text();
+    assert!(!log.contains(CANARY));
+    // The retired workers left on SIGTERM, not through an escaped `_Stop`
+    // (the harakiri thread once took SIGTERM from the main thread).
+    assert!(
+        !log.contains("_Stop") && !log.contains("reason=Crashed"),
+        "{log}"
+    );
+}
+
+#[test]
+fn harakiri_dumps_the_stuck_stack_answers_504_and_spares_the_other_threads() {
+    let (site, port) = metrics_site("metrics-harakiri", 1, "threads = 4\nharakiri = 2\n");
+    let inst = site.start();
+    let http_port = site.http_port;
+    let stuck = std::thread::spawn(move || http_get(http_port, "/stuck?s=30&token=q"));
+    // The other three threads get requests that are in flight when harakiri
+    // fires (the stuck one is 1.5 s old; harakiri looks once a second past 2 s)
+    // and end well before the kill.
+    wait_for(
+        "the stuck request to be 1.5 s old",
+        Duration::from_secs(20),
+        || {
+            let s = site.status_json();
+            let age = s["workers"][0]["request_age_s"].as_f64()?;
+            (age >= 1.5).then_some(())
+        },
+    );
+    let others: Vec<_> = (0..3)
+        .map(|_| std::thread::spawn(move || http_get(http_port, "/sleep?s=2")))
+        .collect();
+    let started = Instant::now();
+    let r = stuck
+        .join()
+        .unwrap()
+        .expect("the stuck client gets an answer");
+    assert_eq!(r.status, 504, "{}", r.text());
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "the 504 came before the kill"
+    );
+    for o in others {
+        let r = o
+            .join()
+            .unwrap()
+            .expect("the other threads' requests complete");
+        assert_eq!(
+            (r.status, r.text()),
+            (200, "slept".to_string()),
+            "{}",
+            inst.tail()
+        );
+    }
+    let log = wait_for("the kill", Duration::from_secs(20), || {
+        let log = site.log_text();
+        log.contains("harakiri: killing the worker").then_some(log)
+    });
+    let dump = log
+        .find("HARAKIRI: worker 1")
+        .unwrap_or_else(|| panic!("no dump in the log:\n{log}"));
+    let killed = log.find("harakiri: killing the worker").unwrap();
+    assert!(dump < killed, "the dump comes before the kill:\n{log}");
+    let dump_text = &log[dump..killed];
+    assert!(
+        dump_text.contains("request GET /stuck stuck for"),
+        "{dump_text}"
+    );
+    assert!(
+        dump_text.contains("in handle_stuck_report")
+            && dump_text.contains("in wait_for_the_lock_that_never_comes"),
+        "the stack names the stuck functions:\n{dump_text}"
+    );
+    assert!(
+        !dump_text.contains("token=q"),
+        "no query string: {dump_text}"
+    );
+
+    let s = wait_for(
+        "the harakiri'd worker's exit",
+        Duration::from_secs(20),
+        || {
+            let s = scrape(port);
+            (s.get("amy_worker_exits_total", &[("reason", "harakiri")]) == 1.0).then_some(s)
+        },
+    );
+    assert_eq!(s.get("amy_harakiri_total", &[]), 1.0);
+    assert_eq!(s.get("amy_requests_total", &[("status", "5xx")]), 1.0);
+    assert_eq!(s.get("amy_requests_total", &[("status", "2xx")]), 3.0);
+    assert_eq!(s.get("amy_request_duration_seconds_count", &[]), 4.0);
+    assert_histogram_consistent(&s);
+    // The slot was refilled and serves.
+    assert_eq!(http_get(site.http_port, "/ok").unwrap().status, 200);
+}
+
+#[test]
+fn the_endpoint_answers_within_10ms_while_every_worker_is_busy() {
+    let (site, port) = metrics_site("metrics-busy", 2, "");
+    let inst = site.start();
+    let http_port = site.http_port;
+    let busy: Vec<_> = (0..2)
+        .map(|_| std::thread::spawn(move || http_get(http_port, "/sleep?s=10")))
+        .collect();
+    wait_for("both workers busy", Duration::from_secs(30), || {
+        let s = scrape(port);
+        let (n, busy) = (
+            s.get("amy_requests_in_flight", &[]),
+            s.get("amy_workers", &[("state", "busy")]),
+        );
+        eprintln!("in flight {n}, busy workers {busy}");
+        (n == 2.0 && busy == 2.0).then_some(())
+    });
+    let mut took = Vec::new();
+    let mut last = String::new();
+    for _ in 0..20 {
+        let t = Instant::now();
+        let r = http_get(port, "/metrics").unwrap();
+        took.push(t.elapsed());
+        assert_eq!(r.status, 200);
+        last = r.text();
+    }
+    assert!(
+        last.contains("\namy_requests_in_flight 2\n")
+            && last.contains("\namy_workers{state=\"busy\"} 2\n"),
+        "the workers were still busy at the last timed scrape:\n{last}"
+    );
+    took.sort();
+    let median = took[took.len() / 2];
+    assert!(
+        median < Duration::from_millis(10),
+        "median scrape {median:?} while busy: {took:?}"
+    );
+    // What a scrape costs the master: its CPU time over many scrapes.
+    let cpu = || {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", inst.pid())).unwrap();
+        let f: Vec<u64> = stat
+            .rsplit(')')
+            .next()
+            .unwrap()
+            .split_whitespace()
+            .skip(11)
+            .take(2)
+            .map(|v| v.parse().unwrap())
+            .collect();
+        f[0] + f[1]
+    };
+    let n = 500;
+    let before = cpu();
+    for _ in 0..n {
+        http_get(port, "/metrics").unwrap();
+    }
+    let ticks = cpu() - before;
+    let hz = 100.0;
+    eprintln!(
+        "master CPU per scrape: {:.3} ms over {n} scrapes (2 workers, median latency {median:?})",
+        ticks as f64 / hz * 1000.0 / n as f64
+    );
+    for b in busy {
+        assert_eq!(b.join().unwrap().unwrap().status, 200);
+    }
+}
+
+#[test]
+fn log_slow_logs_slow_requests_with_logging_disabled_and_counts_them() {
+    let (site, port) = metrics_site(
+        "metrics-slow",
+        1,
+        "disable-logging = true\nlog-slow = 300\n",
+    );
+    let _inst = site.start();
+    assert_eq!(
+        http_get(site.http_port, "/sleep?s=0.5").unwrap().status,
+        200
+    );
+    assert_eq!(http_get(site.http_port, "/ok").unwrap().status, 200);
+    let log = wait_for("the slow request's line", Duration::from_secs(10), || {
+        let log = site.log_text();
+        log.contains("GET /sleep?s=0.5 =>").then_some(log)
+    });
+    assert!(
+        !log.contains("GET /ok =>"),
+        "a fast request was logged:\n{log}"
+    );
+    let s = scrape(port);
+    assert_eq!(s.get("amy_slow_requests_total", &[]), 1.0);
+    assert_eq!(s.get("amy_log_slow_seconds", &[]), 0.3);
+    // The threshold sits between buckets the histogram shows.
+    assert_eq!(
+        s.get("amy_request_duration_seconds_bucket", &[("le", "0.25")]),
+        1.0
+    );
+    assert_eq!(
+        s.get("amy_request_duration_seconds_bucket", &[("le", "0.5")]),
+        1.0
+    );
+    assert_eq!(
+        s.get("amy_request_duration_seconds_bucket", &[("le", "1")]),
+        2.0
+    );
+}
+
+#[test]
+fn a_public_metrics_address_needs_prometheus_public() {
+    let site = Site::new("metrics-public", "metricsapp", 1, "prometheus = 0.0.0.0:9");
+    let out = site.cli(&["check", site.ini().to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("amy_uwsgi.ini:") && err.contains("prometheus-public"),
+        "{err}"
+    );
+    site.write_ini(
+        "metricsapp",
+        1,
+        "prometheus = 0.0.0.0:9\nprometheus-public = true",
+    );
+    let out = site.cli(&["check", site.ini().to_str().unwrap()]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn only_get_metrics_is_served() {
+    let (site, port) = metrics_site("metrics-404", 1, "");
+    let _inst = site.start();
+    assert_eq!(http_get(port, "/").unwrap().status, 404);
+    assert_eq!(http(port, "POST", "/metrics", b"x").unwrap().status, 404);
+    assert_eq!(http_get(port, "/metrics?x=1").unwrap().status, 200);
+}
+
+#[test]
+fn harakiri_dumps_a_request_stuck_on_the_main_thread() {
+    // One thread per listener; the uwsgi socket is served by the main thread,
+    // the one that runs Python signal handlers: the dump must not need it.
+    let (site, port) = metrics_site("metrics-harakiri-main", 1, "harakiri = 1\n");
+    let _inst = site.start();
+    let sock = site.sock();
+    let stuck = std::thread::spawn(move || uwsgi_get(&sock, "/stuck?s=30"));
+    let r = stuck.join().unwrap().expect("an answer");
+    assert_eq!(r.status, 504, "{}", r.text());
+    let log = wait_for("the dump", Duration::from_secs(20), || {
+        let log = site.log_text();
+        log.contains("in wait_for_the_lock_that_never_comes")
+            .then_some(log)
+    });
+    assert!(log.contains("request GET /stuck stuck for"), "{log}");
+    let s = wait_for("the exit", Duration::from_secs(20), || {
+        let s = scrape(port);
+        (s.get("amy_worker_exits_total", &[("reason", "harakiri")]) == 1.0).then_some(s)
+    });
+    assert_eq!(s.get("amy_requests_total", &[("status", "5xx")]), 1.0);
+    let sock = site.sock().display().to_string();
+    assert_eq!(
+        s.get("amy_listener_requests_total", &[("listener", &sock)]),
+        1.0
+    );
+    assert_eq!(uwsgi_get(&site.sock(), "/ok").unwrap().status, 200);
+}
