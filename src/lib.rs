@@ -12,6 +12,7 @@ pub mod commands;
 pub mod config;
 pub mod control;
 pub mod emperor;
+pub mod leftovers;
 pub mod logs;
 pub mod pidfile;
 pub mod privileges;

@@ -172,3 +172,36 @@ fn sigkilled_master_workers_finish_in_flight_stop_accepting_and_a_new_start_serv
     let new_workers = inst2.worker_pids();
     assert!(new_workers.iter().all(|w| !workers.contains(w)));
 }
+
+#[test]
+fn stop_leaves_nothing_the_app_spawned_even_a_setsid_daemon_ignoring_sigterm() {
+    let site = Site::new("leftovers", "spawner", 1, "");
+    let mut inst = site.start();
+    let mut pids = Vec::new();
+    for what in ["child", "daemon"] {
+        let file = site.dir.join(format!("{what}.pid"));
+        let r = uwsgi_get(&site.sock(), &format!("/{what}?{}", file.display())).unwrap();
+        assert_eq!(r.status, 200, "{}", r.text());
+        let pid: i32 = r.text().trim().parse().unwrap();
+        assert!(alive(pid), "{what} {pid} not running");
+        pids.push((what, pid));
+    }
+    let out = site.cli(&["stop", site.ini().to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(inst.wait_exit(Duration::from_secs(30)), 0);
+    for (what, pid) in pids {
+        wait_for(
+            &format!("the app's {what} ({pid}) to be gone"),
+            Duration::from_secs(10),
+            || (!alive(pid)).then_some(()),
+        );
+    }
+    assert!(
+        site.log_text().contains("left behind"),
+        "the stop says what it cleaned up"
+    );
+}
