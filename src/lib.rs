@@ -17,6 +17,7 @@ pub mod logs;
 pub mod pidfile;
 pub mod privileges;
 pub mod proctitle;
+pub mod reqcount;
 pub mod runtime;
 pub mod scoreboard;
 pub mod signals;
