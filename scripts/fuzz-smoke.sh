@@ -20,12 +20,15 @@ for target in ini_reader expand env_file; do
     cargo +nightly fuzz build -s none "$target" >/dev/null
     mkdir -p "$work/$target"
     # Seeds and regressions are read, new inputs go to a scratch directory.
+    rc=0
     cargo +nightly fuzz run -s none "$target" "$work/$target" "fuzz/corpus/$target" "fuzz/regressions/$target" -- \
         -max_total_time="$SECONDS_PER_TARGET" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
-        -artifact_prefix="$work/$target-" 2>&1 | grep -E "^(stat::number_of_executed_units|stat::peak_rss|.*(crash|timeout|leak|oom|panicked|Done))" || true
-    if ls "$work/$target-"* >/dev/null 2>&1; then
-        echo "fuzz target $target failed: inputs in $work (copy them to fuzz/regressions/$target/)" >&2
-        trap - EXIT
+        >"$work/$target.log" 2>&1 || rc=$?
+    grep -E "^stat::number_of_executed_units" "$work/$target.log" | sed "s/^/$target: /" || true
+    if [ "$rc" -ne 0 ]; then
+        tail -n 30 "$work/$target.log" >&2
+        echo "fuzz target $target failed (exit $rc): the input is in fuzz/artifacts/$target/;" \
+            "fix it and keep it in fuzz/regressions/$target/" >&2
         exit 1
     fi
 done
