@@ -348,6 +348,9 @@ fn pump(read: OwnedFd, sink: &LogSink) {
     // buf[..held] is the start of a line whose end has not arrived yet.
     let mut held = 0;
     let mut pipe = File::from(read);
+    // The instance's request count for `req: a/b` (crate::reqcount).
+    let mut requests = 0u64;
+    let mut numbered = Vec::with_capacity(CHUNK);
     loop {
         if held > 0 && !readable_within(&pipe, PARTIAL_LINE_WAIT_MS) {
             sink.write_bytes(&buf[..held]);
@@ -362,7 +365,8 @@ fn pump(read: OwnedFd, sink: &LogSink) {
         let end = held + n;
         match buf[..end].iter().rposition(|&b| b == b'\n') {
             Some(last_nl) => {
-                sink.write_bytes(&buf[..=last_nl]);
+                crate::reqcount::number_lines(&buf[..=last_nl], &mut requests, &mut numbered);
+                sink.write_bytes(&numbered);
                 buf.copy_within(last_nl + 1..end, 0);
                 held = end - last_nl - 1;
             }

@@ -7,10 +7,12 @@ def _reason(code):
         408: "Request Timeout",
         411: "Length Required",
         413: "Content Too Large",
+        414: "URI Too Long",
         431: "Request Header Fields Too Large",
         500: "Internal Server Error",
         501: "Not Implemented",
         504: "Gateway Timeout",
+        505: "HTTP Version Not Supported",
     }.get(code, "Error")
 
 
@@ -23,7 +25,7 @@ def _error_response(code):
     ).encode("ascii") + body
 
 
-_ERRORS = {code: _error_response(code) for code in (400, 408, 411, 413, 431, 500, 501, 504)}
+_ERRORS = {code: _error_response(code) for code in (400, 408, 411, 413, 414, 431, 500, 501, 504, 505)}
 
 
 class ClientGone(Exception):

@@ -39,14 +39,14 @@ def _shutdown_wr(fd):
         s.detach()
 
 
-def _drain_and_close(fd, unread):
+def _drain_and_close(fd, unread, timeout=DRAIN_TIMEOUT):
     """Half-close, then read what the peer still sends (bounded), then close.
 
     Closing a socket with unread input makes the kernel reset the connection,
     and nginx then answers 502 instead of the response we sent (P14)."""
     try:
         _shutdown_wr(fd)
-        deadline = time.monotonic() + DRAIN_TIMEOUT
+        deadline = time.monotonic() + timeout
         left = DRAIN_MAX if unread is None else min(unread, DRAIN_MAX)
         while left > 0:
             if not _wait(fd, select.POLLIN, deadline - time.monotonic()):
@@ -64,6 +64,9 @@ def _drain_and_close(fd, unread):
 # What a handler returns to serve(), which owns the connection's close.
 CLOSE = 0
 DRAIN_ALL = -1
+# A refused request head: drain only briefly (REJECT_DRAIN_TIMEOUT), so a client
+# that keeps trickling bytes cannot hold the worker past the header deadline.
+DRAIN_REJECTED = -2
 
 
 def _reject(fd, code, why):
@@ -72,7 +75,7 @@ def _reject(fd, code, why):
         os.write(fd, _ERRORS[code])
     except OSError:
         pass
-    return DRAIN_ALL
+    return DRAIN_REJECTED
 
 
 # -------------------------------------------------------------- wsgi.input

@@ -1,4 +1,11 @@
-"""HTTP/1.1 on an `http-socket`: the request head, the environ."""
+"""HTTP/1.1 on an `http-socket`: the request head, the environ.
+
+Strict where ambiguity is dangerous (reliability.md, h11 and waitress): CRLF
+line endings only, HTTP/1.0 and 1.1 only, exactly one Host in HTTP/1.1, a
+bounded request line, field line and field count. A head that arrives in
+pieces is checked line by line as it arrives (`_scan_head`), so a bare-LF or
+HTTP/0.9 client is answered at once instead of waiting for a blank line that
+never comes, and an oversized line is refused before the buffer fills."""
 
 import os
 import re
@@ -6,7 +13,7 @@ import time
 
 from .errors import BadRequest, ClientGone
 from .fdio import CLOSE, _read_more, _reject, _write_all
-from .limits import HEADER_TIMEOUT
+from .limits import HEADER_TIMEOUT, MAX_FIELD_LINE, MAX_FIELDS, MAX_REQUEST_LINE
 from .protocol import _content_length
 from .wsgi import _TOKEN_RE, Input, run_app
 
@@ -15,15 +22,64 @@ _HTTP_VALUE_RE = re.compile(rb"[^\t\x20-\x7e\x80-\xff]")
 _REQUEST_LINE_RE = re.compile(
     rb"([!#$%&'*+.^_`|~0-9A-Za-z\-]+) ([\x21-\x7e\x80-\xff]+) (HTTP/1\.[01])\Z"
 )
+# A well-formed request line with a version we do not speak: 505, not 400.
+_OTHER_VERSION_RE = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z\-]+ [\x21-\x7e\x80-\xff]+ HTTP/[0-9]+(\.[0-9]+)?\Z")
+
+
+def _check_request_line(line):
+    """The request line (bytes, no CRLF): its match, or the refusal."""
+    if len(line) > MAX_REQUEST_LINE:
+        raise BadRequest(414, "HTTP request line longer than %d bytes" % MAX_REQUEST_LINE)
+    m = _REQUEST_LINE_RE.match(line)
+    if m is not None:
+        return m
+    if _OTHER_VERSION_RE.match(line):
+        raise BadRequest(505, "unsupported HTTP version %r" % line.rsplit(b" ", 1)[1][:16].decode("latin-1"))
+    if line.count(b" ") == 1 and not line.endswith(b" "):
+        raise BadRequest(400, "HTTP/0.9 request (no version) refused")
+    raise BadRequest(400, "malformed HTTP request line")
+
+
+def _scan_head(buf, pos, n, fields):
+    """Check the lines of a head that is still arriving, as each one completes.
+
+    `pos` is where the first unchecked line starts, `fields` the number of header
+    fields seen so far (-1 before the request line). Returns `(pos, fields, end)`
+    with `end` the offset of the `\r\n\r\n` once the blank line is in, else -1.
+    Each byte is looked at once, however the head is split into reads."""
+    while True:
+        nl = buf.find(b"\n", pos, n)
+        if nl < 0:
+            left = n - pos
+            if fields < 0:
+                if left > MAX_REQUEST_LINE + 1:
+                    raise BadRequest(414, "HTTP request line longer than %d bytes" % MAX_REQUEST_LINE)
+            elif left > MAX_FIELD_LINE + 1:
+                raise BadRequest(431, "HTTP header field longer than %d bytes" % MAX_FIELD_LINE)
+            return pos, fields, -1
+        if nl == pos or buf[nl - 1] != 0x0D:
+            raise BadRequest(400, "bare LF line ending in the HTTP header")
+        if nl - 1 == pos:
+            if fields < 0:
+                raise BadRequest(400, "empty line before the HTTP request line")
+            return nl + 1, fields, pos - 2
+        if fields < 0:
+            _check_request_line(bytes(buf[pos : nl - 1]))
+        elif nl - 1 - pos > MAX_FIELD_LINE:
+            raise BadRequest(431, "HTTP header field longer than %d bytes" % MAX_FIELD_LINE)
+        fields += 1
+        if fields > MAX_FIELDS:
+            raise BadRequest(431, "more than %d HTTP header fields" % MAX_FIELDS)
+        pos = nl + 1
 
 
 def _parse_http(head, listener, addr):
     """The request line and header fields (bytes, without the blank line) into
     an environ. Strict: anything ambiguous is a 400."""
     lines = head.split(b"\r\n")
-    m = _REQUEST_LINE_RE.match(lines[0])
-    if m is None:
-        raise BadRequest(400, "malformed HTTP request line")
+    m = _check_request_line(lines[0])
+    if len(lines) - 1 > MAX_FIELDS:
+        raise BadRequest(431, "more than %d HTTP header fields" % MAX_FIELDS)
     method, target, version = (g.decode("latin-1") for g in m.groups())
     env = {
         "REQUEST_METHOD": method,
@@ -54,9 +110,12 @@ def _parse_http(head, listener, addr):
     env["QUERY_STRING"] = query
     content_length = None
     chunked = False
+    hosts = 0
     for line in lines[1:]:
         if not line:
             raise BadRequest(400, "empty line inside the HTTP header")
+        if len(line) > MAX_FIELD_LINE:
+            raise BadRequest(431, "HTTP header field longer than %d bytes" % MAX_FIELD_LINE)
         if line[0] in (0x20, 0x09):
             raise BadRequest(400, "obsolete line folding in the HTTP header")
         name, colon, value = line.partition(b":")
@@ -75,6 +134,8 @@ def _parse_http(head, listener, addr):
             content_length = value
             env["CONTENT_LENGTH"] = value
             continue
+        if name == "HOST":
+            hosts += 1
         if name == "TRANSFER-ENCODING":
             chunked = True
             continue
@@ -95,6 +156,12 @@ def _parse_http(head, listener, addr):
             env[key] = old + "; " + value
         else:
             env[key] = old + ", " + value
+    # RFC 9112 3.2: a 1.1 request without Host, or any with two, is a 400 (two
+    # Hosts let a proxy and the app disagree on the virtual host).
+    if hosts > 1:
+        raise BadRequest(400, "repeated Host header")
+    if hosts == 0 and version == "HTTP/1.1":
+        raise BadRequest(400, "HTTP/1.1 request without a Host header")
     if chunked:
         if content_length is not None:
             raise BadRequest(400, "both Transfer-Encoding and Content-Length")
@@ -108,7 +175,9 @@ def _parse_http(head, listener, addr):
 def handle_http(worker, req, fd, addr, buf, mv, base, listener):
     limit = 4 + worker.max_block
     req.conn = fd
-    req.first_read_deadline = time.monotonic() + HEADER_TIMEOUT
+    # One deadline for the whole head, from accept(): however it trickles in.
+    deadline = time.monotonic() + HEADER_TIMEOUT
+    req.first_read_deadline = deadline
     try:
         try:
             n = os.readv(fd, [mv[:limit]])
@@ -121,13 +190,12 @@ def handle_http(worker, req, fd, addr, buf, mv, base, listener):
         n = max(n, 0)
         end = buf.find(b"\r\n\r\n", 0, n)
         if end < 0:
-            deadline = time.monotonic() + HEADER_TIMEOUT
+            pos, fields, end = _scan_head(buf, 0, n, -1)
             while end < 0:
                 if n >= limit:
                     raise BadRequest(431, "HTTP request header larger than %d bytes" % worker.max_block)
-                start = max(0, n - 3)
                 n = _read_more(fd, mv[:limit], n, n + 1, deadline, "HTTP request header")
-                end = buf.find(b"\r\n\r\n", start, n)
+                pos, fields, end = _scan_head(buf, pos, n, fields)
         env = _parse_http(bytes(mv[:end]), listener, addr)
         length = _content_length(env.get("CONTENT_LENGTH"))
     except BadRequest as e:

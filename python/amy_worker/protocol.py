@@ -109,13 +109,15 @@ def _content_length(value):
     raise BadRequest(400, "invalid CONTENT_LENGTH %r" % value[:32])
 
 
-# ------------------------------------------------------------- HTTP parsing
+# ------------------------------------------------------------------ serving
 
 
 def handle_uwsgi(worker, req, fd, addr, buf, mv, base, listener):
-    # A connection that sends nothing is cut by the watchdog (watch_master).
+    # A connection that sends nothing is cut by the watchdog (watch_master); one
+    # that trickles is cut by the same deadline, counted from accept().
     req.conn = fd
-    req.first_read_deadline = time.monotonic() + HEADER_TIMEOUT
+    deadline = time.monotonic() + HEADER_TIMEOUT
+    req.first_read_deadline = deadline
     try:
         n = os.readv(fd, [mv])
     except BlockingIOError:
@@ -128,7 +130,7 @@ def handle_uwsgi(worker, req, fd, addr, buf, mv, base, listener):
         if n == 0:
             return CLOSE
         try:
-            n = _read_more_uwsgi(worker, fd, buf, mv, max(n, 0))
+            n = _read_more_uwsgi(worker, fd, buf, mv, max(n, 0), deadline)
         except BadRequest as e:
             return _reject(fd, e.code, str(e))
     if buf[0] != 0:
@@ -173,8 +175,7 @@ def handle_uwsgi(worker, req, fd, addr, buf, mv, base, listener):
     return run_app(worker, req, env, Input(fd, body, length), pairs, size)
 
 
-def _read_more_uwsgi(worker, fd, buf, mv, n):
-    deadline = time.monotonic() + HEADER_TIMEOUT
+def _read_more_uwsgi(worker, fd, buf, mv, n, deadline):
     n = _read_more(fd, mv, n, 4, deadline, "uwsgi header")
     if buf[0] != 0 or (buf[1] | (buf[2] << 8)) > worker.max_block:
         return n  # rejected by the caller without waiting for the rest

@@ -22,9 +22,9 @@ from .contract import (
     SB_LISTENER_SLOTS,
 )
 from .harakiri import start_dump_thread
-from .fdio import DRAIN_ALL, _drain_and_close
+from .fdio import DRAIN_ALL, DRAIN_REJECTED, _drain_and_close
 from .http import handle_http
-from .limits import ACCEPT_WAKEUP, HEADER_TIMEOUT, READ_SLACK, SEND_TIMEOUT
+from .limits import ACCEPT_WAKEUP, HEADER_TIMEOUT, READ_SLACK, REJECT_DRAIN_TIMEOUT, SEND_TIMEOUT, WATCHDOG_TICK
 from .protocol import handle_uwsgi
 from .wsgi import Request, _base_environ
 
@@ -115,7 +115,9 @@ def _serve_one(worker, req, conn, buf, mv, base, listener, handle):
         # A bug here must not kill the worker.
         log("internal error:\n" + traceback.format_exc())
     finally:
-        if drain:
+        if drain == DRAIN_REJECTED:
+            _drain_and_close(fd, None, REJECT_DRAIN_TIMEOUT)
+        elif drain:
             _drain_and_close(fd, None if drain < 0 else drain)
         else:
             os.close(fd)
@@ -177,7 +179,7 @@ def run(worker, listeners):
     signal.signal(signal.SIGQUIT, on_quit)
 
     def watch_master():
-        """Wait for the master's EOF; once a second, cut connections that sent
+        """Wait for the master's EOF; every WATCHDOG_TICK, cut connections that sent
         nothing for HEADER_TIMEOUT (a unix socket's accepted connection does not
         inherit the listener's SO_RCVTIMEO, and a timeout per connection would
         cost a syscall per request)."""
@@ -186,7 +188,7 @@ def run(worker, listeners):
         poller.register(FD_MASTER_ALIVE, select.POLLIN)
         try:
             while True:
-                if poller.poll(1000):
+                if poller.poll(WATCHDOG_TICK * 1000):
                     if not os.read(FD_MASTER_ALIVE, 64):
                         break
                     continue

@@ -652,6 +652,8 @@ impl Master {
 
     fn shutdown(mut self, code: i32) -> i32 {
         self.generations.close_listeners();
+        // The workers are gone; what they spawned and left running goes too.
+        crate::leftovers::stop_all(std::time::Duration::from_secs(2));
         if let Some(path) = &self.control_path {
             let _ = std::fs::remove_file(path);
         }

@@ -121,6 +121,11 @@ pub fn environment(
         // What `source venv/bin/activate` would do; the app's subprocesses find the venv.
         set("VIRTUAL_ENV".into(), home.clone().into());
     }
+    // Inherited by whatever the app spawns: how stop finds it (crate::leftovers).
+    set(
+        crate::leftovers::MARKER.into(),
+        crate::leftovers::marker().into(),
+    );
     set(ENV_CONFIG.into(), worker_json.into());
     env
 }

@@ -392,7 +392,7 @@ def test_http_listener_get_and_post(spawn):
         (b"GET / HTTP/1.1\r\nBad Name: a\r\n\r\n", 400),
         (b"GET / HTTP/1.1\r\nHost: a\r\nContent-Length: +5\r\n\r\n", 400),
         (b"GET /\r\n\r\n", 400),
-        (b"GET / HTTP/2.0\r\n\r\n", 400),
+        (b"GET / HTTP/2.0\r\n\r\n", 505),
     ],
 )
 def test_http_strict_parsing(spawn, request_bytes, status):
