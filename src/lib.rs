@@ -7,11 +7,13 @@
 //! `signals`, `watch`, `control`, `scoreboard`, `privileges`, `systemd`.
 //! See ARCHITECTURE.md.
 
+pub mod around;
 pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod control;
 pub mod emperor;
+pub mod fifo;
 pub mod logs;
 pub mod pidfile;
 pub mod privileges;

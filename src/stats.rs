@@ -284,7 +284,7 @@ pub fn uwsgi_json(status: &Status) -> Value {
     let cwd = std::env::current_dir()
         .map(|p| p.display().to_string())
         .unwrap_or_default();
-    json!({
+    let mut doc = json!({
         "version": VERSION,
         "listen_queue": 0,
         "listen_queue_errors": 0,
@@ -294,10 +294,22 @@ pub fn uwsgi_json(status: &Status) -> Value {
         "uid": nix::unistd::getuid().as_raw(),
         "gid": nix::unistd::getgid().as_raw(),
         "cwd": cwd,
-        "locks": [],
-        "sockets": sockets,
-        "workers": workers,
-    })
+    });
+    if let Some(map) = doc.as_object_mut() {
+        // uWSGI writes "daemons" only when there are some, before "locks".
+        if !status.daemons.is_empty() {
+            let daemons: Vec<Value> = status
+                .daemons
+                .iter()
+                .map(|d| json!({"cmd": d.command, "pid": d.pid.unwrap_or(0), "respawns": d.respawns}))
+                .collect();
+            map.insert("daemons".into(), Value::Array(daemons));
+        }
+        map.insert("locks".into(), json!([]));
+        map.insert("sockets".into(), Value::Array(sockets));
+        map.insert("workers".into(), Value::Array(workers));
+    }
+    doc
 }
 
 /// One worker per `id`: the accepting one, else the newest generation.
@@ -451,6 +463,8 @@ mod tests {
             master_rss_bytes: 0,
             last_reload: None,
             last_reload_unix: None,
+            daemons: Vec::new(),
+            crons: Vec::new(),
         }
     }
 

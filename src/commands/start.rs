@@ -13,6 +13,7 @@ use std::sync::Arc;
 
 use super::{CommandError, Done};
 use crate::cli::StartArgs;
+use crate::config::around::HookPhase;
 use crate::config::{self, Config, LoadOptions, Protocol, SocketAddress, SocketSpec};
 use crate::logs::{LogSink, SinkWriter};
 use crate::supervisor::executor::{self, MasterSetup};
@@ -155,12 +156,14 @@ fn prepare(
             }
         }
     }
-    privileges::drop_to(config.uid.as_deref(), config.gid.as_deref()).map_err(|e| e.to_string())?;
     // Workers must not talk to systemd on our behalf.
-    let base_env = environment
+    let base_env: Vec<(OsString, OsString)> = environment
         .into_iter()
         .filter(|(k, _)| k != "NOTIFY_SOCKET")
         .collect();
+    let hook_env = crate::around::process::environment(&base_env, &config);
+    crate::around::hooks::run_master_phase(&config, HookPhase::AsRoot, &hook_env, None)?;
+    privileges::drop_to(config.uid.as_deref(), config.gid.as_deref()).map_err(|e| e.to_string())?;
     Ok(MasterSetup {
         ini: ini.to_path_buf(),
         load_options,

@@ -11,6 +11,7 @@ use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use super::around;
 use super::envfile::{self, LineKind};
 use super::expand::{Expander, Opt};
 use super::keys;
@@ -133,6 +134,7 @@ pub fn build(
         lazy_apps: false,
         need_app: false,
         reload_one_by_one: false,
+        around: Default::default(),
     };
     let mut ini_env = Vec::new();
     let mut reported: HashSet<String> = HashSet::new();
@@ -218,6 +220,7 @@ pub fn build(
             "lazy-apps" => c.lazy_apps = flag,
             "need-app" => c.need_app = flag,
             "reload-one-by-one" => c.reload_one_by_one = flag,
+            k if around::is_around_key(k) => around::apply(&mut c.around, k, opt, &app_base)?,
             _ => {
                 if key.is_empty() || keys::is_logic_end(key) || !reported.insert(opt.key.clone()) {
                     continue;
@@ -236,6 +239,7 @@ pub fn build(
             }
         }
     }
+    around::finish(&mut c.around);
     if c.sockets.is_empty() {
         warnings.push(Warning {
             path: ini.to_path_buf(),

@@ -125,4 +125,6 @@ pub struct Config {
     /// Replace workers one slot at a time on reload instead of a full generation
     /// (memory-tight hosts). Key: `reload-one-by-one`.
     pub reload_one_by_one: bool,
+    /// Attached daemons, cron jobs, hooks, imports, the master fifo (`around.rs`).
+    pub around: super::around::Around,
 }

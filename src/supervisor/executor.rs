@@ -19,6 +19,8 @@ use super::inbox::{ControlRequest, Inbox, Input};
 use super::state::Supervisor;
 use super::status::{self, MasterFacts, ReloadReport, Status};
 use super::workers::{rss_bytes, signal_group, watch_worker, Workers};
+use crate::around::{hooks, Around};
+use crate::config::around::HookPhase;
 use crate::config::{Config, LoadOptions};
 use crate::logs::LogSink;
 use crate::pidfile::Pidfile;
@@ -70,6 +72,9 @@ struct Master {
     status_replies: HashMap<RequestId, oneshot::Sender<Status>>,
     started: SystemTime,
     last_reload_at: Option<SystemTime>,
+    /// Daemons and cron jobs (`crate::around`), and the generation they follow.
+    around: Around,
+    around_generation: u64,
 }
 
 /// Runs the master until it stops; returns the process exit code.
@@ -117,6 +122,34 @@ impl Master {
                 None
             }
         };
+        // After the privilege drop, before the first worker (uWSGI runs
+        // `hook-master-start` as the master loop begins).
+        let hook_env = crate::around::process::environment(&setup.base_env, &config);
+        for phase in [HookPhase::AsUser, HookPhase::MasterStart] {
+            hooks::run_master_phase(&config, phase, &hook_env, Some(&log_write)).map_err(
+                |why| {
+                    error!(reason = %why, "fatal hook failed, destroying the instance");
+                    std::io::Error::other(why)
+                },
+            )?;
+        }
+        for (i, path) in config.around.master_fifo.iter().enumerate() {
+            // uWSGI reads only the first (slot 0) until a `1`..`9` switches slots.
+            if i > 0 {
+                warn!(path = %path.display(), "only the first master-fifo is read");
+                continue;
+            }
+            match crate::fifo::create(path) {
+                Ok(fd) => crate::fifo::spawn_source(fd, path.clone(), tx.clone())?,
+                Err(e) => return Err(std::io::Error::other(e.to_string())),
+            }
+        }
+        let around = Around::start(
+            config.clone(),
+            setup.base_env.clone(),
+            log_write.try_clone()?,
+            tx.clone(),
+        );
         let generations = Generations::first(config.clone(), setup.listeners);
         let (sup, actions) = Supervisor::start(plan, Instant::now());
         let mut master = Master {
@@ -143,6 +176,8 @@ impl Master {
             status_replies: HashMap::new(),
             started: SystemTime::now(),
             last_reload_at: None,
+            around,
+            around_generation: 1,
         };
         info!(pid = std::process::id(), workers = config.processes, ini = %master.ini.display(), "master started");
         for action in actions {
@@ -157,12 +192,17 @@ impl Master {
                 let actions = self.sup.handle(event, Instant::now());
                 for action in actions {
                     if let Action::Exit(code) = action {
+                        self.finish_around(&mut rx).await;
                         return self.shutdown(code);
                     }
                     self.execute(action);
                 }
             }
-            let deadline = self.sup.next_deadline();
+            let sup_deadline = self.sup.next_deadline();
+            let deadline = [sup_deadline, self.around.deadline()]
+                .into_iter()
+                .flatten()
+                .min();
             tokio::select! {
                 input = rx.recv() => match input {
                     Some(Input::Event(event)) => {
@@ -191,9 +231,21 @@ impl Master {
                             }
                         }
                     }
+                    Some(Input::Around(exit)) => {
+                        self.around.exited(exit);
+                        if self.around.take_stop_request() {
+                            self.local.push_back(Event::Signal(MasterSignal::Term));
+                        }
+                    }
                     None => return self.shutdown(1),
                 },
-                _ = sleep_until(deadline) => self.local.push_back(Event::Tick),
+                _ = sleep_until(deadline) => {
+                    let now = Instant::now();
+                    self.around.tick(now);
+                    if sup_deadline.is_some_and(|t| now >= t) {
+                        self.local.push_back(Event::Tick);
+                    }
+                }
             }
         }
     }
@@ -212,6 +264,10 @@ impl Master {
             Action::Activate { generation } => {
                 self.last_reload_at = Some(SystemTime::now());
                 if let Some(config) = self.generations.activate(generation) {
+                    if generation != self.around_generation {
+                        self.around_generation = generation;
+                        self.around.reconfigure(config.clone());
+                    }
                     let paths = config.watch_paths.clone();
                     if config.log_reopen {
                         if let Err(e) = self.sink.reopen() {
@@ -245,7 +301,12 @@ impl Master {
                     let _ = reply.send(status);
                 }
             }
-            Action::Notify(state) => self.notify(state),
+            Action::Notify(state) => {
+                if state == Lifecycle::Stopping {
+                    self.around.stop();
+                }
+                self.notify(state)
+            }
             Action::CloseListeners => {
                 self.generations.close_listeners();
                 self.watcher = None;
@@ -338,14 +399,36 @@ impl Master {
             master_rss_bytes: rss_bytes(std::process::id() as i32),
             last_reload_at: self.last_reload_at,
         };
-        status::build(
+        let mut status = status::build(
             &self.sup.snapshot(),
             master,
             |pid| self.workers.facts(pid),
             monotonic_now(),
             Instant::now(),
             SystemTime::now(),
-        )
+        );
+        status.daemons = self.around.daemon_status();
+        status.crons = self.around.cron_status();
+        status
+    }
+
+    /// Before the master exits: its daemons get their stop signal (if the stop
+    /// did not already send it), then SIGKILL after `reload-mercy`; cron jobs
+    /// still running are killed.
+    async fn finish_around(&mut self, rx: &mut mpsc::UnboundedReceiver<Input>) {
+        self.around.stop();
+        while !self.around.stopped() {
+            let deadline = self.around.deadline();
+            tokio::select! {
+                input = rx.recv() => match input {
+                    Some(Input::Around(exit)) => self.around.exited(exit),
+                    Some(_) => {}
+                    None => break,
+                },
+                _ = sleep_until(deadline) => self.around.tick(Instant::now()),
+            }
+        }
+        self.around.kill_rest();
     }
 
     /// SIGUSR1: the status document, one line per worker.

@@ -101,6 +101,8 @@ pub fn worker_json(
         "reload_on_rss_mb": config.reload_on_rss_mb,
         "harakiri": config.harakiri.map(|d| d.as_secs_f64()),
         "listeners": listeners,
+        "hooks": crate::around::hooks::worker_json(config),
+        "imports": config.around.imports,
     })
     .to_string()
 }
