@@ -5,6 +5,7 @@ import os
 import sys
 import traceback
 
+from . import hooks
 from .app import _set_sys_path, load_app
 from .contract import ENV_CONFIG, EXIT_APP_LOAD_FAILED, FD_CONTROL, FD_MASTER_ALIVE, FD_SCOREBOARD, MSG_FAILED
 from .proctitle import set_worker_title
@@ -46,7 +47,11 @@ def main():
             os._exit(EXIT_APP_LOAD_FAILED)
     _set_sys_path(cfg)
     try:
+        hooks.run(cfg, "pre_app")
+        hooks.import_modules(cfg)
         app = load_app(cfg)
+        hooks.run(cfg, "post_app")
+        hooks.run(cfg, "accepting")
     except BaseException:
         # The master logs the traceback, once per generation however many
         # workers fail the same way; stderr only if the master cannot be told.

@@ -23,6 +23,8 @@ use crate::supervisor::policy::Backoff;
 pub const CHECK_EVERY: Duration = Duration::from_secs(1);
 /// How long a SIGKILLed group is waited for before it is forgotten.
 const KILL_WAIT: Duration = Duration::from_secs(2);
+/// How often a stopping daemon's group is looked at once its leader is gone.
+const DRAIN_RECHECK: Duration = Duration::from_millis(100);
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DaemonAction {
@@ -61,6 +63,14 @@ enum Run {
         pid: i32,
         deadline: Instant,
         killed: bool,
+        then: Then,
+    },
+    /// The leader exited during a stop but its group still has members (a child
+    /// that ignores the stop signal): SIGKILLed at `deadline`.
+    Draining {
+        pgid: i32,
+        deadline: Instant,
+        recheck: Instant,
         then: Then,
     },
 }
@@ -186,12 +196,14 @@ impl Daemons {
         })
     }
 
-    /// Our child `pid` exited. Returns what to do and, for the log, the index and
-    /// how long it ran.
+    /// Our child `pid` exited; `group_left` says whether its process group still
+    /// has members. Returns what to do and, for the log, the index and how long
+    /// it ran.
     pub fn exited(
         &mut self,
         pid: i32,
         now: Instant,
+        group_left: bool,
     ) -> (Vec<DaemonAction>, Option<(usize, Duration)>) {
         let Some(index) = self.owns(pid) else {
             return (Vec::new(), None);
@@ -203,14 +215,20 @@ impl Daemons {
             _ => Duration::ZERO,
         };
         match e.run.clone() {
-            Run::Stopping { then, .. } => match then {
-                Then::Respawn if !self.stopping => e.run = Run::Down { at: Some(now) },
-                Then::Remove => {
-                    e.removed = true;
-                    e.run = Run::Down { at: None };
+            Run::Stopping {
+                then,
+                deadline,
+                killed: false,
+                ..
+            } if group_left => {
+                e.run = Run::Draining {
+                    pgid: pid,
+                    deadline,
+                    recheck: now + DRAIN_RECHECK,
+                    then,
                 }
-                _ => e.run = Run::Down { at: None },
-            },
+            }
+            Run::Stopping { then, .. } => finish_stop(e, then, now, self.stopping),
             Run::Up { .. } if self.stopping => e.run = Run::Down { at: None },
             Run::Up { .. } if e.spec.control => {
                 e.run = Run::Down { at: None };
@@ -221,6 +239,14 @@ impl Daemons {
                 e.run = Run::Detaching { checks: 0 };
             }
             Run::Up { .. } => {
+                // What the dead leader left in its group would run twice next to
+                // its replacement.
+                if group_left && e.spec.pidfile.is_none() {
+                    actions.push(DaemonAction::Signal {
+                        pid,
+                        signal: libc::SIGKILL,
+                    });
+                }
                 let mut delay = e.backoff.record_failure(lived);
                 if let Some(cap) = e.spec.max_throttle {
                     delay = delay.min(Duration::from_secs(u64::from(cap)));
@@ -396,8 +422,10 @@ impl Daemons {
     /// Whether every dumb daemon is gone (the master may exit).
     pub fn stopped(&self) -> bool {
         !self.entries.iter().any(|e| {
-            matches!(e.run, Run::Stopping { .. } | Run::Spawning)
-                || matches!(e.run, Run::Up { ours: true, .. }) && e.spec.pidfile.is_none()
+            matches!(
+                e.run,
+                Run::Stopping { .. } | Run::Draining { .. } | Run::Spawning
+            ) || matches!(e.run, Run::Up { ours: true, .. }) && e.spec.pidfile.is_none()
         })
     }
 
@@ -408,6 +436,9 @@ impl Daemons {
             match e.run {
                 Run::Down { at: Some(t) } if !self.stopping => add(t),
                 Run::Stopping { deadline, .. } => add(deadline),
+                Run::Draining {
+                    deadline, recheck, ..
+                } => add(deadline.min(recheck)),
                 _ => {}
             }
         }
@@ -423,9 +454,36 @@ impl Daemons {
                 .any(|e| e.spec.pidfile.is_some() || !e.spec.touch.is_empty())
     }
 
-    pub fn tick(&mut self, now: Instant) -> Vec<DaemonAction> {
+    /// Deadlines at `now`; `group_alive` says whether a process group has members.
+    pub fn tick(&mut self, now: Instant, group_alive: &dyn Fn(i32) -> bool) -> Vec<DaemonAction> {
         let mut actions = Vec::new();
+        let stopping = self.stopping;
         for e in &mut self.entries {
+            if let Run::Draining {
+                pgid,
+                deadline,
+                then,
+                ..
+            } = e.run
+            {
+                if !group_alive(pgid) {
+                    finish_stop(e, then, now, stopping);
+                } else if now >= deadline {
+                    actions.push(DaemonAction::Signal {
+                        pid: pgid,
+                        signal: libc::SIGKILL,
+                    });
+                    finish_stop(e, then, now, stopping);
+                } else {
+                    e.run = Run::Draining {
+                        pgid,
+                        deadline,
+                        recheck: now + DRAIN_RECHECK,
+                        then,
+                    };
+                }
+                continue;
+            }
             if let Run::Stopping {
                 pid,
                 deadline,
@@ -468,6 +526,7 @@ impl Daemons {
                     Run::Up { pid, .. } => (Some(pid), "running"),
                     Run::Detaching { .. } => (None, "detaching"),
                     Run::Stopping { pid, .. } => (Some(pid), "stopping"),
+                    Run::Draining { pgid, .. } => (Some(pgid), "stopping"),
                 };
                 DaemonView {
                     command: e.spec.command.clone(),
@@ -478,6 +537,18 @@ impl Daemons {
                 }
             })
             .collect()
+    }
+}
+
+/// A stop is over: respawn, forget or rest as planned.
+fn finish_stop(e: &mut Entry, then: Then, now: Instant, stopping: bool) {
+    match then {
+        Then::Respawn if !stopping => e.run = Run::Down { at: Some(now) },
+        Then::Remove => {
+            e.removed = true;
+            e.run = Run::Down { at: None };
+        }
+        _ => e.run = Run::Down { at: None },
     }
 }
 
@@ -513,18 +584,21 @@ mod tests {
         let (mut d, a) = Daemons::start(&[spec("sleep 100")], MERCY, t0);
         assert_eq!(a, vec![DaemonAction::Spawn { index: 0 }]);
         d.spawned(0, 10, t0);
-        let (a, _) = d.exited(10, t0 + Duration::from_millis(10));
+        let (a, _) = d.exited(10, t0 + Duration::from_millis(10), false);
         assert_eq!(
             a,
             vec![DaemonAction::Spawn { index: 0 }],
             "first death: at once"
         );
         d.spawned(0, 11, t0);
-        let (a, _) = d.exited(11, t0 + Duration::from_millis(20));
+        let (a, _) = d.exited(11, t0 + Duration::from_millis(20), false);
         assert!(a.is_empty(), "second quick death waits");
         let due = d.next_deadline().unwrap();
         assert!(due >= t0 + Duration::from_millis(900));
-        assert_eq!(d.tick(due), vec![DaemonAction::Spawn { index: 0 }]);
+        assert_eq!(
+            d.tick(due, &|_| false),
+            vec![DaemonAction::Spawn { index: 0 }]
+        );
     }
 
     #[test]
@@ -546,13 +620,13 @@ mod tests {
         );
         assert!(!d.stopped());
         assert_eq!(
-            d.tick(t0 + MERCY),
+            d.tick(t0 + MERCY, &|_| false),
             vec![DaemonAction::Signal {
                 pid: 10,
                 signal: libc::SIGKILL
             }]
         );
-        let (a, _) = d.exited(10, t0 + MERCY);
+        let (a, _) = d.exited(10, t0 + MERCY, false);
         assert!(a.is_empty(), "no respawn while stopping");
         assert!(d.stopped());
     }
@@ -576,7 +650,7 @@ mod tests {
                 DaemonAction::Spawn { index: 2 }
             ]
         );
-        let (a, _) = d.exited(11, t0);
+        let (a, _) = d.exited(11, t0, false);
         assert!(a.is_empty());
         let views = d.views();
         assert_eq!(
@@ -609,7 +683,7 @@ mod tests {
         s.control = true;
         let (mut d, _) = Daemons::start(&[s], MERCY, t0);
         d.spawned(0, 10, t0);
-        assert_eq!(d.exited(10, t0).0, vec![DaemonAction::StopInstance]);
+        assert_eq!(d.exited(10, t0, false).0, vec![DaemonAction::StopInstance]);
     }
 
     #[test]
@@ -629,7 +703,7 @@ mod tests {
         );
         d.spawned(0, 60, t0);
         // The launcher exits after forking the daemon: expected, not a crash.
-        assert!(d.exited(60, t0).0.is_empty());
+        assert!(d.exited(60, t0, false).0.is_empty());
         assert!(d.checked(&[(0, None)], &[], t0).is_empty());
         assert_eq!(
             d.checked(&[(0, None)], &[], t0),
@@ -652,6 +726,49 @@ mod tests {
                 signal: libc::SIGTERM
             }]
         );
-        assert_eq!(d.exited(10, t0).0, vec![DaemonAction::Spawn { index: 0 }]);
+        assert_eq!(
+            d.exited(10, t0, false).0,
+            vec![DaemonAction::Spawn { index: 0 }]
+        );
+    }
+
+    #[test]
+    fn a_stop_waits_for_the_group_then_kills_it() {
+        let t0 = Instant::now();
+        let (mut d, _) = Daemons::start(&[spec("a")], MERCY, t0);
+        d.spawned(0, 10, t0);
+        d.stop(t0);
+        // The shell leader died, a child that ignores SIGTERM is left.
+        assert!(d.exited(10, t0, true).0.is_empty());
+        assert!(!d.stopped(), "the group still has a member");
+        assert!(d
+            .tick(t0 + Duration::from_millis(500), &|_| true)
+            .is_empty());
+        assert_eq!(
+            d.tick(t0 + MERCY, &|_| true),
+            vec![DaemonAction::Signal {
+                pid: 10,
+                signal: libc::SIGKILL
+            }]
+        );
+        assert!(d.stopped());
+    }
+
+    #[test]
+    fn a_crashed_leader_takes_its_group_with_it() {
+        let t0 = Instant::now();
+        let (mut d, _) = Daemons::start(&[spec("a")], MERCY, t0);
+        d.spawned(0, 10, t0);
+        let (a, _) = d.exited(10, t0, true);
+        assert_eq!(
+            a,
+            vec![
+                DaemonAction::Signal {
+                    pid: 10,
+                    signal: libc::SIGKILL
+                },
+                DaemonAction::Spawn { index: 0 }
+            ]
+        );
     }
 }

@@ -142,7 +142,7 @@ impl Around {
             self.check(now);
             self.schedule_check(now);
         }
-        let actions = self.daemons.tick(now);
+        let actions = self.daemons.tick(now, &process::group_alive);
         self.daemon_actions(actions, now);
         self.cron_tick(now, false);
     }
@@ -162,7 +162,8 @@ impl Around {
                 .spec(index)
                 .map(|s| s.command.clone())
                 .unwrap_or_default();
-            let (actions, lived) = self.daemons.exited(exit.pid, now);
+            let group_left = process::group_alive(exit.pid);
+            let (actions, lived) = self.daemons.exited(exit.pid, now, group_left);
             let lived = lived.map(|(_, d)| d.as_secs_f64()).unwrap_or(0.0);
             info!(pid = exit.pid, command = %command, status = %status, lived_s = lived, "daemon exited");
             self.daemon_actions(actions, now);

@@ -121,6 +121,12 @@ pub fn signal_group(pid: i32, signal: i32) {
     }
 }
 
+/// Whether the process group `pgid` still has a member.
+pub fn group_alive(pgid: i32) -> bool {
+    // SAFETY: kill with signal 0 on a group only checks existence.
+    pgid > 1 && unsafe { libc::kill(-pgid, 0) } == 0
+}
+
 /// The pid a pidfile names if that process is alive (uWSGI's `uwsgi_check_pidfile`).
 pub fn live_pid_in(path: &Path) -> Option<i32> {
     let text = std::fs::read_to_string(path).ok()?;
