@@ -81,18 +81,16 @@ fn mercy(config: &Config) -> Duration {
 }
 
 impl Around {
-    pub fn start(
+    /// Nothing runs until [`Around::begin`].
+    pub fn new(
         config: Arc<Config>,
         base_env: Vec<(OsString, OsString)>,
         log: OwnedFd,
         inbox: Inbox,
     ) -> Self {
-        let now = Instant::now();
-        let (daemons, actions) = Daemons::start(&config.around.daemons, mercy(&config), now);
-        let crons = Crons::new(&config.around.crons);
-        let mut a = Around {
-            daemons,
-            crons,
+        Around {
+            daemons: Daemons::default(),
+            crons: Crons::default(),
             config,
             base_env,
             log,
@@ -102,13 +100,21 @@ impl Around {
             next_check: None,
             cron_wake: None,
             stop_requested: false,
-        };
-        a.record_touch_mtimes();
-        a.daemon_actions(actions, now);
+        }
+    }
+
+    /// Starts the daemons and the cron schedule of the first config.
+    pub fn begin(&mut self) {
+        let now = Instant::now();
+        let (daemons, actions) =
+            Daemons::start(&self.config.around.daemons, mercy(&self.config), now);
+        self.daemons = daemons;
+        self.crons = Crons::new(&self.config.around.crons);
+        self.record_touch_mtimes();
+        self.daemon_actions(actions, now);
         // uWSGI looks at the current minute at start: a job due now runs now.
-        a.cron_tick(now, true);
-        a.schedule_check(now);
-        a
+        self.cron_tick(now, true);
+        self.schedule_check(now);
     }
 
     pub fn is_idle(&self) -> bool {

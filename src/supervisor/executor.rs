@@ -80,7 +80,8 @@ struct Master {
 /// Runs the master until it stops; returns the process exit code.
 pub async fn run(setup: MasterSetup) -> i32 {
     match Master::new(setup) {
-        Ok((master, rx)) => master.run(rx).await,
+        Ok((master, _, Some(_fatal))) => master.shutdown(1),
+        Ok((master, rx, None)) => master.run(rx).await,
         Err(e) => {
             error!(error = %e, "could not start the master");
             1
@@ -89,7 +90,12 @@ pub async fn run(setup: MasterSetup) -> i32 {
 }
 
 impl Master {
-    fn new(setup: MasterSetup) -> std::io::Result<(Master, mpsc::UnboundedReceiver<Input>)> {
+    /// The master, its inbox, and a fatal start-up error (a master hook, the
+    /// master fifo) after which it only cleans up.
+    #[allow(clippy::type_complexity)]
+    fn new(
+        setup: MasterSetup,
+    ) -> std::io::Result<(Master, mpsc::UnboundedReceiver<Input>, Option<String>)> {
         let (tx, rx) = mpsc::unbounded_channel();
         let crate::logs::LogPipe {
             read: log_read,
@@ -122,29 +128,7 @@ impl Master {
                 None
             }
         };
-        // After the privilege drop, before the first worker (uWSGI runs
-        // `hook-master-start` as the master loop begins).
-        let hook_env = crate::around::process::environment(&setup.base_env, &config);
-        for phase in [HookPhase::AsUser, HookPhase::MasterStart] {
-            hooks::run_master_phase(&config, phase, &hook_env, Some(&log_write)).map_err(
-                |why| {
-                    error!(reason = %why, "fatal hook failed, destroying the instance");
-                    std::io::Error::other(why)
-                },
-            )?;
-        }
-        for (i, path) in config.around.master_fifo.iter().enumerate() {
-            // uWSGI reads only the first (slot 0) until a `1`..`9` switches slots.
-            if i > 0 {
-                warn!(path = %path.display(), "only the first master-fifo is read");
-                continue;
-            }
-            match crate::fifo::create(path) {
-                Ok(fd) => crate::fifo::spawn_source(fd, path.clone(), tx.clone())?,
-                Err(e) => return Err(std::io::Error::other(e.to_string())),
-            }
-        }
-        let around = Around::start(
+        let around = Around::new(
             config.clone(),
             setup.base_env.clone(),
             log_write.try_clone()?,
@@ -180,10 +164,35 @@ impl Master {
             around_generation: 1,
         };
         info!(pid = std::process::id(), workers = config.processes, ini = %master.ini.display(), "master started");
+        if let Err(why) = master.begin_around(&config) {
+            error!(reason = %why, "fatal: destroying the instance");
+            return Ok((master, rx, Some(why)));
+        }
         for action in actions {
             master.execute(action);
         }
-        Ok((master, rx))
+        Ok((master, rx, None))
+    }
+
+    /// Master hooks, the master fifo, daemons and cron: after the privilege drop,
+    /// before the first worker (uWSGI runs `hook-master-start` as its loop begins).
+    fn begin_around(&mut self, config: &Config) -> Result<(), String> {
+        let hook_env = crate::around::process::environment(&self.base_env, config);
+        for phase in [HookPhase::AsUser, HookPhase::MasterStart] {
+            hooks::run_master_phase(config, phase, &hook_env, Some(&self.log_write))?;
+        }
+        for (i, path) in config.around.master_fifo.iter().enumerate() {
+            // uWSGI reads only the first (slot 0) until `1`..`9` switch slots.
+            if i > 0 {
+                warn!(path = %path.display(), "only the first master-fifo is read");
+                continue;
+            }
+            let fd = crate::fifo::create(path).map_err(|e| e.to_string())?;
+            crate::fifo::spawn_source(fd, path.clone(), self.inbox.clone())
+                .map_err(|e| format!("master-fifo {}: {e}", path.display()))?;
+        }
+        self.around.begin();
+        Ok(())
     }
 
     async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Input>) -> i32 {
