@@ -558,9 +558,13 @@ fn workers_run_as_the_configured_user_with_no_way_back_to_root() {
                 .unwrap();
         }
     }
+    // The unprivileged master writes its pidfile and log here: the directory is
+    // nobody's, not world-writable (a root master refuses a socket directory
+    // anyone can write).
+    std::os::unix::fs::chown(&site.dir, Some(65534), Some(65534)).unwrap();
     std::fs::set_permissions(
         &site.dir,
-        std::os::unix::fs::PermissionsExt::from_mode(0o777),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
     )
     .unwrap();
     let inst = site.start();

@@ -33,7 +33,7 @@ pub fn environment(base: &[(OsString, OsString)], config: &Config) -> Vec<(OsStr
         env.push((name, value));
     };
     for var in &config.env {
-        set(var.name.clone().into(), var.value.clone().into());
+        set(var.name.clone().into(), var.value.clone());
     }
     if let Some(home) = &config.home {
         set("VIRTUAL_ENV".into(), home.clone().into());

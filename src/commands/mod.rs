@@ -108,9 +108,9 @@ pub fn locate_pidfile(target: &Target) -> Result<PathBuf, String> {
     let cwd =
         std::env::current_dir().map_err(|e| format!("cannot read the current directory: {e}"))?;
     let options = LoadOptions {
-        env_file: None,
         environment: std::env::vars_os().collect(),
         cwd,
+        ..LoadOptions::default()
     };
     config::pidfile_of(&ini, &options)
         .map_err(|e| format!("{e} (use --pidfile to name the pidfile directly)"))?

@@ -35,19 +35,17 @@ pub fn run(args: &StartArgs, verbosity: i8) -> Result<Done, CommandError> {
         env_file: args.env_file.clone(),
         environment: environment.clone(),
         cwd,
+        allow_unsupported: args.allow.unsupported.clone(),
+        allow_root_workers: args.allow.root_workers,
+        ..LoadOptions::default()
     };
     let loaded =
         config::load(&ini, &load_options).map_err(|e| CommandError::Invalid(e.to_string()))?;
     for w in &loaded.warnings {
-        eprintln!("{w}: warning");
+        eprintln!("{w}");
     }
+    // `config::load` refuses a config without a socket, so this holds.
     let config = loaded.config;
-    if config.sockets.is_empty() {
-        return Err(CommandError::Invalid(format!(
-            "{}: no socket configured (socket, uwsgi-socket or http-socket)",
-            ini.display()
-        )));
-    }
 
     // Detach first, while this process has no thread: the child carries on.
     let daemon_log = config
@@ -94,6 +92,11 @@ pub fn run(args: &StartArgs, verbosity: i8) -> Result<Done, CommandError> {
 }
 
 /// Takes the pidfile, binds every socket and the control socket, drops privileges.
+///
+/// A start refused half-way leaves every file as it found it: the pidfile is
+/// only reserved (written under a temporary name) until every socket is bound,
+/// and what this process bound is removed again. With uWSGI still running on
+/// the same ini, its `amy.pid` and `amy.sock` stay untouched.
 fn prepare(
     ini: &Path,
     load_options: LoadOptions,
@@ -102,68 +105,73 @@ fn prepare(
     sink: Arc<LogSink>,
     ready_pipe: Option<OwnedFd>,
 ) -> Result<MasterSetup, String> {
-    let pidfile = match &config.pidfile {
-        Some(path) => Some(pidfile::acquire(path).map_err(|e| e.to_string())?),
+    let reserved = match &config.pidfile {
+        Some(path) => Some(pidfile::reserve(path).map_err(|e| e.to_string())?),
         None => None,
     };
-    let control = match &config.pidfile {
-        Some(path) => {
-            let ctl = control::path_for(path);
-            let spec = SocketSpec {
-                address: SocketAddress::Unix(ctl.clone()),
-                protocol: Protocol::Http,
-                key: "control".into(),
-                line: 0,
-            };
-            let options = socket::BindOptions {
-                chmod: Some(0o600),
-                chown: None,
-                backlog: Some(16),
-            };
-            let (listener, _) =
-                socket::bind(&spec, &options).map_err(|e| format!("control socket: {e}"))?;
-            let std_listener = std::os::unix::net::UnixListener::from(listener.fd);
-            Some((std_listener, ctl))
-        }
-        None => None,
-    };
+    let mut bound = Bound::default();
+    if let Some(path) = &config.pidfile {
+        let ctl = control::path_for(path);
+        let spec = SocketSpec {
+            address: SocketAddress::Unix(ctl.clone()),
+            protocol: Protocol::Http,
+            key: "control".into(),
+            line: 0,
+        };
+        let options = socket::BindOptions {
+            chmod: Some(0o600),
+            chown: None,
+            backlog: Some(16),
+        };
+        let (listener, _) =
+            socket::bind(&spec, &options).map_err(|e| format!("control socket: {e}"))?;
+        bound.control = Some(listener);
+    }
     let bind_options = socket::BindOptions {
         chmod: config.chmod_socket,
         chown: config.chown_socket.clone(),
         backlog: config.listen,
     };
-    let mut listeners = Vec::new();
     for spec in &config.sockets {
-        match socket::bind(spec, &bind_options) {
-            Ok((listener, warnings)) => {
-                for w in warnings {
-                    tracing::warn!(warning = %w, "socket");
-                }
-                tracing::info!(address = %socket::describe(&spec.address), protocol = spec.protocol.as_str(), "socket bound");
-                listeners.push(listener);
-            }
-            Err(e) => {
-                for l in &listeners {
-                    socket::vacuum(l);
-                }
-                if let Some((_, ctl)) = &control {
-                    let _ = std::fs::remove_file(ctl);
-                }
-                if let Some(p) = pidfile {
-                    p.remove_if_ours();
-                }
-                return Err(format!("{}:{}: {e}", ini.display(), spec.line));
-            }
+        let (listener, warnings) = socket::bind(spec, &bind_options)
+            .map_err(|e| format!("{}:{}: {e}", ini.display(), spec.line))?;
+        for w in warnings {
+            tracing::warn!(warning = %w, "socket");
         }
+        tracing::info!(address = %socket::describe(&spec.address), protocol = spec.protocol.as_str(), "socket bound");
+        bound.listeners.push(listener);
     }
+    let pidfile = match reserved {
+        Some(r) => Some(r.commit().map_err(|e| e.to_string())?),
+        None => None,
+    };
     // Workers must not talk to systemd on our behalf.
     let base_env: Vec<(OsString, OsString)> = environment
         .into_iter()
         .filter(|(k, _)| k != "NOTIFY_SOCKET")
         .collect();
+    // `hook-as-root`/`exec-as-root`: before the privilege drop, as in uWSGI.
     let hook_env = crate::around::process::environment(&base_env, &config);
-    crate::around::hooks::run_master_phase(&config, HookPhase::AsRoot, &hook_env, None)?;
-    privileges::drop_to(config.uid.as_deref(), config.gid.as_deref()).map_err(|e| e.to_string())?;
+    let dropped =
+        crate::around::hooks::run_master_phase(&config, HookPhase::AsRoot, &hook_env, None)
+            .and_then(|()| {
+                privileges::drop_to(config.uid.as_deref(), config.gid.as_deref())
+                    .map_err(|e| e.to_string())
+            });
+    if let Err(e) = dropped {
+        if let Some(p) = pidfile {
+            p.remove_if_ours();
+        }
+        return Err(e);
+    }
+    let (listeners, control) = bound.keep();
+    let control = control.map(|l| {
+        let path = match &l.spec.address {
+            SocketAddress::Unix(p) => p.clone(),
+            SocketAddress::Tcp { .. } => unreachable!("the control socket is a unix socket"),
+        };
+        (std::os::unix::net::UnixListener::from(l.fd), path)
+    });
     Ok(MasterSetup {
         ini: ini.to_path_buf(),
         load_options,
@@ -210,6 +218,28 @@ fn daemonize() -> std::io::Result<Option<OwnedFd>> {
                 nix::unistd::dup2(std::os::fd::AsRawFd::as_raw_fd(&null), fd)?;
             }
             Ok(Some(write))
+        }
+    }
+}
+
+/// The sockets `prepare` bound so far: removed again (only if the path still
+/// holds the socket we made) unless `keep` hands them on.
+#[derive(Default)]
+struct Bound {
+    listeners: Vec<socket::Listener>,
+    control: Option<socket::Listener>,
+}
+
+impl Bound {
+    fn keep(mut self) -> (Vec<socket::Listener>, Option<socket::Listener>) {
+        (std::mem::take(&mut self.listeners), self.control.take())
+    }
+}
+
+impl Drop for Bound {
+    fn drop(&mut self) {
+        for l in self.listeners.iter().chain(self.control.iter()) {
+            socket::vacuum(l);
         }
     }
 }

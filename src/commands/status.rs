@@ -73,6 +73,16 @@ pub fn run(args: &StatusArgs) -> Result<Done, CommandError> {
         Err(e) => (Report::down(None, None, Some(e)), Lsb::Unknown),
         Ok(path) => match pidfile::inspect(&path) {
             Ok(Running::NotRunning) => (Report::down(None, None, None), Lsb::NotRunning),
+            // A live pid that holds no lock is someone else's (uWSGI on the
+            // same ini, or a reused pid): not "dead", and never ours to judge.
+            Ok(Running::Stale(pid)) if std::path::Path::new(&format!("/proc/{pid}")).exists() => (
+                Report::down(
+                    Some(pid),
+                    Some(path),
+                    Some(format!("pid {pid} is alive but is not an amy-emperor master (another server, uWSGI for one, or a reused pid)")),
+                ),
+                Lsb::Unknown,
+            ),
             Ok(Running::Stale(pid)) => (
                 Report::down(Some(pid), Some(path), None),
                 Lsb::DeadWithPidfile,

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use super::expand::Opt;
 use super::keys;
-use super::ConfigError;
+use super::{ConfigError, ErrorKind};
 
 /// Everything the master and the workers run beside the app.
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -230,11 +230,12 @@ fn hook_phase(key: &str) -> Option<(HookPhase, bool)> {
         "master-start" => HookPhase::MasterStart,
         "pre-app" => HookPhase::PreApp,
         "post-app" => HookPhase::PostApp,
-        "accepting" | "accepting1" | "accepting-once" | "accepting1-once" => HookPhase::Accepting,
+        // `accepting1` (first worker only) and the `-once` forms stay unsupported.
+        "accepting" => HookPhase::Accepting,
         _ => return None,
     };
-    // `exec-master-start` is not a uWSGI option.
-    if exec && phase == HookPhase::MasterStart {
+    // `exec-master-start` and `exec-accepting` are not uWSGI options.
+    if exec && matches!(phase, HookPhase::MasterStart | HookPhase::Accepting) {
         return None;
     }
     Some((phase, exec))
@@ -242,10 +243,10 @@ fn hook_phase(key: &str) -> Option<(HookPhase, bool)> {
 
 fn positive(opt: &Opt, what: &str, value: &str) -> Result<i64, ConfigError> {
     strict_int(value).filter(|n| *n >= 0).ok_or_else(|| {
-        opt.origin.error(format!(
-            "{}: {what} = {value:?}: not a number >= 0",
-            opt.key
-        ))
+        opt.origin.error(
+            ErrorKind::InvalidValue,
+            format!("{}: {what} = {value:?}: not a number >= 0", opt.key),
+        )
     })
 }
 
@@ -276,7 +277,10 @@ pub fn apply(around: &mut Around, key: &str, opt: &Opt, base: &Path) -> Result<(
     match key {
         "attach-daemon" | "attach-control-daemon" => {
             if v.trim().is_empty() {
-                return Err(opt.origin.error(format!("{}: empty command", opt.key)));
+                return Err(opt.origin.error(
+                    ErrorKind::InvalidValue,
+                    format!("{}: empty command", opt.key),
+                ));
             }
             let mut d = daemon(v.to_string(), &opt.key, line);
             d.control = key == "attach-control-daemon";
@@ -284,10 +288,10 @@ pub fn apply(around: &mut Around, key: &str, opt: &Opt, base: &Path) -> Result<(
         }
         "smart-attach-daemon" | "smart-attach-daemon2" => {
             let Some((pidfile, command)) = v.split_once(' ') else {
-                return Err(opt.origin.error(format!(
-                    "invalid {} syntax: must be \"pidfile command\"",
-                    opt.key
-                )));
+                return Err(opt.origin.error(
+                    ErrorKind::InvalidValue,
+                    format!("invalid {} syntax: must be \"pidfile command\"", opt.key),
+                ));
             };
             let (pidfile, freq) = match pidfile.split_once(',') {
                 Some((p, f)) => (p, positive(opt, "freq", f)? as u32),
@@ -322,7 +326,10 @@ pub fn apply(around: &mut Around, key: &str, opt: &Opt, base: &Path) -> Result<(
         | "shared-py-import"
         | "shared-python-import" => {
             if v.trim().is_empty() {
-                return Err(opt.origin.error(format!("{}: empty module name", opt.key)));
+                return Err(opt.origin.error(
+                    ErrorKind::InvalidValue,
+                    format!("{}: empty module name", opt.key),
+                ));
             }
             around.imports.push(v.trim().to_string());
         }
@@ -408,17 +415,20 @@ fn kvlist(value: &str) -> Option<Vec<(String, String)>> {
 fn signal_number(opt: &Opt, what: &str, v: &str) -> Result<i32, ConfigError> {
     let n = positive(opt, what, v)?;
     if !(1..=64).contains(&n) {
-        return Err(opt
-            .origin
-            .error(format!("{}: {what} = {v}: not a signal number", opt.key)));
+        return Err(opt.origin.error(
+            ErrorKind::InvalidValue,
+            format!("{}: {what} = {v}: not a signal number", opt.key),
+        ));
     }
     Ok(n as i32)
 }
 
 fn daemon2(opt: &Opt, base: &Path) -> Result<DaemonSpec, ConfigError> {
     let pairs = kvlist(&opt.value).ok_or_else(|| {
-        opt.origin
-            .error(format!("invalid --{} keyval syntax", opt.key))
+        opt.origin.error(
+            ErrorKind::InvalidValue,
+            format!("invalid --{} keyval syntax", opt.key),
+        )
     })?;
     let mut d = daemon(String::new(), &opt.key, opt.origin.line.unwrap_or(0));
     let mut command = None;
@@ -442,37 +452,43 @@ fn daemon2(opt: &Opt, base: &Path) -> Result<DaemonSpec, ConfigError> {
             "chdir" => d.chdir = Some(resolve(base, &v)),
             "max_throttle" => d.max_throttle = Some(positive(opt, "max_throttle", &v)? as u32),
             "legion" | "ns_pid" | "notifypid" => {
-                return Err(opt.origin.error(format!(
-                    "{}: \"{k}\" is not supported: the daemon would run without it",
-                    opt.key
-                )))
+                return Err(opt.origin.error(
+                    ErrorKind::Unsupported,
+                    format!(
+                        "{}: \"{k}\" is not supported: the daemon would run without it",
+                        opt.key
+                    ),
+                ))
             }
             _ => {
-                return Err(opt.origin.error(format!(
-                    "{}: unknown key \"{k}\" (uWSGI refuses it too)",
-                    opt.key
-                )))
+                return Err(opt.origin.error(
+                    ErrorKind::InvalidValue,
+                    format!("{}: unknown key \"{k}\" (uWSGI refuses it too)", opt.key),
+                ))
             }
         }
     }
     d.command = command.filter(|c| !c.trim().is_empty()).ok_or_else(|| {
-        opt.origin.error(format!(
-            "--{}: you need to specify a 'command' key",
-            opt.key
-        ))
+        opt.origin.error(
+            ErrorKind::InvalidValue,
+            format!("--{}: you need to specify a 'command' key", opt.key),
+        )
     })?;
     if d.daemonize && d.pidfile.is_none() {
-        return Err(opt
-            .origin
-            .error(format!("{}: daemonize needs a pidfile", opt.key)));
+        return Err(opt.origin.error(
+            ErrorKind::InvalidValue,
+            format!("{}: daemonize needs a pidfile", opt.key),
+        ));
     }
     Ok(d)
 }
 
 fn field(opt: &Opt, name: &str, v: &str) -> Result<CronField, ConfigError> {
     let n = strict_int(v).ok_or_else(|| {
-        opt.origin
-            .error(format!("{}: {name} = {v:?}: not a number", opt.key))
+        opt.origin.error(
+            ErrorKind::InvalidValue,
+            format!("{}: {name} = {v:?}: not a number", opt.key),
+        )
     })?;
     let max = match name {
         "minute" => 59,
@@ -482,9 +498,10 @@ fn field(opt: &Opt, name: &str, v: &str) -> Result<CronField, ConfigError> {
         _ => 7,
     };
     if n > max || n < -max - 1 || n == 0 && (name == "day" || name == "month") {
-        return Err(opt
-            .origin
-            .error(format!("{}: {name} = {v}: out of range", opt.key)));
+        return Err(opt.origin.error(
+            ErrorKind::InvalidValue,
+            format!("{}: {name} = {v}: out of range", opt.key),
+        ));
     }
     Ok(CronField::from_int(n))
 }
@@ -494,16 +511,18 @@ fn cron(opt: &Opt) -> Result<CronSpec, ConfigError> {
     let mut f = Vec::new();
     for name in ["minute", "hour", "day", "month", "week"] {
         let end = rest.find(char::is_whitespace).ok_or_else(|| {
-            opt.origin.error(format!(
-                "{}: invalid cron syntax: 5 fields and a command",
-                opt.key
-            ))
+            opt.origin.error(
+                ErrorKind::InvalidValue,
+                format!("{}: invalid cron syntax: 5 fields and a command", opt.key),
+            )
         })?;
         f.push(field(opt, name, &rest[..end])?);
         rest = rest[end..].trim_start();
     }
     if rest.is_empty() {
-        return Err(opt.origin.error(format!("{}: no command", opt.key)));
+        return Err(opt
+            .origin
+            .error(ErrorKind::InvalidValue, format!("{}: no command", opt.key)));
     }
     Ok(CronSpec {
         minute: f[0],
@@ -524,15 +543,17 @@ fn cron2(opt: &Opt) -> Result<CronSpec, ConfigError> {
     let (kv, command) = match v.split_once(' ') {
         Some((head, cmd)) if head.contains('=') => (head, cmd.trim()),
         _ if v.split_whitespace().next().is_some_and(|w| w.contains('=')) => {
-            return Err(opt.origin.error(format!(
-                "{}: unable to parse cron definition: no command",
-                opt.key
-            )))
+            return Err(opt.origin.error(
+                ErrorKind::InvalidValue,
+                format!("{}: unable to parse cron definition: no command", opt.key),
+            ))
         }
         _ => ("", v),
     };
     if command.is_empty() {
-        return Err(opt.origin.error(format!("{}: no command", opt.key)));
+        return Err(opt
+            .origin
+            .error(ErrorKind::InvalidValue, format!("{}: no command", opt.key)));
     }
     let mut c = CronSpec {
         minute: CronField::Any,
@@ -547,8 +568,10 @@ fn cron2(opt: &Opt) -> Result<CronSpec, ConfigError> {
         line: opt.origin.line.unwrap_or(0),
     };
     let pairs = kvlist(kv).ok_or_else(|| {
-        opt.origin
-            .error(format!("{}: unable to parse cron definition", opt.key))
+        opt.origin.error(
+            ErrorKind::InvalidValue,
+            format!("{}: unable to parse cron definition", opt.key),
+        )
     })?;
     for (k, val) in pairs {
         match k.as_str() {
@@ -565,16 +588,19 @@ fn cron2(opt: &Opt) -> Result<CronSpec, ConfigError> {
                 c.own_harakiri = true;
             }
             "legion" => {
-                return Err(opt.origin.error(format!(
-                    "{}: \"legion\" is not supported: the job would run on every node",
-                    opt.key
-                )))
+                return Err(opt.origin.error(
+                    ErrorKind::Unsupported,
+                    format!(
+                        "{}: \"legion\" is not supported: the job would run on every node",
+                        opt.key
+                    ),
+                ))
             }
             _ => {
-                return Err(opt.origin.error(format!(
-                    "{}: unknown key \"{k}\" (uWSGI refuses it too)",
-                    opt.key
-                )))
+                return Err(opt.origin.error(
+                    ErrorKind::InvalidValue,
+                    format!("{}: unknown key \"{k}\" (uWSGI refuses it too)", opt.key),
+                ))
             }
         }
     }
@@ -604,17 +630,20 @@ fn hook_action(
     base: &Path,
 ) -> Result<HookAction, ConfigError> {
     let Some((name, arg)) = text.split_once(':') else {
-        return Err(opt.origin.error(format!(
-            "{}: invalid hook syntax, must be action:args",
-            opt.key
-        )));
+        return Err(opt.origin.error(
+            ErrorKind::InvalidValue,
+            format!("{}: invalid hook syntax, must be action:args", opt.key),
+        ));
     };
     let name = name.strip_prefix('!').unwrap_or(name);
     let unsupported = |what: &str| {
-        opt.origin.error(format!(
-            "{} = {text}: \"{name}\" is not supported {what}: the site would lose this hook",
-            opt.key
-        ))
+        opt.origin.error(
+            ErrorKind::Unsupported,
+            format!(
+                "{} = {text}: \"{name}\" is not supported {what}: the site would lose this hook",
+                opt.key
+            ),
+        )
     };
     let path_and_text = |arg: &str| match arg.split_once(' ') {
         Some((p, t)) => (resolve(base, p), t.to_string()),
@@ -648,9 +677,10 @@ fn hook_action(
         "cd" | "chdir" if phase.in_worker() => HookAction::Chdir(resolve(base, arg)),
         "putenv" if phase.in_worker() => {
             if !arg.contains('=') {
-                return Err(opt
-                    .origin
-                    .error(format!("{}: putenv needs NAME=value", opt.key)));
+                return Err(opt.origin.error(
+                    ErrorKind::InvalidValue,
+                    format!("{}: putenv needs NAME=value", opt.key),
+                ));
             }
             HookAction::Putenv(arg.to_string())
         }
