@@ -66,6 +66,14 @@ fn a_killed_daemon_is_restarted_and_its_group_is_gone_after_stop() {
     let leader = status["daemons"][0]["pid"].as_i64().unwrap() as i32;
     assert!(alive(leader));
     assert_eq!(status["daemons"][0]["state"], "running");
+    let human = site.cli(&["status", site.ini().to_str().unwrap()]);
+    let human = String::from_utf8_lossy(&human.stdout);
+    assert!(
+        human.lines().any(|l| l.contains(&leader.to_string())
+            && l.contains("running")
+            && l.contains("daemon.sh")),
+        "status lists the daemon:\n{human}"
+    );
 
     // The script dies; its shell leader exits; the group's leftovers are killed
     // and the daemon is started again.
