@@ -167,7 +167,8 @@ mod tests {
             "add-header",
             "py-autoreload",
             "post-buffering",
-            "http",
+            "https",
+            "http-websockets",
             "static-map",
             "route",
             "mount",
@@ -181,6 +182,15 @@ mod tests {
             assert_eq!(entry(k).unwrap().class, KeyClass::Unsupported, "{k}");
         }
         assert_eq!(entry("lazy-apps").unwrap().class, KeyClass::Honoured);
+        for k in [
+            "http",
+            "httprouter",
+            "http-to",
+            "http-keepalive",
+            "http-timeout",
+        ] {
+            assert_eq!(entry(k).unwrap().class, KeyClass::Honoured, "{k}");
+        }
         assert_eq!(entry("enable-threads").unwrap().class, KeyClass::Equivalent);
         assert_eq!(entry("cpu-affinity").unwrap().class, KeyClass::Tuning);
     }

@@ -24,6 +24,7 @@ use crate::config::around::HookPhase;
 use crate::config::{Config, LoadOptions};
 use crate::logs::LogSink;
 use crate::pidfile::Pidfile;
+use crate::router::{self, supervise::RouterHandle};
 use crate::runtime::sleep_until;
 use crate::scoreboard::monotonic_now;
 use crate::socket::{self, Listener};
@@ -44,6 +45,8 @@ pub struct MasterSetup {
     pub ready_pipe: Option<OwnedFd>,
     /// The control socket, already bound.
     pub control: Option<(std::os::unix::net::UnixListener, PathBuf)>,
+    /// `http = ADDR`: the router's public listener, already bound.
+    pub http_listener: Option<Listener>,
 }
 
 struct Master {
@@ -75,6 +78,9 @@ struct Master {
     /// Daemons and cron jobs (`crate::around`), and the generation they follow.
     around: Around,
     around_generation: u64,
+    /// The `http` router (`router::supervise`), matched to the serving generation.
+    router: Option<RouterHandle>,
+    router_stopping: Option<tokio::task::JoinHandle<()>>,
 }
 
 /// Runs the master until it stops; returns the process exit code.
@@ -134,7 +140,7 @@ impl Master {
             log_write.try_clone()?,
             tx.clone(),
         );
-        let generations = Generations::first(config.clone(), setup.listeners);
+        let generations = Generations::first(config.clone(), setup.listeners, setup.http_listener);
         let (sup, actions) = Supervisor::start(plan, Instant::now());
         let mut master = Master {
             sup,
@@ -162,12 +168,17 @@ impl Master {
             last_reload_at: None,
             around,
             around_generation: 1,
+            router: None,
+            router_stopping: None,
         };
         info!(pid = std::process::id(), workers = config.processes, ini = %master.ini.display(), "master started");
         if let Err(why) = master.begin_around(&config) {
             error!(reason = %why, "fatal: destroying the instance");
             return Ok((master, rx, Some(why)));
         }
+        // As in uWSGI, the router runs from the start: a client connecting before
+        // the workers are ready waits in the worker socket's backlog.
+        master.sync_router(1);
         for action in actions {
             master.execute(action);
         }
@@ -202,6 +213,7 @@ impl Master {
                 for action in actions {
                     if let Action::Exit(code) = action {
                         self.finish_around(&mut rx).await;
+                        self.stop_router().await;
                         return self.shutdown(code);
                     }
                     self.execute(action);
@@ -287,6 +299,7 @@ impl Master {
                         w.set_paths(&paths);
                     }
                 }
+                self.sync_router(generation);
             }
             Action::Release { generation } => self.generations.release(generation),
             Action::CheckHarakiri => {
@@ -317,6 +330,10 @@ impl Master {
                 self.notify(state)
             }
             Action::CloseListeners => {
+                // Stopping: the router finishes its requests while the workers do.
+                if let Some(router) = self.router.take() {
+                    self.router_stopping = Some(tokio::spawn(router.stop(true)));
+                }
                 self.generations.close_listeners();
                 self.watcher = None;
             }
@@ -326,6 +343,45 @@ impl Master {
                 Err(e) => warn!(error = %e, "cannot reopen the log"),
             },
             Action::Exit(_) => unreachable!("handled by the loop"),
+        }
+    }
+
+    /// Starts, updates or stops the router to match the serving generation.
+    fn sync_router(&mut self, generation: u64) {
+        let Some(g) = self.generations.get(generation) else {
+            return;
+        };
+        let launch = match &g.http_listener {
+            Some(public) => router::supervise::launch_for(
+                &g.config,
+                public.clone(),
+                &g.listeners,
+                &self.log_write,
+                &self.alive_read,
+                &self.base_env,
+            ),
+            None => Ok(None),
+        };
+        match (launch, self.router.as_mut()) {
+            (Ok(Some(launch)), Some(router)) => router.update(launch),
+            (Ok(Some(launch)), None) => self.router = Some(RouterHandle::start(launch)),
+            (Ok(None), _) => {
+                if let Some(router) = self.router.take() {
+                    info!("http router no longer configured; stopping it");
+                    tokio::spawn(router.stop(true));
+                }
+            }
+            (Err(e), _) => error!(error = %e, "cannot prepare the http router"),
+        }
+    }
+
+    /// Waits for the router to exit (asked at CloseListeners, or now at once).
+    async fn stop_router(&mut self) {
+        if let Some(router) = self.router.take() {
+            router.stop(false).await;
+        }
+        if let Some(stopping) = self.router_stopping.take() {
+            let _ = stopping.await;
         }
     }
 
