@@ -309,6 +309,23 @@ pub fn uwsgi_json(status: &Status) -> Value {
         map.insert("sockets".into(), Value::Array(sockets));
         map.insert("workers".into(), Value::Array(workers));
     }
+    // Not in uWSGI's document (its preload master is the template): an extra
+    // key, after uWSGI's, that uwsgitop and the exporters ignore.
+    if !status.templates.is_empty() {
+        let templates: Vec<Value> = status
+            .templates
+            .iter()
+            .map(|t| {
+                json!({
+                    "generation": t.generation,
+                    "pid": t.pid.unwrap_or(0),
+                    "state": t.state,
+                    "rss": t.rss_bytes,
+                })
+            })
+            .collect();
+        doc["templates"] = Value::Array(templates);
+    }
     doc
 }
 
@@ -456,6 +473,7 @@ mod tests {
             reloading: false,
             generations: Vec::new(),
             workers,
+            templates: Vec::new(),
             sockets: vec![
                 socket("/srv/amy.sock", "uwsgi"),
                 socket("127.0.0.1:8000", "http"),

@@ -14,6 +14,13 @@ pub enum Input {
     Control(ControlRequest),
     /// A daemon or cron job of `crate::around` ended.
     Around(crate::around::AroundExit),
+    /// A template's answer to a fork request, for the executor (which then
+    /// tells the state machine [`Event::Spawned`] or [`Event::SpawnFailed`]).
+    Forked {
+        generation: u64,
+        id: usize,
+        result: Result<i32, String>,
+    },
 }
 
 /// A question that needs the master's answer, with the channel to answer on.
