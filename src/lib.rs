@@ -8,11 +8,13 @@
 //! `systemd`; `router` is the `http =` HTTP router process and its supervision.
 //! See ARCHITECTURE.md.
 
+pub mod around;
 pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod control;
 pub mod emperor;
+pub mod fifo;
 pub mod leftovers;
 pub mod logs;
 pub mod metrics;

@@ -294,10 +294,21 @@ pub fn uwsgi_json(status: &Status) -> Value {
         "uid": nix::unistd::getuid().as_raw(),
         "gid": nix::unistd::getgid().as_raw(),
         "cwd": cwd,
-        "locks": [],
-        "sockets": sockets,
-        "workers": workers,
     });
+    if let Some(map) = doc.as_object_mut() {
+        // uWSGI writes "daemons" only when there are some, before "locks".
+        if !status.daemons.is_empty() {
+            let daemons: Vec<Value> = status
+                .daemons
+                .iter()
+                .map(|d| json!({"cmd": d.command, "pid": d.pid.unwrap_or(0), "respawns": d.respawns}))
+                .collect();
+            map.insert("daemons".into(), Value::Array(daemons));
+        }
+        map.insert("locks".into(), json!([]));
+        map.insert("sockets".into(), Value::Array(sockets));
+        map.insert("workers".into(), Value::Array(workers));
+    }
     // Not in uWSGI's document (its preload master is the template): an extra
     // key, after uWSGI's, that uwsgitop and the exporters ignore.
     if !status.templates.is_empty() {
@@ -470,6 +481,8 @@ mod tests {
             master_rss_bytes: 0,
             last_reload: None,
             last_reload_unix: None,
+            daemons: Vec::new(),
+            crons: Vec::new(),
         }
     }
 

@@ -182,7 +182,11 @@ fn equivalent_and_tuning_keys_start_with_a_warning_at_most() {
             line + 5
         )
     );
+    // Any other hook-master-start is a hook that runs; an action amy-emperor
+    // cannot run is refused.
     case.write("hook-master-start = exec:/bin/true\n");
+    assert_eq!(case.check(&[]).status.code(), Some(0));
+    case.write("hook-master-start = mount:proc none /proc\n");
     assert_eq!(case.check(&[]).status.code(), Some(2));
 }
 

@@ -52,6 +52,7 @@ Modules
 - `wsgi`: wsgi.input, the file wrapper, start_response, the app call, the
   scoreboard updates and the request log line (the hot path, kept together).
 - `state`: process-wide state (counters, scoreboard, recycling).
+- `hooks`: `hook-pre-app`/`post-app`/`accepting` actions and `import =`;
 - `app`: loading the app; `server`: accept loops, threads, signals, master-alive;
   `proctitle`: process titles; `harakiri`: the stack dump and 504 before a
   harakiri kill; `__main__`: start-up.

@@ -6,6 +6,7 @@ import os
 import sys
 import traceback
 
+from . import hooks
 from .app import _set_sys_path, load_app
 from .contract import (
     ENV_CONFIG,
@@ -33,6 +34,12 @@ def _tell_failed(what, text):
 
 def start_worker(cfg, app, listeners):
     """The app is loaded (here or in the template): check it if asked, serve."""
+    try:
+        # In every worker, also one a template forked (uWSGI: hook-accepting).
+        hooks.run(cfg, "accepting")
+    except BaseException:
+        _tell_failed("accepting hook failed", traceback.format_exc())
+        _exit(EXIT_APP_LOAD_FAILED)
     worker = Worker(cfg, app)
     if cfg.get("reload_check"):
         from .check import CheckFailed, run_checks
@@ -88,7 +95,10 @@ def main():
             os._exit(EXIT_APP_LOAD_FAILED)
     _set_sys_path(cfg)
     try:
+        hooks.run(cfg, "pre_app")
+        hooks.import_modules(cfg)
         app = load_app(cfg)
+        hooks.run(cfg, "post_app")
     except BaseException:
         _tell_failed("failed to load the app", traceback.format_exc())
         _exit(EXIT_APP_LOAD_FAILED)

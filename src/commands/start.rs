@@ -13,6 +13,7 @@ use std::sync::Arc;
 
 use super::{CommandError, Done};
 use crate::cli::StartArgs;
+use crate::config::around::HookPhase;
 use crate::config::{self, Config, LoadOptions, Protocol, SocketAddress, SocketSpec};
 use crate::logs::{LogSink, SinkWriter};
 use crate::supervisor::executor::{self, MasterSetup};
@@ -154,11 +155,24 @@ fn prepare(
         Some(r) => Some(r.commit().map_err(|e| e.to_string())?),
         None => None,
     };
-    if let Err(e) = privileges::drop_to(config.uid.as_deref(), config.gid.as_deref()) {
+    // Workers must not talk to systemd on our behalf.
+    let base_env: Vec<(OsString, OsString)> = environment
+        .into_iter()
+        .filter(|(k, _)| k != "NOTIFY_SOCKET")
+        .collect();
+    // `hook-as-root`/`exec-as-root`: before the privilege drop, as in uWSGI.
+    let hook_env = crate::around::process::environment(&base_env, &config);
+    let dropped =
+        crate::around::hooks::run_master_phase(&config, HookPhase::AsRoot, &hook_env, None)
+            .and_then(|()| {
+                privileges::drop_to(config.uid.as_deref(), config.gid.as_deref())
+                    .map_err(|e| e.to_string())
+            });
+    if let Err(e) = dropped {
         if let Some(p) = pidfile {
             p.remove_if_ours();
         }
-        return Err(e.to_string());
+        return Err(e);
     }
     let (listeners, control, http_listener) = bound.keep();
     let control = control.map(|l| {
@@ -168,11 +182,6 @@ fn prepare(
         };
         (std::os::unix::net::UnixListener::from(l.fd), path)
     });
-    // Workers must not talk to systemd on our behalf.
-    let base_env = environment
-        .into_iter()
-        .filter(|(k, _)| k != "NOTIFY_SOCKET")
-        .collect();
     Ok(MasterSetup {
         ini: ini.to_path_buf(),
         load_options,

@@ -182,5 +182,25 @@ fn human(report: &Report) -> String {
             age
         );
     }
+    if !status.daemons.is_empty() {
+        s += "daemon  pid      state     respawns  command\n";
+        for d in &status.daemons {
+            let pid = d.pid.map_or_else(|| "-".to_string(), |p| p.to_string());
+            let smart = if d.smart { " (smart)" } else { "" };
+            s += &format!(
+                "{:<7} {:<8} {:<9} {:<9} {}{smart}\n",
+                "", pid, d.state, d.respawns, d.command
+            );
+        }
+    }
+    for c in &status.crons {
+        let running = if c.running.is_empty() {
+            "idle".to_string()
+        } else {
+            format!("running pid {:?}", c.running)
+        };
+        let unique = if c.unique { " (unique)" } else { "" };
+        s += &format!("cron: {}{unique}: {running}\n", c.command);
+    }
     s
 }

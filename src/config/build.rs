@@ -13,6 +13,7 @@ use std::os::unix::ffi::OsStringExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use super::around;
 use super::classes::{self, KeyClass};
 use super::envfile::{self, LineKind};
 use super::expand::{Expander, Opt, Origin};
@@ -299,6 +300,7 @@ pub fn build(
         lazy_apps: false,
         need_app: false,
         reload_one_by_one: false,
+        around: Default::default(),
         reload_check: Vec::new(),
         reload_check_host: "localhost".into(),
         reload_check_timeout: Duration::from_secs(10),
@@ -542,6 +544,7 @@ pub fn build(
                 c.reload_check_timeout = Duration::from_secs(number(opt, 1, 3600)?)
             }
             "strict" => {}
+            k if around::is_around_key(k) => around::apply(&mut c.around, k, opt, &app_base)?,
             other => {
                 // A key the table calls honoured that this match does not read
                 // is a bug in the table: fail closed rather than ignore it.
@@ -558,6 +561,7 @@ pub fn build(
         crate::metrics::server::parse_address(addr, c.prometheus_public)
             .map_err(|e| origin.error(ErrorKind::InvalidValue, e.to_string()))?;
     }
+    around::finish(&mut c.around);
     for key in &options.allow_unsupported {
         let unsupported = classes::entry(key).is_some_and(|e| e.class == KeyClass::Unsupported);
         if !unsupported {

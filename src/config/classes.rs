@@ -172,8 +172,8 @@ mod tests {
             "static-map",
             "route",
             "mount",
-            "attach-daemon",
-            "cron",
+            "legion-cron",
+            "hook-accepting1",
             "logger",
             "cheaper",
             "gevent",
@@ -205,10 +205,7 @@ mod tests {
             ),
             KeyClass::Equivalent
         );
-        assert_eq!(
-            c("hook-master-start", "exec:/bin/true"),
-            KeyClass::Unsupported
-        );
+        assert_eq!(c("hook-master-start", "exec:/bin/true"), KeyClass::Honoured);
         assert_eq!(c("plugins", "python3"), KeyClass::Equivalent);
         assert_eq!(c("plugins", "python311,python"), KeyClass::Equivalent);
         assert_eq!(c("plugins", "python3,router_cache"), KeyClass::Unsupported);

@@ -3,6 +3,7 @@
 //!
 //! The same [`load`] runs at `start`, at every reload and in `check`.
 
+pub mod around;
 mod build;
 pub mod classes;
 pub mod envfile;

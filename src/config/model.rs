@@ -170,6 +170,8 @@ pub struct Config {
     /// Replace workers one slot at a time on reload instead of a full generation
     /// (memory-tight hosts). Key: `reload-one-by-one`.
     pub reload_one_by_one: bool,
+    /// Attached daemons, cron jobs, hooks, imports, the master fifo (`around.rs`).
+    pub around: super::around::Around,
     /// amy-emperor's own `reload-check = PATH` (repeatable): before a new worker
     /// accepts public traffic it serves `GET PATH` privately; anything but 2xx/3xx
     /// fails it. Empty: no check.

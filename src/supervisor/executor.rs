@@ -22,6 +22,8 @@ use super::templates::Templates;
 use super::workers::{
     rss_bytes, signal_group, watch_template, watch_worker, Pidfd, Process, Workers,
 };
+use crate::around::{hooks, Around};
+use crate::config::around::HookPhase;
 use crate::config::{Config, LoadOptions};
 use crate::logs::LogSink;
 use crate::pidfile::Pidfile;
@@ -78,6 +80,9 @@ struct Master {
     status_replies: HashMap<RequestId, oneshot::Sender<Status>>,
     started: SystemTime,
     last_reload_at: Option<SystemTime>,
+    /// Daemons and cron jobs (`crate::around`), and the generation they follow.
+    around: Around,
+    around_generation: u64,
     /// The `http` router (`router::supervise`), matched to the serving generation.
     router: Option<RouterHandle>,
     router_stopping: Option<tokio::task::JoinHandle<()>>,
@@ -86,7 +91,8 @@ struct Master {
 /// Runs the master until it stops; returns the process exit code.
 pub async fn run(setup: MasterSetup) -> i32 {
     match Master::new(setup) {
-        Ok((master, rx)) => master.run(rx).await,
+        Ok((master, _, Some(_fatal))) => master.shutdown(1),
+        Ok((master, rx, None)) => master.run(rx).await,
         Err(e) => {
             error!(error = %e, "could not start the master");
             1
@@ -95,7 +101,12 @@ pub async fn run(setup: MasterSetup) -> i32 {
 }
 
 impl Master {
-    fn new(setup: MasterSetup) -> std::io::Result<(Master, mpsc::UnboundedReceiver<Input>)> {
+    /// The master, its inbox, and a fatal start-up error (a master hook, the
+    /// master fifo) after which it only cleans up.
+    #[allow(clippy::type_complexity)]
+    fn new(
+        setup: MasterSetup,
+    ) -> std::io::Result<(Master, mpsc::UnboundedReceiver<Input>, Option<String>)> {
         let (tx, rx) = mpsc::unbounded_channel();
         // Workers a template forks are re-parented to us when the template's
         // intermediate child exits, so we reap them and get their exit status.
@@ -148,6 +159,12 @@ impl Master {
                 None
             }
         };
+        let around = Around::new(
+            config.clone(),
+            setup.base_env.clone(),
+            log_write.try_clone()?,
+            tx.clone(),
+        );
         let generations = Generations::first(config.clone(), setup.listeners, setup.http_listener);
         let (sup, actions) = Supervisor::start(plan, Instant::now());
         let mut master = Master {
@@ -176,17 +193,44 @@ impl Master {
             status_replies: HashMap::new(),
             started: SystemTime::now(),
             last_reload_at: None,
+            around,
+            around_generation: 1,
             router: None,
             router_stopping: None,
         };
         info!(pid = std::process::id(), workers = config.processes, ini = %master.ini.display(), "master started");
+        if let Err(why) = master.begin_around(&config) {
+            error!(reason = %why, "fatal: destroying the instance");
+            return Ok((master, rx, Some(why)));
+        }
         // As in uWSGI, the router runs from the start: a client connecting before
         // the workers are ready waits in the worker socket's backlog.
         master.sync_router(1);
         for action in actions {
             master.execute(action);
         }
-        Ok((master, rx))
+        Ok((master, rx, None))
+    }
+
+    /// Master hooks, the master fifo, daemons and cron: after the privilege drop,
+    /// before the first worker (uWSGI runs `hook-master-start` as its loop begins).
+    fn begin_around(&mut self, config: &Config) -> Result<(), String> {
+        let hook_env = crate::around::process::environment(&self.base_env, config);
+        for phase in [HookPhase::AsUser, HookPhase::MasterStart] {
+            hooks::run_master_phase(config, phase, &hook_env, Some(&self.log_write))?;
+        }
+        for (i, path) in config.around.master_fifo.iter().enumerate() {
+            // uWSGI reads only the first (slot 0) until `1`..`9` switch slots.
+            if i > 0 {
+                warn!(path = %path.display(), "only the first master-fifo is read");
+                continue;
+            }
+            let fd = crate::fifo::create(path).map_err(|e| e.to_string())?;
+            crate::fifo::spawn_source(fd, path.clone(), self.inbox.clone())
+                .map_err(|e| format!("master-fifo {}: {e}", path.display()))?;
+        }
+        self.around.begin();
+        Ok(())
     }
 
     async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Input>) -> i32 {
@@ -195,13 +239,18 @@ impl Master {
                 let actions = self.sup.handle(event, Instant::now());
                 for action in actions {
                     if let Action::Exit(code) = action {
+                        self.finish_around(&mut rx).await;
                         self.stop_router().await;
                         return self.shutdown(code);
                     }
                     self.execute(action);
                 }
             }
-            let deadline = self.sup.next_deadline();
+            let sup_deadline = self.sup.next_deadline();
+            let deadline = [sup_deadline, self.around.deadline()]
+                .into_iter()
+                .flatten()
+                .min();
             tokio::select! {
                 input = rx.recv() => match input {
                     Some(Input::Event(event)) => {
@@ -247,9 +296,21 @@ impl Master {
                             }
                         }
                     }
+                    Some(Input::Around(exit)) => {
+                        self.around.exited(exit);
+                        if self.around.take_stop_request() {
+                            self.local.push_back(Event::Signal(MasterSignal::Term));
+                        }
+                    }
                     None => return self.shutdown(1),
                 },
-                _ = sleep_until(deadline) => self.local.push_back(Event::Tick),
+                _ = sleep_until(deadline) => {
+                    let now = Instant::now();
+                    self.around.tick(now);
+                    if sup_deadline.is_some_and(|t| now >= t) {
+                        self.local.push_back(Event::Tick);
+                    }
+                }
             }
         }
     }
@@ -269,6 +330,10 @@ impl Master {
             Action::Activate { generation } => {
                 self.last_reload_at = Some(SystemTime::now());
                 if let Some(config) = self.generations.activate(generation) {
+                    if generation != self.around_generation {
+                        self.around_generation = generation;
+                        self.around.reconfigure(config.clone());
+                    }
                     let paths = config.watch_paths.clone();
                     if config.log_reopen {
                         if let Err(e) = self.sink.reopen() {
@@ -303,7 +368,12 @@ impl Master {
                     let _ = reply.send(status);
                 }
             }
-            Action::Notify(state) => self.notify(state),
+            Action::Notify(state) => {
+                if state == Lifecycle::Stopping {
+                    self.around.stop();
+                }
+                self.notify(state)
+            }
             Action::CloseListeners => {
                 // Stopping: the router finishes its requests while the workers do.
                 if let Some(router) = self.router.take() {
@@ -596,14 +666,36 @@ impl Master {
                 .map(|pid| (pid, rss_bytes(pid)))
                 .collect(),
         };
-        status::build(
+        let mut status = status::build(
             &snap,
             master,
             |pid| self.workers.facts(pid),
             monotonic_now(),
             Instant::now(),
             SystemTime::now(),
-        )
+        );
+        status.daemons = self.around.daemon_status();
+        status.crons = self.around.cron_status();
+        status
+    }
+
+    /// Before the master exits: its daemons get their stop signal (if the stop
+    /// did not already send it), then SIGKILL after `reload-mercy`; cron jobs
+    /// still running are killed.
+    async fn finish_around(&mut self, rx: &mut mpsc::UnboundedReceiver<Input>) {
+        self.around.stop();
+        while !self.around.stopped() {
+            let deadline = self.around.deadline();
+            tokio::select! {
+                input = rx.recv() => match input {
+                    Some(Input::Around(exit)) => self.around.exited(exit),
+                    Some(_) => {}
+                    None => break,
+                },
+                _ = sleep_until(deadline) => self.around.tick(Instant::now()),
+            }
+        }
+        self.around.kill_rest();
     }
 
     fn metrics_text(&self) -> String {

@@ -12,6 +12,8 @@ pub enum Input {
     Event(Event),
     /// A client (control socket, stats server) waits for the answer on `reply`.
     Control(ControlRequest),
+    /// A daemon or cron job of `crate::around` ended.
+    Around(crate::around::AroundExit),
     /// A template's answer to a fork request, for the executor (which then
     /// tells the state machine [`Event::Spawned`] or [`Event::SpawnFailed`]).
     Forked {

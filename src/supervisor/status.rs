@@ -36,6 +36,12 @@ pub struct Status {
     pub master_rss_bytes: u64,
     pub last_reload: Option<ReloadReport>,
     pub last_reload_unix: Option<u64>,
+    /// Attached daemons (`attach-daemon` …).
+    #[serde(default)]
+    pub daemons: Vec<crate::around::DaemonStatus>,
+    /// Cron jobs (`cron`, `cron2`, `unique-cron`).
+    #[serde(default)]
+    pub crons: Vec<crate::around::CronStatus>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -297,6 +303,8 @@ pub fn build(
         master_rss_bytes: master.master_rss_bytes,
         last_reload: snap.last_reload.as_ref().map(ReloadReport::from),
         last_reload_unix: unix_secs(master.last_reload_at),
+        daemons: Vec::new(),
+        crons: Vec::new(),
     }
 }
 

@@ -163,6 +163,8 @@ pub fn worker_json(
         "harakiri": config.harakiri.map(|d| d.as_secs_f64()),
         "log_slow_ms": config.log_slow_ms,
         "listeners": listeners,
+        "hooks": crate::around::hooks::worker_json(config),
+        "imports": config.around.imports,
         "template": template,
         "reload_check": config.reload_check,
         "reload_check_host": config.reload_check_host,
