@@ -18,6 +18,7 @@ from .contract import _SB, SCOREBOARD_REQ_MAX
 from .errors import _ERRORS, ClientGone, HeaderError
 from .fdio import CLOSE, _wait, _write_all
 from .limits import BODY_TIMEOUT
+from .routes import Abort
 
 
 _TOKEN_RE = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z\-]+\Z")
@@ -203,7 +204,8 @@ class Request(object):
         self.head_count = 0
         self.body_bytes = 0
         self.http = http
-        self.extra = "Connection: close\r\n" if http else ""
+        # `add-header` lines are in both (Worker.extra_http/extra_uwsgi).
+        self.extra = self.worker.extra_http if http else self.worker.extra_uwsgi
         self.head_only = False
 
     def _start_response(self, status, headers, exc_info=None):
@@ -327,6 +329,9 @@ def run_app(worker, req, env, wsgi_input, pairs, block_size):
                 result.close()
     except ClientGone as e:
         log("client gone while sending %s %s: %s" % (method, env.get("REQUEST_URI", ""), e))
+    except Abort:
+        # a `break` route without a status: uWSGI closes without a response
+        req.status = None
     except Exception as e:
         if counters is not None:
             with counters:
@@ -435,6 +440,9 @@ def _sendfile(req, wrapper):
         return False
     req.send(b"")
     left = st.st_size - offset
+    length = getattr(wrapper, "length", None)
+    if length is not None and length < left:
+        left = length  # a Range served by static.py
     while left > 0 and not req.head_only:
         try:
             sent = os.sendfile(req.fd, in_fd, offset, min(left, 1 << 30))

@@ -14,6 +14,7 @@ use std::time::Duration;
 use super::envfile::{self, LineKind};
 use super::expand::{Expander, Opt};
 use super::keys;
+use super::serving;
 use super::{
     ChownSpec, Config, ConfigError, EnvVar, LoadOptions, Protocol, SocketAddress, SocketSpec,
     Warning,
@@ -133,6 +134,7 @@ pub fn build(
         lazy_apps: false,
         need_app: false,
         reload_one_by_one: false,
+        serving: Default::default(),
     };
     let mut ini_env = Vec::new();
     let mut reported: HashSet<String> = HashSet::new();
@@ -218,6 +220,7 @@ pub fn build(
             "lazy-apps" => c.lazy_apps = flag,
             "need-app" => c.need_app = flag,
             "reload-one-by-one" => c.reload_one_by_one = flag,
+            k if serving::handles(k) => serving::apply(&mut c.serving, k, opt, &app_base)?,
             _ => {
                 if key.is_empty() || keys::is_logic_end(key) || !reported.insert(opt.key.clone()) {
                     continue;

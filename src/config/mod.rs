@@ -10,6 +10,7 @@ pub mod ini;
 pub mod keys;
 pub mod magic;
 mod model;
+pub mod serving;
 pub mod show;
 
 pub use model::*;

@@ -125,4 +125,7 @@ pub struct Config {
     /// Replace workers one slot at a time on reload instead of a full generation
     /// (memory-tight hosts). Key: `reload-one-by-one`.
     pub reload_one_by_one: bool,
+    /// Static files, mounts, routes, post-buffering, add-header, socket-timeout
+    /// (`serving.rs`); the worker carries them out.
+    pub serving: super::serving::Serving,
 }

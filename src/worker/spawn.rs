@@ -101,6 +101,7 @@ pub fn worker_json(
         "reload_on_rss_mb": config.reload_on_rss_mb,
         "harakiri": config.harakiri.map(|d| d.as_secs_f64()),
         "listeners": listeners,
+        "serving": config.serving,
     })
     .to_string()
 }
