@@ -63,7 +63,7 @@ def parse_range(value, size):
     try:
         if first:
             start = int(first)
-            end = int(last) if last else size - 1
+            end = int(last) if last else 1 << 62
             if end < start:
                 return None
         else:

@@ -29,3 +29,17 @@ app_b = _make("b")
 def env_json(environ, start_response):
     start_response("200 OK", [("Content-Type", "application/json")])
     return [json.dumps({k: v for k, v in environ.items() if isinstance(v, str)}).encode()]
+
+
+def timed(environ, start_response):
+    """When the app was called, and what wsgi.input held (post-buffering tests)."""
+    import time
+
+    called = time.time()
+    inp = environ["wsgi.input"]
+    body = inp.read()
+    out = ("CALLED=%.6f\nBODY_LEN=%d\nINPUT=%s\nFILE=%s\n" % (
+        called, len(body), type(inp).__name__,
+        type(getattr(inp, "f", None)).__name__)).encode()
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(out)))])
+    return [out]
