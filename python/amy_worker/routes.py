@@ -12,20 +12,15 @@ stop routing, call the app) or a response (`redirect`, `return`, `break`,
 response, as uWSGI does (nginx then answers 502).
 """
 
-import base64
-import hashlib
 import os
 import re
 
 from .applog import log
+from .errors import Abort
 
 
 NEXT = 0
 CONTINUE = 1
-
-
-class Abort(Exception):
-    """`break` without a status: close the connection, send nothing."""
 
 
 _VAR_RE = re.compile(r"\$\{([^}]*)\}")
@@ -94,6 +89,9 @@ def _compile_condition(name, text):
 
 
 def _htpasswd_ok(path, user, password):
+    import base64
+    import hashlib
+
     try:
         with open(path, "r", encoding="latin-1") as f:
             lines = f.read().splitlines()
@@ -276,6 +274,8 @@ class Router(object):
         realm, creds, inline = rule.extra
         auth = env.get("HTTP_AUTHORIZATION", "")
         if len(auth) > 7 and creds and auth.startswith("Basic "):
+            import base64
+
             try:
                 decoded = base64.b64decode(auth[6:].strip(), validate=False).decode("latin-1")
             except (ValueError, TypeError):

@@ -15,10 +15,9 @@ import time
 
 from .applog import log
 from .contract import _SB, SCOREBOARD_REQ_MAX
-from .errors import _ERRORS, ClientGone, HeaderError
+from .errors import _ERRORS, Abort, ClientGone, HeaderError
 from .fdio import CLOSE, _wait, _write_all
 from .limits import BODY_TIMEOUT
-from .routes import Abort
 
 
 _TOKEN_RE = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z\-]+\Z")
@@ -184,6 +183,8 @@ class Request(object):
         self.extra = ""
         self.http = False
         self.head_only = False
+        self.extra_http = worker.extra_http
+        self.extra_uwsgi = worker.extra_uwsgi
         self.start_response = self._start_response
         self.write = self._write
         # Set while the thread waits for a connection's first bytes.
@@ -205,7 +206,7 @@ class Request(object):
         self.body_bytes = 0
         self.http = http
         # `add-header` lines are in both (Worker.extra_http/extra_uwsgi).
-        self.extra = self.worker.extra_http if http else self.worker.extra_uwsgi
+        self.extra = self.extra_http if http else self.extra_uwsgi
         self.head_only = False
 
     def _start_response(self, status, headers, exc_info=None):
