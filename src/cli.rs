@@ -1,4 +1,5 @@
-//! The command line (clap). Names and exit codes are fixed by DESIGN §2.
+//! The command line (clap). Names and exit codes are the contract README.md
+//! ("Commands and exit codes") documents: init jobs and deploy scripts use them.
 
 use std::path::PathBuf;
 
@@ -67,6 +68,21 @@ pub struct StartArgs {
     /// Emperor mode: one instance per `*.ini` in DIR.
     #[arg(long, value_name = "DIR", conflicts_with = "ini")]
     pub emperor: Option<PathBuf>,
+    #[command(flatten)]
+    pub allow: Allowances,
+}
+
+/// The operator's opt-ins to what the config layer refuses by default. Given to
+/// `start`, they hold for every later reload of that master.
+#[derive(Debug, Clone, Default, Args)]
+pub struct Allowances {
+    /// Accept this unsupported uWSGI key with a warning (repeatable): the site
+    /// loses what the key does (`check` says what).
+    #[arg(long = "allow-unsupported", value_name = "KEY", action = clap::ArgAction::Append)]
+    pub unsupported: Vec<String>,
+    /// Accept an explicit `uid`/`gid` of root: the workers run the app as root.
+    #[arg(long = "allow-root-workers")]
+    pub root_workers: bool,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -112,4 +128,9 @@ pub struct CheckArgs {
     /// Load this env file before the ini's `env =` lines.
     #[arg(long, value_name = "PATH")]
     pub env_file: Option<PathBuf>,
+    /// Run `@(exec://…)` commands as `start` would (check runs none by default).
+    #[arg(long)]
+    pub allow_exec: bool,
+    #[command(flatten)]
+    pub allow: Allowances,
 }

@@ -10,11 +10,12 @@ use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use serde::de::DeserializeOwned;
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::sync::oneshot;
 
-use crate::supervisor::executor::{ControlCommand, Inbox, Input};
+use crate::supervisor::inbox::{ControlCommand, ControlRequest, Inbox, Input};
 
 /// The control socket of the instance whose pidfile is `pidfile`.
 pub fn path_for(pidfile: &Path) -> PathBuf {
@@ -23,11 +24,44 @@ pub fn path_for(pidfile: &Path) -> PathBuf {
     PathBuf::from(name)
 }
 
-/// Accepts clients for the master's lifetime.
+/// Accepts clients for the master's lifetime; the master answers in its loop.
 pub fn spawn_server(
     listener: std::os::unix::net::UnixListener,
     inbox: Inbox,
 ) -> std::io::Result<()> {
+    serve(listener, move |command, reply| match command {
+        ControlCommand::Status => forward(&inbox, ControlRequest::Status, reply),
+        ControlCommand::Reload => forward(&inbox, ControlRequest::Reload, reply),
+    })
+}
+
+/// Sends a typed request to the master and relays its answer, as JSON, to
+/// `reply`. False once the master's loop is gone.
+fn forward<T: serde::Serialize + Send + 'static>(
+    inbox: &Inbox,
+    request: fn(oneshot::Sender<T>) -> ControlRequest,
+    reply: oneshot::Sender<Value>,
+) -> bool {
+    let (typed, answer) = oneshot::channel();
+    if inbox.send(Input::Control(request(typed))).is_err() {
+        return false;
+    }
+    tokio::spawn(async move {
+        if let Ok(Ok(value)) = answer.await.map(serde_json::to_value) {
+            let _ = reply.send(value);
+        }
+    });
+    true
+}
+
+/// Accepts clients for the process's lifetime (a master's or an emperor's);
+/// each command is handed to `forward` with the sender its answer goes to
+/// (`forward` returns false once the loop is gone). The answer is written as
+/// one JSON line, then the connection closes.
+pub fn serve<F>(listener: std::os::unix::net::UnixListener, forward: F) -> std::io::Result<()>
+where
+    F: Fn(ControlCommand, oneshot::Sender<Value>) -> bool + Clone + Send + 'static,
+{
     listener.set_nonblocking(true)?;
     let listener = tokio::net::UnixListener::from_std(listener)?;
     tokio::spawn(async move {
@@ -35,23 +69,23 @@ pub fn spawn_server(
             let Ok((stream, _)) = listener.accept().await else {
                 continue;
             };
-            let inbox = inbox.clone();
+            let forward = forward.clone();
             tokio::spawn(async move {
                 let (read, mut write) = stream.into_split();
                 let mut line = String::new();
                 let mut reader = BufReader::new(read);
                 let read =
                     tokio::time::timeout(Duration::from_secs(5), reader.read_line(&mut line)).await;
-                let command = match (read, line.trim()) {
-                    (Ok(Ok(_)), "status") => ControlCommand::Status,
-                    (Ok(Ok(_)), "reload") => ControlCommand::Reload,
-                    _ => {
-                        let _ = write.write_all(b"{\"error\":\"unknown command\"}\n").await;
-                        return;
-                    }
+                let command = match read {
+                    Ok(Ok(_)) => ControlCommand::parse(line.trim()),
+                    _ => None,
+                };
+                let Some(command) = command else {
+                    let _ = write.write_all(b"{\"error\":\"unknown command\"}\n").await;
+                    return;
                 };
                 let (reply, answer) = oneshot::channel();
-                if inbox.send(Input::Control { command, reply }).is_err() {
+                if !forward(command, reply) {
                     return;
                 }
                 if let Ok(value) = answer.await {
@@ -76,10 +110,16 @@ pub enum ControlError {
     },
     #[error("{0}: the master closed the connection without an answer")]
     NoAnswer(PathBuf),
+    #[error("{path}: unexpected answer: {text}")]
+    Unexpected { path: PathBuf, text: String },
 }
 
 /// Sends `command` and waits up to `timeout` for the answer.
-pub fn request(path: &Path, command: &str, timeout: Duration) -> Result<Value, ControlError> {
+pub fn request<T: DeserializeOwned>(
+    path: &Path,
+    command: &str,
+    timeout: Duration,
+) -> Result<T, ControlError> {
     let io = |source| ControlError::Io {
         path: path.to_owned(),
         source,
@@ -92,5 +132,10 @@ pub fn request(path: &Path, command: &str, timeout: Duration) -> Result<Value, C
         .map_err(io)?;
     let mut text = String::new();
     stream.read_to_string(&mut text).map_err(io)?;
-    serde_json::from_str(text.trim()).map_err(|_| ControlError::NoAnswer(path.to_owned()))
+    let value: serde_json::Value =
+        serde_json::from_str(text.trim()).map_err(|_| ControlError::NoAnswer(path.to_owned()))?;
+    serde_json::from_value(value).map_err(|_| ControlError::Unexpected {
+        path: path.to_owned(),
+        text: text.trim().to_owned(),
+    })
 }

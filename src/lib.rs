@@ -16,6 +16,7 @@ pub mod logs;
 pub mod pidfile;
 pub mod privileges;
 pub mod proctitle;
+pub mod runtime;
 pub mod scoreboard;
 pub mod signals;
 pub mod socket;
@@ -24,5 +25,6 @@ pub mod supervisor;
 pub mod systemd;
 #[cfg(test)]
 mod testutil;
+pub mod users;
 pub mod watch;
 pub mod worker;

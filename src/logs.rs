@@ -16,7 +16,8 @@
 //!
 //! Writing never fails the caller: when the disk is full, lines are dropped and
 //! counted, and the count is logged as soon as a write succeeds again
-//! (reliability row 27). Nothing here logs through `tracing`: the sink is where
+//! (a full log filesystem must cost log lines, never requests: a blocking or
+//! failing log write in the app would). Nothing here logs through `tracing`: the sink is where
 //! tracing writes, so that would deadlock.
 
 use std::fs::File;

@@ -4,7 +4,8 @@
 //! # Why a lock, and why `/proc/locks`
 //! A pid alone proves nothing: after a crash the pid is reused by an unrelated
 //! process, and uWSGI's `--stop` then signals it (or, for `abc`/`0`/`-1`, a whole
-//! process group; reliability rows 21–22). The master holds `LOCK_EX` on the
+//! process group, and `-1` as root every process: `core/uwsgi.c` passes
+//! `atoi(buf)` to `kill` with no range check). The master holds `LOCK_EX` on the
 //! pidfile's inode, so:
 //! - `acquire` refuses when the file is locked (a live master) and replaces it
 //!   when it is not (stale);
@@ -70,8 +71,30 @@ pub enum Running {
 }
 
 /// Takes the pidfile for this process: refuses when a live master holds it,
-/// replaces a stale one.
+/// replaces a stale one. Same as [`reserve`] then [`Reserved::commit`].
 pub fn acquire(path: &Path) -> Result<Pidfile, PidfileError> {
+    reserve(path)?.commit()
+}
+
+/// A pidfile written and locked under a temporary name, not yet in place.
+///
+/// `start` reserves the pidfile, binds every socket, and only then commits: a
+/// start refused half-way (a socket in use by another server, uWSGI for one,
+/// whose pidfile carries no lock) leaves the file at `path` exactly as it found
+/// it. Dropping a reservation removes the temporary file and nothing else.
+/// Until the commit the directory stays locked, so a concurrent `start` waits
+/// and then sees our lock.
+#[derive(Debug)]
+pub struct Reserved {
+    path: PathBuf,
+    tmp: PathBuf,
+    /// `None` once committed (moved into the [`Pidfile`]).
+    file: Option<(Flock<File>, (u64, u64))>,
+    _dir_lock: Flock<File>,
+}
+
+/// Checks that no live master holds `path` and writes our pid, locked, beside it.
+pub fn reserve(path: &Path) -> Result<Reserved, PidfileError> {
     let dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
@@ -82,7 +105,7 @@ pub fn acquire(path: &Path) -> Result<Pidfile, PidfileError> {
     })?;
     let dir_file = File::open(dir).map_err(io_err(path, "opening its directory"))?;
     // Two masters starting at once must not both replace the file.
-    let _dir_lock = Flock::lock(dir_file, FlockArg::LockExclusive)
+    let dir_lock = Flock::lock(dir_file, FlockArg::LockExclusive)
         .map_err(|(_, e)| io_err(path, "locking its directory")(e.into()))?;
 
     refuse_if_locked(path)?;
@@ -91,23 +114,41 @@ pub fn acquire(path: &Path) -> Result<Pidfile, PidfileError> {
     let tmp = dir.join(format!(".{}.{pid}.tmp", name.to_string_lossy()));
     // A leftover from a crashed process with our pid; nobody else writes this name.
     let _ = std::fs::remove_file(&tmp);
-    let written = write_locked(&tmp, pid);
-    let (file, inode) = match written {
-        Ok(ok) => ok,
+    match write_locked(&tmp, pid) {
+        Ok(file) => Ok(Reserved {
+            path: path.to_owned(),
+            tmp,
+            file: Some(file),
+            _dir_lock: dir_lock,
+        }),
         Err(e) => {
             let _ = std::fs::remove_file(&tmp);
-            return Err(io_err(path, "writing")(e));
+            Err(io_err(path, "writing")(e))
         }
-    };
-    if let Err(e) = std::fs::rename(&tmp, path) {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(io_err(path, "renaming into place")(e));
     }
-    Ok(Pidfile {
-        path: path.to_owned(),
-        file,
-        inode,
-    })
+}
+
+impl Reserved {
+    /// Renames the reserved file over `path`: from now on it is our pidfile.
+    pub fn commit(mut self) -> Result<Pidfile, PidfileError> {
+        if let Err(e) = std::fs::rename(&self.tmp, &self.path) {
+            return Err(io_err(&self.path, "renaming into place")(e));
+        }
+        let (file, inode) = self.file.take().expect("a reservation commits once");
+        Ok(Pidfile {
+            path: self.path.clone(),
+            file,
+            inode,
+        })
+    }
+}
+
+impl Drop for Reserved {
+    fn drop(&mut self) {
+        if self.file.is_some() {
+            let _ = std::fs::remove_file(&self.tmp);
+        }
+    }
 }
 
 fn write_locked(tmp: &Path, pid: u32) -> io::Result<(Flock<File>, (u64, u64))> {
@@ -486,6 +527,40 @@ mod tests {
     }
 
     #[test]
+    fn a_dropped_reservation_leaves_a_foreign_pidfile_as_it_was() {
+        // uWSGI's pidfile: a live pid, no lock. A start refused after reserving
+        // (its socket is in use) must not replace or remove it.
+        let dir = TempDir::new("pid");
+        let path = dir.0.join("amy.pid");
+        std::fs::write(&path, "4242\n").unwrap();
+        let reserved = reserve(&path).unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "4242\n");
+        drop(reserved);
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "4242\n");
+        let names: Vec<_> = std::fs::read_dir(&dir.0)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(
+            names,
+            vec![std::ffi::OsString::from("amy.pid")],
+            "no temp file left"
+        );
+    }
+
+    #[test]
+    fn a_committed_reservation_is_the_locked_pidfile() {
+        let dir = TempDir::new("pid");
+        let path = dir.0.join("amy.pid");
+        let pf = reserve(&path).unwrap().commit().unwrap();
+        let me = std::process::id() as i32;
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), format!("{me}\n"));
+        assert_eq!(inspect(&path).unwrap(), Running::Master(me));
+        pf.remove_if_ours();
+        assert!(!path.exists());
+    }
+
+    #[test]
     fn remove_if_ours_leaves_a_replaced_file() {
         let dir = TempDir::new("pid");
         let path = dir.0.join("amy.pid");
@@ -498,9 +573,11 @@ mod tests {
 
     #[test]
     fn lock_held_by_another_process_is_its_master() {
-        if Command::new("flock").arg("--version").output().is_err() {
-            return; // util-linux not installed
-        }
+        // Runs everywhere the suite runs: a missing flock(1) is a failure, not a pass.
+        Command::new("flock")
+            .arg("--version")
+            .output()
+            .expect("flock(1) from util-linux is needed by this test");
         let dir = TempDir::new("pid");
         let path = dir.0.join("amy.pid");
         std::fs::write(&path, "").unwrap();
@@ -565,10 +642,11 @@ mod tests {
         assert_eq!((meta.dev(), meta.ino()), winners[0].inode);
     }
 
-    /// A tiny tmpfs, unmounted when dropped; `None` where mounting is not allowed.
+    /// A tiny tmpfs, unmounted when dropped. Mounting needs root, as the suite
+    /// runs (CI does); without it the test fails rather than passing unexercised.
     struct TinyFs(TempDir);
     impl TinyFs {
-        fn mount() -> Option<Self> {
+        fn mount() -> Self {
             let dir = TempDir::new("pid");
             let ok = Command::new("mount")
                 .args(["-t", "tmpfs", "-o", "size=16k", "tmpfs"])
@@ -576,7 +654,12 @@ mod tests {
                 .stderr(Stdio::null())
                 .status()
                 .is_ok_and(|s| s.success());
-            ok.then_some(TinyFs(dir))
+            assert!(
+                ok,
+                "cannot mount a 16 KiB tmpfs on {}: this test needs root",
+                dir.0.display()
+            );
+            TinyFs(dir)
         }
     }
     impl Drop for TinyFs {
@@ -587,9 +670,7 @@ mod tests {
 
     #[test]
     fn full_disk_fails_without_leaving_an_empty_pidfile() {
-        let Some(fs) = TinyFs::mount() else {
-            return; // needs root
-        };
+        let fs = TinyFs::mount();
         let mut filler = File::create(fs.0 .0.join("filler")).unwrap();
         while filler.write_all(&[0u8; 4096]).is_ok() {}
         drop(filler);

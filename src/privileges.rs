@@ -1,14 +1,14 @@
 //! Dropping root after the sockets are bound and the pidfile is written:
 //! setgroups, setgid, setuid, in that order, so nothing is left to regain root.
 
-use nix::unistd::{setgid, setgroups, setuid, Gid, Group, Uid, User};
+use nix::unistd::{setgid, setgroups, setuid, Uid};
+
+use crate::users::{self, LookupError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PrivilegeError {
-    #[error("unable to find user {0}")]
-    NoUser(String),
-    #[error("unable to find group {0}")]
-    NoGroup(String),
+    #[error(transparent)]
+    Lookup(#[from] LookupError),
     #[error("{op}: {source}")]
     Sys {
         op: &'static str,
@@ -18,34 +18,12 @@ pub enum PrivilegeError {
     StillRoot,
 }
 
-fn user(spec: &str) -> Result<User, PrivilegeError> {
-    let found = match spec.parse::<u32>() {
-        Ok(n) => User::from_uid(Uid::from_raw(n)),
-        Err(_) => User::from_name(spec),
-    };
-    found
-        .ok()
-        .flatten()
-        .ok_or_else(|| PrivilegeError::NoUser(spec.to_string()))
-}
-
-fn group(spec: &str) -> Result<Gid, PrivilegeError> {
-    if let Ok(n) = spec.parse::<u32>() {
-        return Ok(Gid::from_raw(n));
-    }
-    Group::from_name(spec)
-        .ok()
-        .flatten()
-        .map(|g| g.gid)
-        .ok_or_else(|| PrivilegeError::NoGroup(spec.to_string()))
-}
-
 /// Drops to `uid`/`gid` (names or numbers). With only `uid`, the user's primary
 /// group is used. Nothing happens when neither is set.
 pub fn drop_to(uid: Option<&str>, gid: Option<&str>) -> Result<(), PrivilegeError> {
-    let user = uid.map(user).transpose()?;
+    let user = uid.map(users::user).transpose()?;
     let gid = match (gid, &user) {
-        (Some(g), _) => Some(group(g)?),
+        (Some(g), _) => Some(users::gid(g)?),
         (None, Some(u)) => Some(u.gid),
         (None, None) => None,
     };

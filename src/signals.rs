@@ -1,12 +1,12 @@
 //! Signals to the master become [`Event::Signal`]s in the master's one channel
-//! (DESIGN §3). tokio's handlers only set a flag and wake the loop: no logging or
+//! (README.md "Signals to the master" says what each does). tokio's handlers only set a flag and wake the loop: no logging or
 //! allocation happens in signal context.
 
 use nix::sys::signal::{SigSet, SigmaskHow, Signal};
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::supervisor::events::{Event, MasterSignal};
-use crate::supervisor::executor::{Inbox, Input};
+use crate::supervisor::inbox::{Inbox, Input};
 
 /// Installs the handlers and one forwarding task per signal.
 pub fn spawn_sources(inbox: Inbox) -> std::io::Result<()> {
@@ -51,7 +51,8 @@ where
 /// The signals we handle, held blocked from the first instant of `start` until
 /// [`forward`] has installed their handlers: one arriving in between stays
 /// pending and is then handled, instead of killing the process by its default
-/// action with nothing cleaned up (reliability goal row 17). Threads started in
+/// action with nothing cleaned up (uWSGI can lose a SIGTERM sent between fork and
+/// handler setup, unbit/uwsgi#1910; ours must exit 0 and leave no pidfile or socket). Threads started in
 /// between inherit the block, which is harmless: the handler is process-wide.
 fn handled() -> SigSet {
     let mut set = SigSet::empty();

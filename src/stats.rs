@@ -4,14 +4,14 @@
 //! On each connection the server asks the master for its `status` document (the
 //! same one the control socket answers), converts it with [`uwsgi_json`], writes
 //! it tab-indented like uWSGI, and closes. It never reads from the client: there
-//! is no command to send, so there is nothing to authenticate (reliability S7).
+//! is no command to send, so there is nothing to authenticate.
 //!
 //! # What is deliberately not there
 //! uWSGI dumps every in-flight request's uwsgi vars (cookies, `Authorization`)
 //! into `cores[].vars` (`uwsgi core/stats.c:570`). Here `vars` is always empty,
 //! `req_info` always `{}`, and the document is built from an allowlist of
 //! counters, so nothing from a request or the environment can leak in even if the
-//! status document grows (reliability rows 32–33).
+//! status document grows: a secret from `uwsgi_env` must never appear in stats.
 //!
 //! # Where it listens
 //! A unix socket is created 0600 through [`socket::bind`] (never wider, not even
@@ -40,12 +40,13 @@ use std::time::Duration;
 use serde::Serialize;
 use serde_json::{json, Value};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
-use tokio::sync::{oneshot, Semaphore};
+use tokio::sync::Semaphore;
 use tracing::{debug, info};
 
 use crate::config::{Protocol, SocketAddress, SocketSpec};
 use crate::socket::{self, BindOptions, Listener, SocketError};
-use crate::supervisor::executor::{ControlCommand, Inbox, Input};
+use crate::supervisor::inbox::{ask_status, Inbox};
+use crate::supervisor::status::{Status, WorkerStatus};
 
 /// What `version` says: tools print it next to "uwsgi".
 pub const VERSION: &str = concat!("amy-emperor-", env!("CARGO_PKG_VERSION"));
@@ -233,36 +234,15 @@ enum Client {
 }
 
 async fn answer(mut stream: impl AsyncWrite + Unpin, inbox: &Inbox) {
-    let (reply, answer) = oneshot::channel();
-    let command = ControlCommand::Status;
-    if inbox.send(Input::Control { command, reply }).is_err() {
-        return;
-    }
-    let Ok(Ok(status)) = tokio::time::timeout(TIMEOUT, answer).await else {
+    let Ok(Some(status)) = tokio::time::timeout(TIMEOUT, ask_status(inbox)).await else {
         return;
     };
-    let document = render(&uwsgi_json(&status, &sockets_of(&status)));
+    let document = render(&uwsgi_json(&status));
     let _ = tokio::time::timeout(TIMEOUT, async {
         stream.write_all(&document).await?;
         stream.shutdown().await
     })
     .await;
-}
-
-/// The master's listening sockets as the status document lists them.
-pub fn sockets_of(status: &Value) -> Vec<(String, &'static str)> {
-    status["sockets"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|s| {
-            let proto = match s["proto"].as_str() {
-                Some("http") => Protocol::Http.as_str(),
-                _ => Protocol::Uwsgi.as_str(),
-            };
-            (s["name"].as_str().unwrap_or_default().to_owned(), proto)
-        })
-        .collect()
 }
 
 /// uWSGI's layout: tab-indented, one key per line, a final newline.
@@ -277,14 +257,21 @@ pub fn render(document: &Value) -> Vec<u8> {
     out
 }
 
-/// Converts the master's `status` document into uWSGI's stats document, with
+/// Converts the master's status document into uWSGI's stats document, with
 /// uWSGI's key order and integer types (the Go exporters decode into `int`).
-pub fn uwsgi_json(status: &Value, sockets: &[(String, &'static str)]) -> Value {
-    let sockets: Vec<Value> = sockets
+/// Only counters are copied, field by field: nothing from a request or the
+/// environment can reach it.
+pub fn uwsgi_json(status: &Status) -> Value {
+    let sockets: Vec<Value> = status
+        .sockets
         .iter()
-        .map(|(name, proto)| {
+        .map(|s| {
+            let proto = match s.proto.as_str() {
+                "http" => Protocol::Http.as_str(),
+                _ => Protocol::Uwsgi.as_str(),
+            };
             json!({
-                "name": name,
+                "name": s.name,
                 "proto": proto,
                 "queue": 0,
                 "max_queue": 0,
@@ -303,7 +290,7 @@ pub fn uwsgi_json(status: &Value, sockets: &[(String, &'static str)]) -> Value {
         "listen_queue_errors": 0,
         "signal_queue": 0,
         "load": 0,
-        "pid": status["pid"].as_u64().unwrap_or(0),
+        "pid": status.pid,
         "uid": nix::unistd::getuid().as_raw(),
         "gid": nix::unistd::getgid().as_raw(),
         "cwd": cwd,
@@ -313,52 +300,44 @@ pub fn uwsgi_json(status: &Value, sockets: &[(String, &'static str)]) -> Value {
     })
 }
 
-fn accepting(worker: &Value) -> bool {
-    matches!(worker["state"].as_str(), Some("idle" | "busy"))
-}
-
 /// One worker per `id`: the accepting one, else the newest generation.
-fn one_per_slot(status: &Value) -> Vec<&Value> {
-    let mut slots: BTreeMap<u64, &Value> = BTreeMap::new();
-    for w in status["workers"].as_array().into_iter().flatten() {
-        let Some(id) = w["id"].as_u64() else {
-            continue;
-        };
-        let rank = |w: &Value| (accepting(w), w["generation"].as_u64().unwrap_or(0));
-        match slots.get(&id) {
+fn one_per_slot(status: &Status) -> Vec<&WorkerStatus> {
+    let mut slots: BTreeMap<usize, &WorkerStatus> = BTreeMap::new();
+    let rank = |w: &WorkerStatus| (w.state.accepting(), w.generation);
+    for w in &status.workers {
+        match slots.get(&w.id) {
             Some(kept) if rank(kept) >= rank(w) => {}
             _ => {
-                slots.insert(id, w);
+                slots.insert(w.id, w);
             }
         }
     }
     slots.into_values().collect()
 }
 
-fn worker_json(w: &Value) -> Value {
-    let count = |key: &str| w[key].as_u64().unwrap_or(0);
-    let requests = count("requests");
+fn worker_json(w: &WorkerStatus) -> Value {
+    let requests = w.requests;
     // A retiring worker finishing its last request is busy too.
-    let in_request = !w["request_age_s"].is_null();
-    let running_time = (w["busy_s"].as_f64().unwrap_or(0.0).max(0.0) * 1e6) as u64;
+    let in_request = w.request_age_s.is_some();
+    let running_time = (w.busy_s.max(0.0) * 1e6) as u64;
     let avg_rt = running_time.checked_div(requests).unwrap_or(0);
     json!({
-        "id": count("id"),
-        "pid": count("pid"),
-        "accepting": u8::from(accepting(w)),
+        "id": w.id,
+        "pid": w.pid.max(0),
+        "accepting": u8::from(w.state.accepting()),
         "requests": requests,
         "delta_requests": 0,
-        "exceptions": count("exceptions"),
+        "exceptions": w.exceptions,
         "harakiri_count": 0,
         "signals": 0,
         "signal_queue": 0,
         "status": if in_request { "busy" } else { "idle" },
-        "rss": count("rss_bytes"),
+        "rss": w.rss_bytes,
         "vsz": 0,
         "running_time": running_time,
-        "last_spawn": count("spawned_unix"),
-        "respawn_count": w["respawn_count"].as_u64().unwrap_or(1),
-        "tx": count("tx_bytes"),
+        "last_spawn": w.spawned_unix.unwrap_or(0),
+        "respawn_count": w.respawn_count,
+        "tx": w.tx_bytes,
         "avg_rt": avg_rt,
         "apps": [],
         "cores": [{
@@ -430,21 +409,49 @@ mod tests {
         "req_info",
     ];
 
-    fn worker(id: u64, pid: u64, generation: u64, state: &str, age: Option<f64>) -> Value {
-        json!({
-            "id": id, "pid": pid, "generation": generation, "state": state,
-            "requests": 4, "exceptions": 1, "rss_bytes": 30_000_000u64,
-            "request_age_s": age, "tx_bytes": 1234, "busy_s": 0.5,
-            "spawned_unix": 1_700_000_000u64,
-        })
+    use crate::supervisor::status::WorkerStateName as S;
+    use crate::supervisor::status::{PhaseName, ReloadReport, ReloadResult, SocketStatus};
+
+    fn worker(id: usize, pid: i32, generation: u64, state: S, age: Option<f64>) -> WorkerStatus {
+        WorkerStatus {
+            id,
+            pid,
+            generation,
+            state,
+            requests: 4,
+            exceptions: 1,
+            rss_bytes: 30_000_000,
+            request_age_s: age,
+            tx_bytes: 1234,
+            busy_s: 0.5,
+            respawn_count: 1,
+            spawned_unix: Some(1_700_000_000),
+        }
     }
 
-    fn status(workers: Vec<Value>) -> Value {
-        json!({
-            "running": true, "pid": 4242, "ini": "/srv/amy_uwsgi.ini", "phase": "running",
-            "generation": 1, "workers": workers,
-            "sockets": [{"name": "/srv/amy.sock", "proto": "uwsgi"}, {"name": "127.0.0.1:8000", "proto": "http"}],
-        })
+    fn status(workers: Vec<WorkerStatus>) -> Status {
+        let socket = |name: &str, proto: &str| SocketStatus {
+            name: name.into(),
+            proto: proto.into(),
+        };
+        Status {
+            running: true,
+            pid: 4242,
+            ini: "/srv/amy_uwsgi.ini".into(),
+            phase: PhaseName::Running,
+            uptime_s: 1.0,
+            generation: 1,
+            reloading: false,
+            generations: Vec::new(),
+            workers,
+            sockets: vec![
+                socket("/srv/amy.sock", "uwsgi"),
+                socket("127.0.0.1:8000", "http"),
+            ],
+            master_rss_bytes: 0,
+            last_reload: None,
+            last_reload_unix: None,
+        }
     }
 
     fn keys(v: &Value) -> Vec<&str> {
@@ -453,8 +460,8 @@ mod tests {
 
     #[test]
     fn keys_come_in_uwsgis_order() {
-        let s = status(vec![worker(1, 100, 1, "idle", None)]);
-        let doc = uwsgi_json(&s, &sockets_of(&s));
+        let s = status(vec![worker(1, 100, 1, S::Idle, None)]);
+        let doc = uwsgi_json(&s);
         assert_eq!(keys(&doc), TOP_KEYS);
         assert_eq!(keys(&doc["workers"][0]), WORKER_KEYS);
         assert_eq!(keys(&doc["workers"][0]["cores"][0]), CORE_KEYS);
@@ -481,8 +488,8 @@ mod tests {
 
     #[test]
     fn numbers_are_integers_and_strings_are_strings() {
-        let s = status(vec![worker(1, 100, 1, "busy", Some(0.25))]);
-        let doc = uwsgi_json(&s, &sockets_of(&s));
+        let s = status(vec![worker(1, 100, 1, S::Busy, Some(0.25))]);
+        let doc = uwsgi_json(&s);
         for key in ["version", "cwd"] {
             assert!(doc[key].is_string(), "{key}");
         }
@@ -512,12 +519,12 @@ mod tests {
     #[test]
     fn idle_busy_and_not_accepting_states_map_to_uwsgi_status() {
         let s = status(vec![
-            worker(1, 101, 1, "idle", None),
-            worker(2, 102, 1, "busy", Some(1.0)),
-            worker(3, 103, 1, "booting", None),
-            worker(4, 104, 1, "retiring", Some(2.0)),
+            worker(1, 101, 1, S::Idle, None),
+            worker(2, 102, 1, S::Busy, Some(1.0)),
+            worker(3, 103, 1, S::Booting, None),
+            worker(4, 104, 1, S::Retiring, Some(2.0)),
         ]);
-        let doc = uwsgi_json(&s, &[]);
+        let doc = uwsgi_json(&s);
         let got: Vec<(u64, &str, u64, u64)> = doc["workers"]
             .as_array()
             .unwrap()
@@ -545,12 +552,12 @@ mod tests {
     #[test]
     fn a_slot_shared_during_a_chain_reload_is_listed_once() {
         let s = status(vec![
-            worker(1, 201, 2, "booting", None),
-            worker(1, 101, 1, "busy", Some(1.0)),
-            worker(2, 102, 1, "retiring", None),
-            worker(2, 202, 2, "idle", None),
+            worker(1, 201, 2, S::Booting, None),
+            worker(1, 101, 1, S::Busy, Some(1.0)),
+            worker(2, 102, 1, S::Retiring, None),
+            worker(2, 202, 2, S::Idle, None),
         ]);
-        let doc = uwsgi_json(&s, &[]);
+        let doc = uwsgi_json(&s);
         let pids: Vec<u64> = doc["workers"]
             .as_array()
             .unwrap()
@@ -562,12 +569,16 @@ mod tests {
 
     #[test]
     fn no_request_data_or_environment_reaches_the_document() {
-        let mut w = worker(1, 100, 1, "busy", Some(0.1));
-        w["request"] = json!("GET /?token=canary-secret-7f3a9");
-        w["env"] = json!({"AMY_CANARY": "canary-secret-7f3a9"});
-        let mut s = status(vec![w]);
-        s["env"] = json!(["AMY_CANARY=canary-secret-7f3a9"]);
-        let doc = uwsgi_json(&s, &sockets_of(&s));
+        // The status document names the ini and says why a reload failed (which
+        // may quote the config); the stats document copies neither.
+        let mut s = status(vec![worker(1, 100, 1, S::Busy, Some(0.1))]);
+        s.ini = "/srv/canary-secret-7f3a9/amy_uwsgi.ini".into();
+        s.last_reload = Some(ReloadReport {
+            result: ReloadResult::Rejected,
+            generation: None,
+            reason: Some("x.ini:3: AMY_CANARY=canary-secret-7f3a9".into()),
+        });
+        let doc = uwsgi_json(&s);
         let text = String::from_utf8(render(&doc)).unwrap();
         assert!(!text.contains("canary"), "{text}");
         let core = &doc["workers"][0]["cores"][0];
@@ -615,11 +626,13 @@ mod tests {
     }
 
     /// A stand-in master that answers every status request with `status`.
-    fn fake_master(status: Value) -> Inbox {
+    use crate::supervisor::inbox::{ControlRequest, Input};
+
+    fn fake_master(status: Status) -> Inbox {
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Input>();
         tokio::spawn(async move {
             while let Some(input) = rx.recv().await {
-                if let Input::Control { reply, .. } = input {
+                if let Input::Control(ControlRequest::Status(reply)) = input {
                     let _ = reply.send(status.clone());
                 }
             }
@@ -633,7 +646,7 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("stats.sock");
-        let inbox = fake_master(status(vec![worker(1, 100, 1, "idle", None)]));
+        let inbox = fake_master(status(vec![worker(1, 100, 1, S::Idle, None)]));
         let server = spawn_server(path.to_str().unwrap(), inbox).unwrap();
         let mode = std::fs::metadata(&path).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);

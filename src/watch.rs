@@ -20,7 +20,7 @@ use notify::event::{AccessKind, AccessMode, EventKind, ModifyKind};
 use notify::RecursiveMode;
 
 use crate::supervisor::events::Event;
-use crate::supervisor::executor::{Inbox, Input};
+use crate::supervisor::inbox::{Inbox, Input};
 
 pub struct Watcher {
     inner: Box<dyn notify::Watcher + Send>,
@@ -38,7 +38,20 @@ struct WatchSet {
 }
 
 impl Watcher {
+    /// Watches `paths` for the master: each change is an
+    /// [`Event::FilesChanged`] in its inbox.
     pub fn new(inbox: Inbox, paths: &[PathBuf]) -> notify::Result<Watcher> {
+        Watcher::with_sink(paths, move |writing| {
+            let _ = inbox.send(Input::Event(Event::FilesChanged { writing }));
+        })
+    }
+
+    /// Watches `paths`, calling `sink(writing)` on each change that counts (from
+    /// notify's thread): what the change means is the caller's business.
+    pub fn with_sink(
+        paths: &[PathBuf],
+        sink: impl Fn(bool) + Clone + Send + 'static,
+    ) -> notify::Result<Watcher> {
         let state = Arc::new(Mutex::new(WatchSet::default()));
         let filter = state.clone();
         let handler = move |result: notify::Result<notify::Event>| {
@@ -53,7 +66,7 @@ impl Watcher {
                 event.paths.iter().any(|p| set.names.contains(p))
             };
             if relevant {
-                let _ = inbox.send(Input::Event(Event::FilesChanged { writing }));
+                sink(writing);
             }
         };
         let poll = std::env::var("AMY_EMPEROR_WATCH").is_ok_and(|v| v == "poll");

@@ -5,7 +5,9 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use amy_emperor::config::{load, EnvVar, LoadOptions, Protocol, SocketAddress};
+use amy_emperor::config::{
+    load, load_with_resolved, EnvVar, ErrorKind, LoadOptions, Protocol, SocketAddress,
+};
 
 fn dir(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("amy-config-load-{}-{name}", std::process::id()));
@@ -24,6 +26,7 @@ fn opts(cwd: &Path) -> LoadOptions {
         env_file: None,
         environment: vec![("HOME".into(), "/home/amy".into())],
         cwd: cwd.to_path_buf(),
+        ..LoadOptions::default()
     }
 }
 
@@ -37,6 +40,9 @@ fn var(n: &str, v: &str) -> EnvVar {
 #[test]
 fn amy_style_ini_builds_the_typed_config() {
     let d = dir("amy");
+    std::fs::create_dir_all(d.join("app")).unwrap();
+    std::fs::create_dir_all(d.join("venv/bin")).unwrap();
+    write(&d.join("venv/bin/python"), "#!/bin/sh\n", 0o755);
     write(
         &d.join("uwsgi_env"),
         "A=1\n# c\n\nexport B=2\nC=\"q\"\nD=$(HOME)/x\n",
@@ -170,6 +176,26 @@ fn fatal_values_report_file_and_line() {
             "invalid chmod value: ",
         ),
         (
+            "[uwsgi]\nsocket = :1\nprocesses = 4 # four\n",
+            3,
+            "\"processes = 4 # four\": not a whole number (uWSGI's atoi reads it as 4; there are no inline comments)",
+        ),
+        (
+            "[uwsgi]\nsocket = :1\nharakiri = 30s\n",
+            3,
+            "unit suffixes are not understood",
+        ),
+        (
+            "[uwsgi]\nsocket = :1\nprocesses = 5000\n",
+            3,
+            "\"processes = 5000\": out of range (1 to 1024)",
+        ),
+        (
+            "[uwsgi]\nsocket = :1\nhttp = :8000\n",
+            3,
+            "\"http\" is not supported: no HTTP router: nothing listens on that address, the site is unreachable there",
+        ),
+        (
             "[uwsgi]\nprocesses = -1\n",
             2,
             "invalid value for option \"processes\": must be > 0",
@@ -202,7 +228,7 @@ fn fatal_values_report_file_and_line() {
         (
             "[uwsgi]\nini = missing.ini\n",
             2,
-            "ini = missing.ini: cannot read missing.ini",
+            "ini = missing.ini: cannot read missing.ini: No such file",
         ),
     ];
     for (text, line, reason) in cases {
@@ -242,10 +268,20 @@ fn unknown_keys_warn_once_each() {
     let d = dir("unknown");
     write(
         &d.join("a.ini"),
-        "[uwsgi]\nsocket = :1\nproccesses = 4\nproccesses = 5\nstatic-map = /s=/x\n",
+        "[uwsgi]\nsocket = :1\nproccesses = 4\nproccesses = 5\nresponse-route = ^/x addheader:A: b\n",
         0o644,
     );
-    let l = load(Path::new("a.ini"), &opts(&d)).unwrap();
+    let e = load(Path::new("a.ini"), &opts(&d)).unwrap_err();
+    assert_eq!(e.kind, ErrorKind::Unsupported);
+    assert_eq!(
+        e.to_string(),
+        "a.ini:5: \"response-route\" is not supported: routing rules are not applied: requests reach the app unfiltered, rewrites and redirects do not happen (--allow-unsupported KEY accepts it)"
+    );
+    let allowed = LoadOptions {
+        allow_unsupported: vec!["response-route".into()],
+        ..opts(&d)
+    };
+    let l = load(Path::new("a.ini"), &allowed).unwrap();
     let typo: Vec<_> = l
         .warnings
         .iter()
@@ -256,7 +292,7 @@ fn unknown_keys_warn_once_each() {
     assert!(l
         .warnings
         .iter()
-        .any(|w| w.message.contains("static-map") && w.message.contains("not supported")));
+        .any(|w| w.message.contains("response-route") && w.message.contains("not supported")));
 }
 
 #[test]
@@ -279,9 +315,11 @@ fn resolved_list_keeps_uwsgi_order_and_expansion() {
         "[uwsgi]\nph = a\nph = b\nx = %(ph)\nfor = 1 2\ny = %(_)\nendfor\n",
         0o644,
     );
-    let l = load(Path::new("a.ini"), &opts(&d)).unwrap();
-    let kv: Vec<(&str, &str)> = l
-        .resolved
+    // No socket: the typed config is refused, but the list is still uWSGI's.
+    let (resolved, outcome) = load_with_resolved(Path::new("a.ini"), &opts(&d));
+    assert_eq!(outcome.unwrap_err().kind, ErrorKind::NoSocket);
+    let resolved = resolved.unwrap();
+    let kv: Vec<(&str, &str)> = resolved
         .iter()
         .map(|(k, v)| (k.as_str(), v.as_str()))
         .collect();
@@ -298,4 +336,109 @@ fn resolved_list_keeps_uwsgi_order_and_expansion() {
             ("endfor", "")
         ]
     );
+}
+
+fn warning_texts(l: &amy_emperor::config::Loaded) -> Vec<String> {
+    l.warnings.iter().map(|w| w.to_string()).collect()
+}
+
+#[test]
+fn dialect_warnings_have_exact_text_and_the_full_path() {
+    let d = dir("dialect");
+    write(
+        &d.join("a.ini"),
+        "[uwsgi]\nprocesses = 2\nsocket = 127.0.0.1:18123 # web\nsocket = s.sock ; note\nprocesses = 3\nbuffer-size = 100000\nlisten = 64\nbuffer-size = 100\n",
+        0o644,
+    );
+    let l = load(Path::new("a.ini"), &opts(&d)).unwrap();
+    let ini = d.join("a.ini");
+    let at = |line: usize, m: &str| format!("{}:{line}: warning: {m}", ini.display());
+    let w = warning_texts(&l);
+    for expected in [
+        at(3, "socket = 127.0.0.1:18123 # web: uWSGI has no inline comments; it binds port 18123 and ignores \"# web\", and so does amy-emperor: remove the comment"),
+        at(4, "socket = s.sock ; note: uWSGI has no inline comments; the socket file is named \"s.sock ; note\", \"; note\" included, as uWSGI names it: remove the comment"),
+        at(5, "\"processes\" is given again (first at line 2); the last value wins, as in uWSGI"),
+        at(6, "buffer-size = 100000: clamped to 65535 (uWSGI stores it in 16 bits)"),
+        at(8, "\"buffer-size\" is given again (first at line 6); the last value wins, as in uWSGI"),
+        at(8, "buffer-size = 100: below 512 bytes most requests from nginx do not fit and get a 431"),
+    ] {
+        assert!(w.contains(&expected), "missing {expected:?} in {w:#?}");
+    }
+    let c = &l.config;
+    assert_eq!(
+        c.sockets[0].address,
+        SocketAddress::Tcp {
+            host: "127.0.0.1".into(),
+            port: 18123
+        }
+    );
+    assert_eq!(
+        c.sockets[1].address,
+        SocketAddress::Unix(d.join("s.sock ; note"))
+    );
+    assert_eq!(c.processes, 3);
+    assert_eq!(c.buffer_size, Some(100));
+}
+
+#[test]
+fn a_nul_byte_in_any_value_is_an_error_with_its_line() {
+    let d = dir("nul");
+    write(
+        &d.join("a.ini"),
+        "[uwsgi]\nsocket = :1\nmodule = app\0x\n",
+        0o644,
+    );
+    let e = load(Path::new("a.ini"), &opts(&d)).unwrap_err();
+    assert_eq!(e.kind, ErrorKind::InvalidValue);
+    assert_eq!(
+        e.to_string(),
+        "a.ini:3: \"module\": the value holds a NUL byte"
+    );
+}
+
+#[test]
+fn an_allowance_for_a_key_that_needs_none_is_reported() {
+    let d = dir("allowtypo");
+    write(&d.join("a.ini"), "[uwsgi]\nsocket = :1\n", 0o644);
+    let o = LoadOptions {
+        allow_unsupported: vec!["htp".into()],
+        ..opts(&d)
+    };
+    let l = load(Path::new("a.ini"), &o).unwrap();
+    assert!(warning_texts(&l).contains(&format!(
+        "{}: warning: --allow-unsupported htp: not an unsupported uWSGI option, nothing to allow",
+        d.join("a.ini").display()
+    )));
+}
+
+#[test]
+fn env_file_values_are_bytes_and_duplicates_name_both_lines() {
+    use std::os::unix::ffi::OsStrExt;
+    let d = dir("envbytes");
+    std::fs::write(d.join("uwsgi_env"), b"A=caf\xe9\nB=1\nA=2\n").unwrap();
+    std::fs::set_permissions(
+        d.join("uwsgi_env"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .unwrap();
+    write(
+        &d.join("a.ini"),
+        "[uwsgi]\nsocket = :1\nfor-readline = %duwsgi_env\nenv = %(_)\nendfor =\n",
+        0o644,
+    );
+    let l = load(Path::new("a.ini"), &opts(&d)).unwrap();
+    assert_eq!(l.config.env[0].value.as_bytes(), b"caf\xe9");
+    assert!(warning_texts(&l).contains(&format!(
+        "{}:3: warning: A is set again (first at line 1); the last value wins",
+        d.join("uwsgi_env").display()
+    )));
+    // The same through --env-file.
+    let o = LoadOptions {
+        env_file: Some(d.join("uwsgi_env")),
+        ..opts(&d)
+    };
+    write(&d.join("b.ini"), "[uwsgi]\nsocket = :1\n", 0o644);
+    let l = load(Path::new("b.ini"), &o).unwrap();
+    assert_eq!(l.config.env[0].value.as_bytes(), b"caf\xe9");
+    assert_eq!(l.config.env.len(), 3);
 }

@@ -13,6 +13,10 @@
 //!   stderr holds `<text>`.
 //! - `; amy-expect: differs <reason>`: a deliberate difference; we exit 0 and our
 //!   stderr holds the text of `; amy-expect-stderr: <text>`.
+//! - `; amy-expect-check: <text>`: the blocks must still be equal, but the typed
+//!   config is refused on this host (an unsupported key, a missing chdir, no
+//!   socket…): we exit 2 and our stderr holds `<text>`. Without it, exit 0.
+//! - `; amy-check-args: <args>`: extra arguments for our `check` (`--allow-exec`).
 //!
 //! uWSGI binary: `$AMY_TEST_UWSGI`, default `.venv-test/bin/uwsgi`
 //! (`scripts/setup-test-deps.sh` installs it). Missing is a failure, not a skip.
@@ -30,6 +34,8 @@ const DEADLINE: Duration = Duration::from_secs(10);
 #[derive(Debug, Clone, PartialEq)]
 enum Expect {
     Same(Option<String>),
+    /// Same block, but `check` refuses the typed config with this text.
+    SameButRefused(String),
     Error(String),
     Differs {
         reason: String,
@@ -40,7 +46,11 @@ enum Expect {
 fn expectation(text: &str) -> Expect {
     let mut expect = Expect::Same(None);
     let mut stderr = None;
+    let mut refused = None;
     for line in text.lines().take(10) {
+        if let Some(rest) = line.strip_prefix("; amy-expect-check: ") {
+            refused = Some(rest.trim().to_string());
+        }
         if let Some(rest) = line.strip_prefix("; amy-expect: error ") {
             expect = Expect::Error(rest.trim().to_string());
         } else if let Some(rest) = line.strip_prefix("; amy-expect: differs ") {
@@ -54,6 +64,7 @@ fn expectation(text: &str) -> Expect {
     }
     match expect {
         Expect::Differs { reason, .. } => Expect::Differs { reason, stderr },
+        Expect::Same(_) if refused.is_some() => Expect::SameButRefused(refused.unwrap()),
         Expect::Same(_) => Expect::Same(stderr),
         error => error,
     }
@@ -224,11 +235,12 @@ struct Ours {
     stderr: String,
 }
 
-fn run_ours(ini: &Path, cwd: &Path) -> Ours {
+fn run_ours(ini: &Path, cwd: &Path, extra: &[String]) -> Ours {
     let out = Command::new(env!("CARGO_BIN_EXE_amy-emperor"))
         .arg("check")
         .arg(ini)
         .args(["--show-config", "--show-secrets"])
+        .args(extra)
         .current_dir(cwd)
         .env_clear()
         .envs(environment())
@@ -266,7 +278,13 @@ fn check_case(uwsgi: &Path, ini: &Path, work: &Path, sandbox: bool) -> Result<bo
     let text = String::from_utf8_lossy(&std::fs::read(ini).unwrap()).into_owned();
     let expect = expectation(&text);
     let theirs_out = run_uwsgi(uwsgi, ini, &cwd, sandbox);
-    let ours = run_ours(ini, &cwd);
+    let extra: Vec<String> = text
+        .lines()
+        .take(10)
+        .filter_map(|l| l.strip_prefix("; amy-check-args: "))
+        .flat_map(|a| a.split_whitespace().map(str::to_string))
+        .collect();
+    let ours = run_ours(ini, &cwd, &extra);
     let theirs = block(&theirs_out);
     let mine = block(&ours.stdout);
     let context = || {
@@ -299,6 +317,25 @@ fn check_case(uwsgi: &Path, ini: &Path, work: &Path, sandbox: bool) -> Result<bo
                         context()
                     ));
                 }
+            }
+            Ok(true)
+        }
+        Expect::SameButRefused(needle) => {
+            let theirs =
+                theirs.ok_or_else(|| format!("{name}: uWSGI printed no block{}", context()))?;
+            let mine = mine.ok_or_else(|| format!("{name}: we printed no block{}", context()))?;
+            if mine != theirs {
+                return Err(format!(
+                    "{name}: blocks differ\n{}{}",
+                    diff(&theirs, &mine),
+                    context()
+                ));
+            }
+            if ours.code != Some(2) || !ours.stderr.contains(&needle) {
+                return Err(format!(
+                    "{name}: expected check to exit 2 with {needle:?} on stderr{}",
+                    context()
+                ));
             }
             Ok(true)
         }
@@ -463,5 +500,9 @@ fn expectation_header_is_read() {
     assert_eq!(
         expectation("; amy-expect-stderr: w\n"),
         Expect::Same(Some("w".into()))
+    );
+    assert_eq!(
+        expectation("; amy-expect-check: no such directory\n[uwsgi]\n"),
+        Expect::SameButRefused("no such directory".into())
     );
 }

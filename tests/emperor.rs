@@ -1,4 +1,4 @@
-//! Emperor mode (DESIGN §7): the real binary supervising real vassals, each its
+//! Emperor mode (README.md "Emperor mode"): the real binary supervising real vassals, each its
 //! own `amy-emperor start` with Python workers serving tests/apps/hello.py.
 //! Observed through the vassals' sockets, pidfiles and /proc, never through the
 //! emperor's internals.

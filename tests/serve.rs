@@ -192,6 +192,11 @@ fn status_reports_workers_and_uses_lsb_exit_codes() {
         assert!(w["rss_bytes"].as_u64().unwrap() > 0);
         assert_eq!(w["state"], "idle");
     }
+    // One generation, the current one, holding both workers.
+    assert_eq!(
+        s["generations"],
+        serde_json::json!([{"generation": 1, "role": "current", "workers": 2}])
+    );
     uwsgi_get(&site.sock(), "/").unwrap();
     let total: u64 = site.status_json()["workers"]
         .as_array()
@@ -202,7 +207,17 @@ fn status_reports_workers_and_uses_lsb_exit_codes() {
     assert_eq!(total, 1);
     let out = site.cli(&["status", "--pidfile", site.pidfile().to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(0));
-    assert!(String::from_utf8_lossy(&out.stdout).contains("running"));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("running"), "{text}");
+    // The table: a header, then one row per worker with its pid and state.
+    for w in s["workers"].as_array().unwrap() {
+        let pid = w["pid"].to_string();
+        assert!(
+            text.lines()
+                .any(|l| l.split_whitespace().nth(1) == Some(&pid) && l.contains("idle")),
+            "{text}"
+        );
+    }
 }
 
 #[test]
@@ -543,9 +558,13 @@ fn workers_run_as_the_configured_user_with_no_way_back_to_root() {
                 .unwrap();
         }
     }
+    // The unprivileged master writes its pidfile and log here: the directory is
+    // nobody's, not world-writable (a root master refuses a socket directory
+    // anyone can write).
+    std::os::unix::fs::chown(&site.dir, Some(65534), Some(65534)).unwrap();
     std::fs::set_permissions(
         &site.dir,
-        std::os::unix::fs::PermissionsExt::from_mode(0o777),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
     )
     .unwrap();
     let inst = site.start();

@@ -1,4 +1,6 @@
-//! One module per subcommand. Each returns the process exit code (DESIGN §2).
+//! One module per subcommand. Each returns `Result<Done, CommandError>`; this
+//! module turns that into the process's exit status, in one place
+//! ([`CommandError::exit_code`]), as README.md's table of exit codes says.
 
 pub mod check;
 pub mod emperor;
@@ -13,6 +15,68 @@ use std::process::ExitCode;
 use crate::cli::{Cli, Command, Target};
 use crate::config::{self, LoadOptions};
 
+/// How a command that did its job ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Done {
+    Success,
+    /// `status`: its LSB code (0 running, 1 dead with a pidfile, 3 not running,
+    /// 4 unknown), with the document already printed.
+    Status(status::Lsb),
+}
+
+/// Why a command failed. The message is the whole line printed on stderr.
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError {
+    /// The config is invalid (`path:line: reason`): nothing was touched. Exit 2.
+    #[error("{0}")]
+    Invalid(String),
+    /// The command could not do what it was asked (start halted, reload
+    /// rejected, stop timed out). Exit 1.
+    #[error("{0}")]
+    Failed(String),
+    /// No master runs to talk to. Exit 3.
+    #[error("{0}")]
+    NotRunning(String),
+    /// The pidfile cannot be trusted; nothing was signalled. Exit 4.
+    #[error("{0}")]
+    Unknown(String),
+    /// The master's loop ended with this code; it logged why.
+    #[error("the master exited with status {0}")]
+    Exited(i32),
+}
+
+impl CommandError {
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            CommandError::Invalid(_) => 2,
+            CommandError::Failed(_) => 1,
+            CommandError::NotRunning(_) => 3,
+            CommandError::Unknown(_) => 4,
+            CommandError::Exited(code) => (*code).clamp(0, 255) as u8,
+        }
+    }
+
+    /// Whether the message still has to be printed (the master's own exit was
+    /// already logged where its log goes).
+    fn print(&self) -> bool {
+        !matches!(self, CommandError::Exited(_))
+    }
+}
+
+/// The exit status of a finished command.
+pub fn exit_code(result: Result<Done, CommandError>) -> ExitCode {
+    match result {
+        Ok(Done::Success) => ExitCode::SUCCESS,
+        Ok(Done::Status(lsb)) => ExitCode::from(lsb.code()),
+        Err(e) => {
+            if e.print() {
+                eprintln!("{e}");
+            }
+            ExitCode::from(e.exit_code())
+        }
+    }
+}
+
 /// Runs the parsed command line and returns the exit status.
 pub fn run(cli: Cli) -> ExitCode {
     let verbosity = cli.verbose as i8 - cli.quiet as i8;
@@ -21,15 +85,18 @@ pub fn run(cli: Cli) -> ExitCode {
     if !matches!(cli.command, Command::Start(_)) {
         crate::signals::release();
     }
-    match cli.command {
-        Command::Start(args) => start::run(&args, verbosity),
+    let result = match cli.command {
+        Command::Start(args) => match &args.emperor {
+            Some(dir) => return emperor::run(dir, &args, verbosity),
+            None => start::run(&args, verbosity),
+        },
         Command::Stop(args) => stop::run(&args),
         Command::Reload(args) => reload::run(&args),
         Command::Status(args) => status::run(&args),
-        Command::Check(args) => check::run(&args),
-    }
+        Command::Check(args) => return check::run(&args),
+    };
+    exit_code(result)
 }
-
 /// The pidfile of the instance a command targets: `--pidfile`, or the ini's
 /// `pidfile`, read leniently so that a half-deployed, invalid config still lets
 /// people stop, reload and inspect the running site.
@@ -41,9 +108,9 @@ pub fn locate_pidfile(target: &Target) -> Result<PathBuf, String> {
     let cwd =
         std::env::current_dir().map_err(|e| format!("cannot read the current directory: {e}"))?;
     let options = LoadOptions {
-        env_file: None,
         environment: std::env::vars_os().collect(),
         cwd,
+        ..LoadOptions::default()
     };
     config::pidfile_of(&ini, &options)
         .map_err(|e| format!("{e} (use --pidfile to name the pidfile directly)"))?
@@ -56,20 +123,8 @@ pub fn locate_pidfile(target: &Target) -> Result<PathBuf, String> {
 }
 
 /// Runs a loop (the master's or the emperor's) on a current-thread runtime and
-/// turns its exit code into the process's.
+/// turns its exit code into the process's. The emperor calls it; the runner
+/// itself is [`crate::runtime::run_loop`].
 pub fn run_loop(main: impl std::future::Future<Output = i32>) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot start the runtime");
-            return ExitCode::from(1);
-        }
-    };
-    let code = runtime.block_on(main);
-    // Forwarding tasks may still be parked on signals; do not wait for them.
-    runtime.shutdown_background();
-    ExitCode::from(code.clamp(0, 255) as u8)
+    ExitCode::from(crate::runtime::run_loop(main).clamp(0, 255) as u8)
 }

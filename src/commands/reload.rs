@@ -1,55 +1,46 @@
 //! `amy-emperor reload [INI|--pidfile P]`: ask the master for a graceful reload
 //! and wait for the outcome. 0 serving, 1 rejected or failed, 3 not running.
 
-use std::process::ExitCode;
 use std::time::Duration;
 
+use super::{CommandError, Done};
 use crate::cli::ReloadArgs;
 use crate::control;
 use crate::pidfile::{self, Running};
+use crate::supervisor::status::{ReloadReport, ReloadResult};
 
-pub fn run(args: &ReloadArgs) -> ExitCode {
-    let path = match super::locate_pidfile(&args.target) {
-        Ok(p) => p,
-        Err(e) => {
-            eprintln!("amy-emperor: {e}");
-            return ExitCode::from(3);
-        }
-    };
+pub fn run(args: &ReloadArgs) -> Result<Done, CommandError> {
+    let not_running = |e: String| CommandError::NotRunning(format!("amy-emperor: {e}"));
+    let path = super::locate_pidfile(&args.target).map_err(not_running)?;
     match pidfile::inspect(&path) {
         Ok(Running::Master(_)) => {}
-        Ok(_) => {
-            eprintln!("amy-emperor: not running");
-            return ExitCode::from(3);
-        }
-        Err(e) => {
-            eprintln!("amy-emperor: {e}");
-            return ExitCode::from(3);
-        }
+        Ok(_) => return Err(not_running("not running".into())),
+        Err(e) => return Err(not_running(e.to_string())),
     }
     let timeout = Duration::from_secs_f64(args.timeout.max(1.0));
-    let answer = match control::request(&control::path_for(&path), "reload", timeout) {
+    let answer: ReloadReport = match control::request(&control::path_for(&path), "reload", timeout)
+    {
         Ok(a) => a,
-        Err(e) => {
-            eprintln!("amy-emperor: {e}");
-            return ExitCode::from(3);
+        Err(e @ control::ControlError::Unexpected { .. }) => {
+            return Err(CommandError::Failed(format!("amy-emperor: {e}")))
         }
+        Err(e) => return Err(not_running(e.to_string())),
     };
-    match answer["result"].as_str() {
-        Some("serving") => {
-            println!("reloaded: generation {} serving", answer["generation"]);
-            ExitCode::SUCCESS
-        }
-        Some(result) => {
-            eprintln!(
-                "reload {result}: {}",
-                answer["reason"].as_str().unwrap_or("unknown reason")
+    match answer.result {
+        ReloadResult::Serving => {
+            println!(
+                "reloaded: generation {} serving",
+                answer
+                    .generation
+                    .map(|g| g.to_string())
+                    .unwrap_or_else(|| "null".into())
             );
-            ExitCode::from(1)
+            Ok(Done::Success)
         }
-        None => {
-            eprintln!("amy-emperor: unexpected answer: {answer}");
-            ExitCode::from(1)
-        }
+        result => Err(CommandError::Failed(format!(
+            "reload {}: {}",
+            result.as_str(),
+            answer.reason.as_deref().unwrap_or("unknown reason")
+        ))),
     }
 }

@@ -9,51 +9,42 @@
 use std::ffi::OsString;
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
-use std::process::ExitCode;
 use std::sync::Arc;
 
+use super::{CommandError, Done};
 use crate::cli::StartArgs;
 use crate::config::{self, Config, LoadOptions, Protocol, SocketAddress, SocketSpec};
 use crate::logs::{LogSink, SinkWriter};
 use crate::supervisor::executor::{self, MasterSetup};
 use crate::{control, pidfile, privileges, socket};
 
-pub fn run(args: &StartArgs, verbosity: i8) -> ExitCode {
-    if let Some(dir) = &args.emperor {
-        return super::emperor::run(dir, args, verbosity);
-    }
+/// Runs one master (`--emperor` is dispatched by `commands::run`).
+pub fn run(args: &StartArgs, verbosity: i8) -> Result<Done, CommandError> {
     let ini = args
         .ini
         .clone()
         .unwrap_or_else(|| PathBuf::from("amy_uwsgi.ini"));
     let Ok(cwd) = std::env::current_dir() else {
-        eprintln!("amy-emperor: cannot read the current directory");
-        return ExitCode::from(2);
+        return Err(CommandError::Invalid(
+            "amy-emperor: cannot read the current directory".into(),
+        ));
     };
     let environment: Vec<(OsString, OsString)> = std::env::vars_os().collect();
     let load_options = LoadOptions {
         env_file: args.env_file.clone(),
         environment: environment.clone(),
         cwd,
+        allow_unsupported: args.allow.unsupported.clone(),
+        allow_root_workers: args.allow.root_workers,
+        ..LoadOptions::default()
     };
-    let loaded = match config::load(&ini, &load_options) {
-        Ok(l) => l,
-        Err(e) => {
-            eprintln!("{e}");
-            return ExitCode::from(2);
-        }
-    };
+    let loaded =
+        config::load(&ini, &load_options).map_err(|e| CommandError::Invalid(e.to_string()))?;
     for w in &loaded.warnings {
-        eprintln!("{w}: warning");
+        eprintln!("{w}");
     }
+    // `config::load` refuses a config without a socket, so this holds.
     let config = loaded.config;
-    if config.sockets.is_empty() {
-        eprintln!(
-            "{}: no socket configured (socket, uwsgi-socket or http-socket)",
-            ini.display()
-        );
-        return ExitCode::from(2);
-    }
 
     // Detach first, while this process has no thread: the child carries on.
     let daemon_log = config
@@ -65,8 +56,9 @@ pub fn run(args: &StartArgs, verbosity: i8) -> ExitCode {
             Ok(Some(pipe)) => Some(pipe),
             Ok(None) => unreachable!("the parent exits inside daemonize"),
             Err(e) => {
-                eprintln!("amy-emperor: cannot daemonize: {e}");
-                return ExitCode::from(1);
+                return Err(CommandError::Failed(format!(
+                    "amy-emperor: cannot daemonize: {e}"
+                )))
             }
         }
     } else {
@@ -74,33 +66,36 @@ pub fn run(args: &StartArgs, verbosity: i8) -> ExitCode {
     };
 
     let logto = config.logto.clone().or(daemon_log);
-    let sink = match LogSink::open(logto.as_deref(), config.log_maxsize) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!(
-                "{}: cannot open the log: {e}",
-                logto.unwrap_or_default().display()
-            );
-            return ExitCode::from(1);
-        }
-    };
+    let sink = LogSink::open(logto.as_deref(), config.log_maxsize).map_err(|e| {
+        CommandError::Failed(format!(
+            "{}: cannot open the log: {e}",
+            logto.clone().unwrap_or_default().display()
+        ))
+    })?;
     // The master's own events go through the same sink as worker output.
     crate::logs::init_tracing(SinkWriter(sink.clone()), verbosity);
 
     match prepare(&ini, load_options, config, environment, sink, ready_pipe) {
         Ok(setup) => {
             crate::proctitle::set_or_log(&crate::proctitle::master(&ini));
-            super::run_loop(executor::run(setup))
+            match crate::runtime::run_loop(executor::run(setup)) {
+                0 => Ok(Done::Success),
+                code => Err(CommandError::Exited(code)),
+            }
         }
         Err(message) => {
             tracing::error!(reason = %message, "cannot start");
-            eprintln!("amy-emperor: {message}");
-            ExitCode::from(1)
+            Err(CommandError::Failed(format!("amy-emperor: {message}")))
         }
     }
 }
 
 /// Takes the pidfile, binds every socket and the control socket, drops privileges.
+///
+/// A start refused half-way leaves every file as it found it: the pidfile is
+/// only reserved (written under a temporary name) until every socket is bound,
+/// and what this process bound is removed again. With uWSGI still running on
+/// the same ini, its `amy.pid` and `amy.sock` stay untouched.
 fn prepare(
     ini: &Path,
     load_options: LoadOptions,
@@ -109,61 +104,60 @@ fn prepare(
     sink: Arc<LogSink>,
     ready_pipe: Option<OwnedFd>,
 ) -> Result<MasterSetup, String> {
-    let pidfile = match &config.pidfile {
-        Some(path) => Some(pidfile::acquire(path).map_err(|e| e.to_string())?),
+    let reserved = match &config.pidfile {
+        Some(path) => Some(pidfile::reserve(path).map_err(|e| e.to_string())?),
         None => None,
     };
-    let control = match &config.pidfile {
-        Some(path) => {
-            let ctl = control::path_for(path);
-            let spec = SocketSpec {
-                address: SocketAddress::Unix(ctl.clone()),
-                protocol: Protocol::Http,
-                key: "control".into(),
-                line: 0,
-            };
-            let options = socket::BindOptions {
-                chmod: Some(0o600),
-                chown: None,
-                backlog: Some(16),
-            };
-            let (listener, _) =
-                socket::bind(&spec, &options).map_err(|e| format!("control socket: {e}"))?;
-            let std_listener = std::os::unix::net::UnixListener::from(listener.fd);
-            Some((std_listener, ctl))
-        }
-        None => None,
-    };
+    let mut bound = Bound::default();
+    if let Some(path) = &config.pidfile {
+        let ctl = control::path_for(path);
+        let spec = SocketSpec {
+            address: SocketAddress::Unix(ctl.clone()),
+            protocol: Protocol::Http,
+            key: "control".into(),
+            line: 0,
+        };
+        let options = socket::BindOptions {
+            chmod: Some(0o600),
+            chown: None,
+            backlog: Some(16),
+        };
+        let (listener, _) =
+            socket::bind(&spec, &options).map_err(|e| format!("control socket: {e}"))?;
+        bound.control = Some(listener);
+    }
     let bind_options = socket::BindOptions {
         chmod: config.chmod_socket,
         chown: config.chown_socket.clone(),
         backlog: config.listen,
     };
-    let mut listeners = Vec::new();
     for spec in &config.sockets {
-        match socket::bind(spec, &bind_options) {
-            Ok((listener, warnings)) => {
-                for w in warnings {
-                    tracing::warn!(warning = %w, "socket");
-                }
-                tracing::info!(address = %socket::describe(&spec.address), protocol = spec.protocol.as_str(), "socket bound");
-                listeners.push(listener);
-            }
-            Err(e) => {
-                for l in &listeners {
-                    socket::vacuum(l);
-                }
-                if let Some((_, ctl)) = &control {
-                    let _ = std::fs::remove_file(ctl);
-                }
-                if let Some(p) = pidfile {
-                    p.remove_if_ours();
-                }
-                return Err(format!("{}:{}: {e}", ini.display(), spec.line));
-            }
+        let (listener, warnings) = socket::bind(spec, &bind_options)
+            .map_err(|e| format!("{}:{}: {e}", ini.display(), spec.line))?;
+        for w in warnings {
+            tracing::warn!(warning = %w, "socket");
         }
+        tracing::info!(address = %socket::describe(&spec.address), protocol = spec.protocol.as_str(), "socket bound");
+        bound.listeners.push(listener);
     }
-    privileges::drop_to(config.uid.as_deref(), config.gid.as_deref()).map_err(|e| e.to_string())?;
+    let pidfile = match reserved {
+        Some(r) => Some(r.commit().map_err(|e| e.to_string())?),
+        None => None,
+    };
+    if let Err(e) = privileges::drop_to(config.uid.as_deref(), config.gid.as_deref()) {
+        if let Some(p) = pidfile {
+            p.remove_if_ours();
+        }
+        return Err(e.to_string());
+    }
+    let (listeners, control) = bound.keep();
+    let control = control.map(|l| {
+        let path = match &l.spec.address {
+            SocketAddress::Unix(p) => p.clone(),
+            SocketAddress::Tcp { .. } => unreachable!("the control socket is a unix socket"),
+        };
+        (std::os::unix::net::UnixListener::from(l.fd), path)
+    });
     // Workers must not talk to systemd on our behalf.
     let base_env = environment
         .into_iter()
@@ -215,6 +209,28 @@ fn daemonize() -> std::io::Result<Option<OwnedFd>> {
                 nix::unistd::dup2(std::os::fd::AsRawFd::as_raw_fd(&null), fd)?;
             }
             Ok(Some(write))
+        }
+    }
+}
+
+/// The sockets `prepare` bound so far: removed again (only if the path still
+/// holds the socket we made) unless `keep` hands them on.
+#[derive(Default)]
+struct Bound {
+    listeners: Vec<socket::Listener>,
+    control: Option<socket::Listener>,
+}
+
+impl Bound {
+    fn keep(mut self) -> (Vec<socket::Listener>, Option<socket::Listener>) {
+        (std::mem::take(&mut self.listeners), self.control.take())
+    }
+}
+
+impl Drop for Bound {
+    fn drop(&mut self) {
+        for l in self.listeners.iter().chain(self.control.iter()) {
+            socket::vacuum(l);
         }
     }
 }

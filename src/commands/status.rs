@@ -1,85 +1,172 @@
 //! `amy-emperor status [INI|--pidfile P] [--json]`, with LSB exit codes:
 //! 0 running, 1 dead but pidfile exists, 3 not running, 4 unknown.
 
-use std::process::ExitCode;
+use std::path::PathBuf;
 use std::time::Duration;
 
-use serde_json::{json, Value};
+use serde::Serialize;
 
+use super::{CommandError, Done};
 use crate::cli::StatusArgs;
 use crate::control;
 use crate::pidfile::{self, Running};
+use crate::supervisor::status::Status;
 
-pub fn run(args: &StatusArgs) -> ExitCode {
-    let (value, code) = match super::locate_pidfile(&args.target) {
-        Err(e) => (json!({"running": false, "error": e}), 4),
+/// The LSB `status` exit codes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lsb {
+    Running,
+    DeadWithPidfile,
+    NotRunning,
+    Unknown,
+}
+
+impl Lsb {
+    pub fn code(self) -> u8 {
+        match self {
+            Lsb::Running => 0,
+            Lsb::DeadWithPidfile => 1,
+            Lsb::NotRunning => 3,
+            Lsb::Unknown => 4,
+        }
+    }
+}
+
+/// What `status --json` prints: the master's document, or what is known
+/// without one.
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+enum Report {
+    Master(Box<Status>),
+    /// An answer that is not a master's status (an emperor's): shown as it came.
+    Other(serde_json::Value),
+    /// A master holds the pidfile but did not answer.
+    Unreachable {
+        running: bool,
+        pid: i32,
+        error: String,
+    },
+    Down {
+        running: bool,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        stale_pid: Option<i32>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        pidfile: Option<PathBuf>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
+    },
+}
+
+impl Report {
+    fn down(stale_pid: Option<i32>, pidfile: Option<PathBuf>, error: Option<String>) -> Self {
+        Report::Down {
+            running: false,
+            stale_pid,
+            pidfile,
+            error,
+        }
+    }
+}
+
+pub fn run(args: &StatusArgs) -> Result<Done, CommandError> {
+    let (report, lsb) = match super::locate_pidfile(&args.target) {
+        Err(e) => (Report::down(None, None, Some(e)), Lsb::Unknown),
         Ok(path) => match pidfile::inspect(&path) {
-            Ok(Running::NotRunning) => (json!({"running": false}), 3),
-            Ok(Running::Stale(pid)) => (
-                json!({"running": false, "stale_pid": pid, "pidfile": path}),
-                1,
+            Ok(Running::NotRunning) => (Report::down(None, None, None), Lsb::NotRunning),
+            // A live pid that holds no lock is someone else's (uWSGI on the
+            // same ini, or a reused pid): not "dead", and never ours to judge.
+            Ok(Running::Stale(pid)) if std::path::Path::new(&format!("/proc/{pid}")).exists() => (
+                Report::down(
+                    Some(pid),
+                    Some(path),
+                    Some(format!("pid {pid} is alive but is not an amy-emperor master (another server, uWSGI for one, or a reused pid)")),
+                ),
+                Lsb::Unknown,
             ),
-            Err(e) => (json!({"running": false, "error": e.to_string()}), 4),
+            Ok(Running::Stale(pid)) => (
+                Report::down(Some(pid), Some(path), None),
+                Lsb::DeadWithPidfile,
+            ),
+            Err(e) => (Report::down(None, None, Some(e.to_string())), Lsb::Unknown),
             Ok(Running::Master(pid)) => {
-                match control::request(&control::path_for(&path), "status", Duration::from_secs(5))
+                let ctl = control::path_for(&path);
+                match control::request::<serde_json::Value>(&ctl, "status", Duration::from_secs(5))
                 {
-                    Ok(v) => (v, 0),
+                    Ok(value) => match serde_json::from_value::<Status>(value.clone()) {
+                        Ok(status) => (Report::Master(Box::new(status)), Lsb::Running),
+                        Err(_) => (Report::Other(value), Lsb::Running),
+                    },
                     Err(e) => (
-                        json!({"running": true, "pid": pid, "error": e.to_string()}),
-                        0,
+                        Report::Unreachable {
+                            running: true,
+                            pid,
+                            error: e.to_string(),
+                        },
+                        Lsb::Running,
                     ),
                 }
             }
         },
     };
     if args.json {
-        println!("{value}");
+        let text = serde_json::to_string(&report).expect("the report always serializes");
+        println!("{text}");
     } else {
-        print!("{}", human(&value));
+        print!("{}", human(&report));
     }
-    ExitCode::from(code)
+    Ok(Done::Status(lsb))
 }
 
-fn human(v: &Value) -> String {
-    if v["running"] != json!(true) {
-        let mut s = String::from("not running");
-        if let Some(pid) = v["stale_pid"].as_i64() {
-            s += &format!(" (stale pidfile names pid {pid})");
+fn human(report: &Report) -> String {
+    let status = match report {
+        Report::Master(status) => status,
+        Report::Other(value) => {
+            return serde_json::to_string_pretty(value).unwrap_or_default() + "\n";
         }
-        if let Some(e) = v["error"].as_str() {
-            s += &format!(": {e}");
+        Report::Unreachable { pid, error, .. } => {
+            return format!("running: master pid {pid}, {error}\n");
         }
-        return s + "\n";
-    }
+        Report::Down {
+            stale_pid, error, ..
+        } => {
+            let mut s = String::from("not running");
+            if let Some(pid) = stale_pid {
+                s += &format!(" (stale pidfile names pid {pid})");
+            }
+            if let Some(e) = error {
+                s += &format!(": {e}");
+            }
+            return s + "\n";
+        }
+    };
     let mut s = format!(
         "running: master pid {}, {}, generation {}, up {:.0} s\n",
-        v["pid"],
-        v["phase"].as_str().unwrap_or("?"),
-        v["generation"],
-        v["uptime_s"].as_f64().unwrap_or(0.0)
+        status.pid,
+        status.phase.as_str(),
+        status.generation,
+        status.uptime_s
     );
-    if let Some(last) = v["last_reload"].as_object() {
-        s += &format!("last reload: {}", last["result"].as_str().unwrap_or("?"));
-        if let Some(reason) = last.get("reason").and_then(|r| r.as_str()) {
+    if let Some(last) = &status.last_reload {
+        s += &format!("last reload: {}", last.result.as_str());
+        if let Some(reason) = &last.reason {
             s += &format!(": {reason}");
         }
         s += "\n";
     }
     s += "worker  pid      gen  state     requests  rss MiB  request age\n";
-    for w in v["workers"].as_array().into_iter().flatten() {
-        let age = w["request_age_s"]
-            .as_f64()
+    for w in &status.workers {
+        let age = w
+            .request_age_s
             .map(|a| format!("{a:.1} s"))
             .unwrap_or_else(|| "-".into());
-        // serde_json's Display ignores widths: pad strings, not Values.
         s += &format!(
             "{:<7} {:<8} {:<4} {:<9} {:<9} {:<8.1} {}\n",
-            w["id"].to_string(),
-            w["pid"].to_string(),
-            w["generation"].to_string(),
-            w["state"].as_str().unwrap_or("?"),
-            w["requests"].to_string(),
-            w["rss_bytes"].as_f64().unwrap_or(0.0) / 1048576.0,
+            w.id,
+            w.pid,
+            w.generation,
+            w.state.as_str(),
+            w.requests,
+            w.rss_bytes as f64 / 1048576.0,
             age
         );
     }

@@ -7,28 +7,58 @@
 //! `touch-reload` and unix `stats` against `chdir` (uWSGI binds and loads after
 //! changing directory); `pidfile`, `logto` and `daemonize` against the start-up cwd.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
+use std::ffi::OsString;
+use std::os::unix::ffi::OsStringExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use super::classes::{self, KeyClass};
 use super::envfile::{self, LineKind};
-use super::expand::{Expander, Opt};
+use super::expand::{Expander, Opt, Origin};
 use super::keys;
 use super::serving;
+use super::values::{self, NumberError};
 use super::{
-    ChownSpec, Config, ConfigError, EnvVar, LoadOptions, Protocol, SocketAddress, SocketSpec,
-    Warning,
+    site, ChownSpec, Config, ConfigError, EnvVar, ErrorKind, LoadOptions, Protocol, SocketAddress,
+    SocketSpec, Warning,
 };
 
-fn non_negative(opt: &Opt) -> Result<i64, ConfigError> {
-    let n = keys::atoi(&opt.value);
-    if n < 0 || opt.value.trim_start().starts_with('-') {
-        return Err(opt.origin.error(format!(
-            "invalid value for option \"{}\": must be > 0",
-            opt.key
-        )));
-    }
-    Ok(n)
+/// The most workers one instance runs: past this a typo (`processes = 40000`)
+/// would fork the host to death before anything is logged.
+pub const MAX_PROCESSES: u64 = 1024;
+/// Threads per worker.
+pub const MAX_THREADS: u64 = 1024;
+/// uWSGI's `buffer-size` is 16-bit: larger values are clamped (with a warning).
+pub const MAX_BUFFER_SIZE: u64 = 65535;
+/// Below this nginx's own uwsgi_params block (about 400 bytes) barely fits.
+pub const MIN_BUFFER_SIZE: u64 = 512;
+/// A timeout (harakiri, mercy) longer than a day is a typo.
+pub const MAX_SECONDS: u64 = 86_400;
+/// `sun_path` holds 108 bytes, the final NUL included.
+pub const MAX_UNIX_PATH: usize = 107;
+
+/// Keys whose repeats accumulate; every other honoured key is a scalar
+/// (last wins, and a repeat gets a warning naming both lines).
+fn accumulates(canonical: &str) -> bool {
+    matches!(
+        canonical,
+        "socket" | "http-socket" | "env" | "pythonpath" | "touch-reload"
+    )
+}
+
+fn number(opt: &Opt, min: u64, max: u64) -> Result<u64, ConfigError> {
+    values::parse_u64(&opt.key, &opt.value, min, max).map_err(|e| {
+        let kind = match e {
+            NumberError::Range { .. } => ErrorKind::OutOfRange,
+            _ => ErrorKind::InvalidValue,
+        };
+        opt.origin.error(kind, e.to_string())
+    })
+}
+
+fn seconds(opt: &Opt) -> Result<Duration, ConfigError> {
+    Ok(Duration::from_secs(number(opt, 0, MAX_SECONDS)?))
 }
 
 fn resolve(base: &Path, value: &str) -> PathBuf {
@@ -52,27 +82,74 @@ pub fn parse_chmod(value: &str) -> Option<u32> {
     Some(b.iter().fold(0, |acc, c| (acc << 3) + u32::from(c - b'0')))
 }
 
-fn parse_socket(opt: &Opt, protocol: Protocol, base: &Path) -> Result<SocketSpec, ConfigError> {
+/// What looks like an inline comment: uWSGI has none, so it is part of the value.
+fn comment_tail(v: &str) -> Option<usize> {
+    [" #", " ;", "\t#", "\t;"]
+        .iter()
+        .filter_map(|m| v.find(m))
+        .min()
+}
+
+fn parse_socket(
+    opt: &Opt,
+    protocol: Protocol,
+    base: &Path,
+    warnings: &mut Vec<Warning>,
+) -> Result<SocketSpec, ConfigError> {
     let v = opt.value.as_str();
-    let address = if v.is_empty() {
-        return Err(opt
-            .origin
-            .error(format!("{}: empty socket address", opt.key)));
-    } else if v.starts_with('@') {
-        return Err(opt.origin.error(format!(
-            "{} = {v}: abstract unix sockets are not supported",
-            opt.key
-        )));
-    } else if let (false, Some(colon)) = (v.starts_with('/') || v.starts_with('.'), v.rfind(':')) {
-        let port: u16 = v[colon + 1..]
-            .parse()
-            .map_err(|_| opt.origin.error(format!("{} = {v}: invalid port", opt.key)))?;
+    let invalid = |m: String| opt.origin.error(ErrorKind::InvalidValue, m);
+    if v.is_empty() {
+        return Err(invalid(format!("{}: empty socket address", opt.key)));
+    }
+    if v.contains('\0') {
+        return Err(invalid(format!("{}: the value holds a NUL byte", opt.key)));
+    }
+    let address = if v.starts_with('@') {
+        return Err(opt.origin.error(
+            ErrorKind::Unsupported,
+            format!("{} = {v}: abstract unix sockets are not supported", opt.key),
+        ));
+    } else if let (false, Some(colon)) = (v.starts_with('/') || v.starts_with('.'), v.find(':')) {
+        // uWSGI: the host is what precedes the first ':', the port is atoi() of
+        // the rest, so `127.0.0.1:8080 # web` binds port 8080.
+        let port_text = &v[colon + 1..];
+        let digits = port_text.bytes().take_while(u8::is_ascii_digit).count();
+        let tail = &port_text[digits..];
+        let port: u16 = if digits > 0 && (tail.is_empty() || comment_tail(tail) == Some(0)) {
+            port_text[..digits]
+                .parse()
+                .map_err(|_| invalid(format!("{} = {v}: invalid port", opt.key)))?
+        } else {
+            return Err(invalid(format!("{} = {v}: invalid port", opt.key)));
+        };
+        if !tail.is_empty() {
+            warnings.push(opt.origin.warning(format!(
+                "{} = {v}: uWSGI has no inline comments; it binds port {port} and ignores \"{}\", and so does amy-emperor: remove the comment",
+                opt.key,
+                tail.trim()
+            )));
+        }
         SocketAddress::Tcp {
             host: v[..colon].to_string(),
             port,
         }
     } else {
-        SocketAddress::Unix(resolve(base, v))
+        if let Some(i) = comment_tail(v) {
+            warnings.push(opt.origin.warning(format!(
+                "{} = {v}: uWSGI has no inline comments; the socket file is named \"{v}\", \"{}\" included, as uWSGI names it: remove the comment",
+                opt.key,
+                v[i..].trim()
+            )));
+        }
+        let path = resolve(base, v);
+        if path.as_os_str().len() > MAX_UNIX_PATH {
+            return Err(invalid(format!(
+                "{} = {v}: the socket path is {} bytes, longer than the {MAX_UNIX_PATH} a unix socket address holds",
+                opt.key,
+                path.as_os_str().len()
+            )));
+        }
+        SocketAddress::Unix(path)
     };
     Ok(SocketSpec {
         address,
@@ -82,19 +159,102 @@ fn parse_socket(opt: &Opt, protocol: Protocol, base: &Path) -> Result<SocketSpec
     })
 }
 
+/// Accepts a key the table says is not ours to act on, or refuses it.
+struct Classifier<'o> {
+    allowed: &'o [String],
+    reported: HashSet<String>,
+    unsupported: Vec<ConfigError>,
+}
+
+impl Classifier<'_> {
+    /// Returns whether the typed layer should read the key.
+    fn check(&mut self, opt: &Opt, warnings: &mut Vec<Warning>) -> bool {
+        let key = opt.key.as_str();
+        let Some(entry) = classes::classify(key, &opt.value) else {
+            if self.reported.insert(opt.key.clone()) {
+                warnings.push(opt.origin.warning(format!(
+                    "unknown key \"{key}\" ignored (uWSGI keeps it as a placeholder)"
+                )));
+            }
+            return false;
+        };
+        match entry.class {
+            KeyClass::Honoured => true,
+            KeyClass::Equivalent => false,
+            KeyClass::Tuning => {
+                if self.reported.insert(opt.key.clone()) {
+                    warnings.push(
+                        opt.origin
+                            .warning(format!("\"{key}\" ignored (tuning): {}", entry.reason)),
+                    );
+                }
+                false
+            }
+            KeyClass::Unsupported => {
+                if self.allowed.iter().any(|a| a == key) {
+                    if self.reported.insert(opt.key.clone()) {
+                        warnings.push(opt.origin.warning(format!(
+                            "\"{key}\" is not supported: {} (allowed by --allow-unsupported {key})",
+                            entry.reason
+                        )));
+                    }
+                } else {
+                    self.unsupported.push(opt.origin.error(
+                        ErrorKind::Unsupported,
+                        format!("\"{key}\" is not supported: {}", entry.reason),
+                    ));
+                }
+                false
+            }
+        }
+    }
+
+    /// The first refusal, naming how many more there are.
+    fn finish(self) -> Result<(), ConfigError> {
+        let mut errors = self.unsupported.into_iter();
+        let Some(mut first) = errors.next() else {
+            return Ok(());
+        };
+        let rest: Vec<ConfigError> = errors.collect();
+        if !rest.is_empty() {
+            let lines: Vec<String> = rest
+                .iter()
+                .map(|e| e.line.map_or_else(|| "?".to_string(), |l| l.to_string()))
+                .collect();
+            first.message.push_str(&format!(
+                " (and {} more unsupported key{} at line{} {}; --allow-unsupported KEY accepts one)",
+                rest.len(),
+                if rest.len() == 1 { "" } else { "s" },
+                if rest.len() == 1 { "" } else { "s" },
+                lines.join(", ")
+            ));
+        } else {
+            first
+                .message
+                .push_str(" (--allow-unsupported KEY accepts it)");
+        }
+        Err(first)
+    }
+}
+
 pub fn build(
     ini: &Path,
     ex: &Expander<'_>,
     options: &LoadOptions,
+    root: bool,
 ) -> Result<(Config, Vec<Warning>), ConfigError> {
     let cwd = options.cwd.as_path();
     let mut warnings = Vec::new();
     // uWSGI changes directory before it binds and loads: find the final chdir first.
-    let chdir = ex
-        .opts
-        .iter()
-        .rfind(|o| o.key == "chdir")
-        .map(|o| resolve(cwd, &o.value));
+    let chdir_opt = ex.opts.iter().skip(1).rfind(|o| o.key == "chdir");
+    if let Some(o) = chdir_opt {
+        if o.value.is_empty() || o.value.contains('\0') {
+            return Err(o
+                .origin
+                .error(ErrorKind::InvalidValue, "chdir: empty value or NUL byte"));
+        }
+    }
+    let chdir = chdir_opt.map(|o| resolve(cwd, &o.value));
     let app_base = chdir.clone().unwrap_or_else(|| cwd.to_path_buf());
 
     let mut c = Config {
@@ -136,27 +296,89 @@ pub fn build(
         reload_one_by_one: false,
         serving: Default::default(),
     };
-    let mut ini_env = Vec::new();
-    let mut reported: HashSet<String> = HashSet::new();
+    let mut origins = site::Origins::default();
+    let mut ini_env: Vec<(EnvVar, Origin)> = Vec::new();
+    let mut classifier = Classifier {
+        allowed: &options.allow_unsupported,
+        reported: HashSet::new(),
+        unsupported: Vec::new(),
+    };
+    let mut scalars: HashMap<&str, Origin> = HashMap::new();
+    let mut env_duplicates = envfile::Duplicates::default();
     // The first entry is uWSGI's own `--ini X` from the command line.
     for opt in ex.opts.iter().skip(1) {
+        if opt.key.is_empty() || keys::is_logic_end(&opt.key) {
+            continue;
+        }
+        // Equivalent keys the typed config still records.
+        match opt.key.as_str() {
+            "die-on-term" => c.die_on_term = keys::flag_value(&opt.value),
+            "need-app" => c.need_app = keys::flag_value(&opt.value),
+            _ => {}
+        }
+        // Our own keys are not uWSGI options.
+        let ours = opt.key == "reload-one-by-one";
+        if !ours && !classifier.check(opt, &mut warnings) {
+            continue;
+        }
+        if keys::is_immediate(&opt.key) && opt.key != "listen" {
+            // ini, include, set, strict, logic: done by the expander.
+            continue;
+        }
         let key = keys::canonical(&opt.key);
+        if !accumulates(key) {
+            if let Some(first) = scalars.get(key) {
+                if first.line != opt.origin.line || first.path != opt.origin.path {
+                    let at = match (first.path == opt.origin.path, first.line) {
+                        (true, Some(l)) => format!("line {l}"),
+                        (_, l) => format!(
+                            "{}{}",
+                            first.path.display(),
+                            l.map(|l| format!(":{l}")).unwrap_or_default()
+                        ),
+                    };
+                    warnings.push(opt.origin.warning(format!(
+                        "\"{}\" is given again (first at {at}); the last value wins, as in uWSGI",
+                        opt.key
+                    )));
+                }
+            }
+            scalars.insert(key, opt.origin.clone());
+        }
         let v = opt.value.as_str();
+        if v.contains('\0') {
+            return Err(opt.origin.error(
+                ErrorKind::InvalidValue,
+                format!("\"{}\": the value holds a NUL byte", opt.key),
+            ));
+        }
         let flag = keys::flag_value(v);
         match key {
-            "socket" => c
-                .sockets
-                .push(parse_socket(opt, Protocol::Uwsgi, &app_base)?),
-            "http-socket" => c
-                .sockets
-                .push(parse_socket(opt, Protocol::Http, &app_base)?),
+            "socket" => c.sockets.push(parse_socket(
+                opt,
+                Protocol::Uwsgi,
+                &app_base,
+                &mut warnings,
+            )?),
+            "http-socket" => {
+                c.sockets
+                    .push(parse_socket(opt, Protocol::Http, &app_base, &mut warnings)?)
+            }
             "chmod-socket" => {
-                c.chmod_socket = Some(
-                    parse_chmod(v)
-                        .ok_or_else(|| opt.origin.error(format!("invalid chmod value: {v}")))?,
-                )
+                let mode = parse_chmod(v).ok_or_else(|| {
+                    opt.origin
+                        .error(ErrorKind::InvalidValue, format!("invalid chmod value: {v}"))
+                })?;
+                if mode & 0o006 == 0o006 {
+                    warnings.push(opt.origin.warning(format!(
+                        "chmod-socket = {v}: EVERY local user can connect to the app's socket (mode {mode:03o}); use 660 and chown-socket to nginx's group"
+                    )));
+                }
+                origins.chmod = Some(opt.origin.clone());
+                c.chmod_socket = Some(mode);
             }
             "chown-socket" => {
+                origins.chown = Some(opt.origin.clone());
                 c.chown_socket = Some(match v.split_once(':') {
                     Some((u, g)) => ChownSpec {
                         user: u.into(),
@@ -168,34 +390,56 @@ pub fn build(
                     },
                 })
             }
-            "listen" => c.listen = Some(non_negative(opt)?.min(i64::from(u32::MAX)) as u32),
+            "listen" => c.listen = Some(number(opt, 1, 65535)? as u32),
+            "chdir" => origins.chdir = Some(opt.origin.clone()),
             "module" => c.module = Some(v.into()),
-            "wsgi-file" => c.wsgi_file = Some(resolve(&app_base, v)),
+            "wsgi-file" => {
+                origins.wsgi_file = Some(opt.origin.clone());
+                c.wsgi_file = Some(resolve(&app_base, v))
+            }
             "callable" => c.callable = v.into(),
-            "home" => c.home = Some(resolve(&app_base, v)),
+            "home" => {
+                origins.home = Some(opt.origin.clone());
+                c.home = Some(resolve(&app_base, v))
+            }
             "pythonpath" => c.pythonpath.push(v.into()),
-            "processes" => c.processes = (non_negative(opt)?.clamp(1, 1 << 16)) as u32,
-            "threads" => c.threads = (non_negative(opt)?.clamp(1, 1 << 16)) as u32,
+            "processes" => c.processes = number(opt, 1, MAX_PROCESSES)? as u32,
+            "threads" => c.threads = number(opt, 1, MAX_THREADS)? as u32,
             "pidfile" => c.pidfile = Some(resolve(cwd, v)),
             "vacuum" => c.vacuum = flag,
-            "uid" => c.uid = Some(v.into()),
-            "gid" => c.gid = Some(v.into()),
+            "uid" => {
+                origins.uid = Some(opt.origin.clone());
+                c.uid = Some(v.into())
+            }
+            "gid" => {
+                origins.gid = Some(opt.origin.clone());
+                c.gid = Some(v.into())
+            }
             "env" => {
-                if let Some(var) = env_var(opt, &mut warnings)? {
-                    ini_env.push(var);
+                if let Some(var) = env_var(opt, &mut warnings, &mut env_duplicates)? {
+                    ini_env.push((var, opt.origin.clone()));
                 }
             }
             "harakiri" => {
-                let n = non_negative(opt)?;
-                c.harakiri = (n > 0).then(|| Duration::from_secs(n as u64));
+                let d = seconds(opt)?;
+                c.harakiri = (!d.is_zero()).then_some(d);
             }
-            "max-requests" => c.max_requests = non_negative(opt)? as u64,
-            "reload-on-rss" => c.reload_on_rss_mb = non_negative(opt)? as u64,
-            "worker-reload-mercy" => {
-                c.worker_reload_mercy = Duration::from_secs(non_negative(opt)? as u64)
+            "max-requests" => c.max_requests = number(opt, 0, u64::MAX)?,
+            "reload-on-rss" => c.reload_on_rss_mb = number(opt, 0, u64::MAX >> 20)?,
+            "worker-reload-mercy" => c.worker_reload_mercy = seconds(opt)?,
+            "buffer-size" => {
+                let n = number(opt, 1, u64::MAX)?;
+                if n > MAX_BUFFER_SIZE {
+                    warnings.push(opt.origin.warning(format!(
+                        "buffer-size = {v}: clamped to {MAX_BUFFER_SIZE} (uWSGI stores it in 16 bits)"
+                    )));
+                } else if n < MIN_BUFFER_SIZE {
+                    warnings.push(opt.origin.warning(format!(
+                        "buffer-size = {v}: below {MIN_BUFFER_SIZE} bytes most requests from nginx do not fit and get a 431"
+                    )));
+                }
+                c.buffer_size = Some(n.min(MAX_BUFFER_SIZE) as u32)
             }
-            // uWSGI stores it in 16 bits and clamps silently.
-            "buffer-size" => c.buffer_size = Some(non_negative(opt)?.min(65535) as u32),
             "logto" => {
                 if v.contains(':') {
                     warnings.push(opt.origin.warning(format!(
@@ -204,47 +448,55 @@ pub fn build(
                 }
                 c.logto = Some(resolve(cwd, v))
             }
-            "log-maxsize" => c.log_maxsize = non_negative(opt)? as u64,
+            "log-maxsize" => c.log_maxsize = number(opt, 0, u64::MAX)?,
             "log-reopen" => c.log_reopen = flag,
             "disable-logging" => c.disable_logging = flag,
             "daemonize" => c.daemonize = Some(resolve(cwd, v)),
             "touch-reload" => c.touch_reload.push(resolve(&app_base, v)),
-            "stats" => {
-                c.stats = Some(if v.contains(':') && !v.starts_with('/') {
+            "stats" | "stats-server" => {
+                let stats = if v.contains(':') && !v.starts_with('/') {
                     v.to_string()
                 } else {
                     resolve(&app_base, v).display().to_string()
-                })
+                };
+                site::check_stats(&stats)
+                    .map_err(|m| opt.origin.error(ErrorKind::InvalidValue, m))?;
+                c.stats = Some(stats)
             }
-            "die-on-term" => c.die_on_term = flag,
             "lazy-apps" => c.lazy_apps = flag,
-            "need-app" => c.need_app = flag,
             "reload-one-by-one" => c.reload_one_by_one = flag,
             k if serving::handles(k) => serving::apply(&mut c.serving, k, opt, &app_base)?,
-            _ => {
-                if key.is_empty() || keys::is_logic_end(key) || !reported.insert(opt.key.clone()) {
-                    continue;
-                }
-                if !keys::is_uwsgi_option(&opt.key) {
-                    warnings.push(opt.origin.warning(format!(
-                        "unknown key \"{}\" ignored (uWSGI keeps it as a placeholder)",
-                        opt.key
-                    )));
-                } else if !keys::is_honoured(key) {
-                    warnings.push(opt.origin.warning(format!(
-                        "uWSGI option \"{}\" is not supported by amy-emperor; ignored",
-                        opt.key
-                    )));
-                }
+            "strict" => {}
+            other => {
+                // A key the table calls honoured that this match does not read
+                // is a bug in the table: fail closed rather than ignore it.
+                return Err(opt.origin.error(
+                    ErrorKind::Unsupported,
+                    format!("\"{other}\" is not supported: amy-emperor does not read it yet"),
+                ));
             }
         }
     }
+    classifier.finish()?;
+    for key in &options.allow_unsupported {
+        let unsupported = classes::entry(key).is_some_and(|e| e.class == KeyClass::Unsupported);
+        if !unsupported {
+            warnings.push(Warning {
+                path: ini.to_path_buf(),
+                line: None,
+                message: format!(
+                    "--allow-unsupported {key}: not an unsupported uWSGI option, nothing to allow"
+                ),
+            });
+        }
+    }
     if c.sockets.is_empty() {
-        warnings.push(Warning {
-            path: ini.to_path_buf(),
-            line: None,
-            message: "no socket, uwsgi-socket or http-socket: start will refuse to run".into(),
-        });
+        return Err(ConfigError::new(
+            ErrorKind::NoSocket,
+            ini,
+            None,
+            "no socket configured (socket, uwsgi-socket or http-socket): nothing could reach the app",
+        ));
     }
 
     // The env file comes first, then `env =` lines (DESIGN §4).
@@ -260,12 +512,15 @@ pub fn build(
         None
     };
     if let Some(path) = explicit.or(implicit) {
-        let (vars, w) = envfile::read(&path)?;
+        let (vars, w) = envfile::read(&path, root)?;
         warnings.extend(w);
-        c.env.extend(vars);
+        c.env.extend(vars.into_iter().map(|(v, _)| v));
         env_files.push(path);
     }
-    c.env.extend(ini_env);
+    c.env.extend(ini_env.into_iter().map(|(v, _)| v));
+    site::check_environment_size(ini, &options.environment, &c.env)?;
+
+    site::check(&c, &origins, ini, options, root, &mut warnings)?;
 
     c.watch_paths.extend(ex.inis_read.iter().cloned());
     c.watch_paths.extend(env_files);
@@ -277,26 +532,39 @@ pub fn build(
 
 /// One `env =` option as a variable. Lines a `for-readline` loop brought in obey
 /// the env-file rules, checked on the raw line, but take the value uWSGI would
-/// (after `$()`, `@()` and `%()` expansion).
-fn env_var(opt: &Opt, warnings: &mut Vec<Warning>) -> Result<Option<EnvVar>, ConfigError> {
+/// (after `$()`, `@()` and `%()` expansion); when nothing was expanded, the
+/// value is the line's bytes, unchanged.
+fn env_var(
+    opt: &Opt,
+    warnings: &mut Vec<Warning>,
+    duplicates: &mut envfile::Duplicates,
+) -> Result<Option<EnvVar>, ConfigError> {
     let value = opt.value.as_str();
     if let Some(src) = &opt.origin.env_line {
         let kind = envfile::parse_line(&src.raw, &src.path, src.line, warnings)?;
         let LineKind::Var {
             name,
+            value: raw_value,
             export_prefix,
-            ..
         } = kind
         else {
             return Ok(None);
         };
-        if ["$(", "%(", "@("].iter().any(|m| src.raw.contains(m)) {
-            warnings.push(Warning {
-                path: src.path.clone(),
-                line: Some(src.line),
-                message: format!("value of {name} contains $(, %( or @(: expanded as uWSGI does"),
-            });
+        duplicates.note(&name, &src.path, src.line, warnings);
+        let expands = [b"$(", b"%(", b"@("]
+            .iter()
+            .any(|m| src.raw.windows(2).any(|w| w == *m));
+        if !expands {
+            return Ok(Some(EnvVar {
+                name,
+                value: OsString::from_vec(raw_value),
+            }));
         }
+        warnings.push(Warning {
+            path: src.path.clone(),
+            line: Some(src.line),
+            message: format!("value of {name} contains $(, %( or @(: expanded as uWSGI does"),
+        });
         let body = if export_prefix {
             value
                 .trim_start()
@@ -306,16 +574,26 @@ fn env_var(opt: &Opt, warnings: &mut Vec<Warning>) -> Result<Option<EnvVar>, Con
             value
         };
         let v = body.split_once('=').map_or("", |(_, v)| v);
+        envfile::check_var(&name, v.as_bytes(), &src.path, Some(src.line), warnings)?;
         return Ok(Some(EnvVar {
             name,
-            value: v.to_string(),
+            value: OsString::from(v),
         }));
     }
     match value.split_once('=') {
-        Some((name, v)) if !name.is_empty() => Ok(Some(EnvVar {
-            name: name.into(),
-            value: v.into(),
-        })),
+        Some((name, v)) if !name.is_empty() => {
+            if name.contains('\0') {
+                return Err(opt
+                    .origin
+                    .error(ErrorKind::InvalidValue, "env: the name holds a NUL byte"));
+            }
+            let path = opt.origin.path.clone();
+            envfile::check_var(name, v.as_bytes(), &path, opt.origin.line, warnings)?;
+            Ok(Some(EnvVar {
+                name: name.into(),
+                value: OsString::from(v),
+            }))
+        }
         _ => {
             let name: String = value.chars().take(40).collect();
             warnings.push(opt.origin.warning(format!(

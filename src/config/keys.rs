@@ -219,30 +219,10 @@ pub fn canonical(key: &str) -> &str {
         "wsgi" => "module",
         "file" => "wsgi-file",
         "chmod" => "chmod-socket",
+        "lazy" => "lazy-apps",
+        "stats-server" => "stats",
         other => other,
     }
-}
-
-/// Keys (canonical) that amy-emperor acts on or deliberately accepts as no-ops.
-pub fn is_honoured(canonical_key: &str) -> bool {
-    matches!(
-        canonical_key,
-        "socket" | "http-socket" | "chmod-socket" | "chown-socket" | "listen" | "chdir"
-            | "module" | "wsgi-file" | "callable" | "home" | "pythonpath" | "processes"
-            | "threads" | "master" | "pidfile" | "vacuum" | "uid" | "gid" | "env"
-            | "harakiri" | "max-requests" | "reload-on-rss" | "worker-reload-mercy"
-            | "buffer-size" | "logto" | "log-maxsize" | "log-reopen" | "disable-logging"
-            | "daemonize" | "die-on-term" | "touch-reload" | "lazy-apps" | "need-app"
-            | "stats" | "strict" | "reload-one-by-one"
-            // accepted because what they ask for is always true here
-            | "enable-threads" | "single-interpreter" | "thunder-lock" | "no-orphans"
-            | "plugins" | "plugin" | "need-plugin" | "need-plugins" | "show-config"
-            | "ini" | "include" | "set" | "set-placeholder" | "set-ph"
-            | "auto-procname" | "procname-prefix" | "procname-prefix-spaced"
-            | "procname-master" | "memory-report" | "py-autoreload" | "post-buffering"
-            | "uwsgi-socket" | "lazy" | "harakiri-verbose" | "add-header"
-    ) || logic_kind(canonical_key).is_some()
-        || is_logic_end(canonical_key)
 }
 
 /// uWSGI's flag parsing (`uwsgi_opt_true`): anything but `false`/`off`/`no`

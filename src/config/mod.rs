@@ -4,7 +4,9 @@
 //! The same [`load`] runs at `start`, at every reload and in `check`.
 
 mod build;
+pub mod classes;
 pub mod envfile;
+mod error;
 mod expand;
 pub mod ini;
 pub mod keys;
@@ -12,13 +14,19 @@ pub mod magic;
 mod model;
 pub mod serving;
 pub mod show;
+mod site;
+pub mod source;
+pub mod values;
 
+pub use error::{ConfigError, ErrorKind, Warning};
+pub use expand::ExecPolicy;
 pub use model::*;
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
-/// What [`load`] needs besides the ini path.
+/// What [`load`] needs besides the ini path. The same options serve `start`
+/// and every later reload of that master, so the operator's allowances last.
 #[derive(Debug, Clone, Default)]
 pub struct LoadOptions {
     /// `--env-file PATH`: loaded before the ini's `env =` lines.
@@ -27,34 +35,20 @@ pub struct LoadOptions {
     pub environment: Vec<(OsString, OsString)>,
     /// The start-up cwd that relative pidfile/logto paths and `%v` resolve against.
     pub cwd: PathBuf,
+    /// `--allow-unsupported KEY`: these unsupported keys are warnings, not errors.
+    pub allow_unsupported: Vec<String>,
+    /// `--allow-root-workers`: an explicit `uid`/`gid` of root is accepted.
+    pub allow_root_workers: bool,
+    /// Whether `@(exec://…)` runs (start, reload) or not (check).
+    pub exec: ExecPolicy,
+    /// Apply the rules of a master running as root; `None`: ask the kernel.
+    pub as_root: Option<bool>,
 }
 
-/// A survivable remark about the config (unknown key, quoted env value, …).
-/// Never contains an env value.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Warning {
-    pub path: PathBuf,
-    pub line: Option<usize>,
-    pub message: String,
-}
-
-impl std::fmt::Display for Warning {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self.line {
-            Some(line) => write!(f, "{}:{}: {}", self.path.display(), line, self.message),
-            None => write!(f, "{}: {}", self.path.display(), self.message),
-        }
+impl LoadOptions {
+    fn root(&self) -> bool {
+        self.as_root.unwrap_or_else(envfile::running_as_root)
     }
-}
-
-/// A config that cannot be used. Displays as `path:line: reason`.
-/// Never contains an env value.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{}{}: {message}", path.display(), line.map(|l| format!(":{l}")).unwrap_or_default())]
-pub struct ConfigError {
-    pub path: PathBuf,
-    pub line: Option<usize>,
-    pub message: String,
 }
 
 /// The outcome of reading a config.
@@ -73,28 +67,55 @@ pub struct Loaded {
 /// as uWSGI's `--ini` does. Errors are fatal-at-start conditions (`path:line:
 /// reason`); everything uWSGI would survive is a [`Warning`].
 pub fn load(ini: &Path, options: &LoadOptions) -> Result<Loaded, ConfigError> {
+    load_with_resolved(ini, options).1
+}
+
+/// uWSGI's option list, `(key, value)` in `--show-config` order, values expanded.
+pub type Resolved = Vec<(String, String)>;
+
+/// [`load`], also returning the resolved option list whenever the dialect
+/// layer succeeded, even if the typed config is refused: `check --show-config`
+/// prints what uWSGI would print, then says why `start` would refuse.
+pub fn load_with_resolved(
+    ini: &Path,
+    options: &LoadOptions,
+) -> (Option<Resolved>, Result<Loaded, ConfigError>) {
     let given = ini.to_string_lossy().into_owned();
+    let root = options.root();
     let facts = magic::ProcessFacts::current(&options.cwd);
-    let mut expander = expand::Expander::new(facts, &options.environment);
-    expander.load_main(&given)?;
-    expander.expand()?;
-    let file = match given.rfind(':') {
-        Some(i) if i > 0 => PathBuf::from(&given[..i]),
-        _ => PathBuf::from(&given),
-    };
-    let (config, build_warnings) = build::build(&file, &expander, options)?;
-    let resolved = expander
+    let mut expander = expand::Expander::new(facts, &options.environment, options.exec, root);
+    if let Err(e) = expander.load_main(&given).and_then(|()| expander.expand()) {
+        return (None, Err(e));
+    }
+    let resolved: Vec<(String, String)> = expander
         .opts
         .iter()
         .map(|o| (o.key.clone(), o.value.clone()))
         .collect();
-    let mut warnings = std::mem::take(&mut expander.warnings);
-    warnings.extend(build_warnings);
-    Ok(Loaded {
-        config,
-        warnings,
-        resolved,
-    })
+    let file = match given.rfind(':') {
+        Some(i) if i > 0 => PathBuf::from(&given[..i]),
+        _ => PathBuf::from(&given),
+    };
+    if let Some(e) = expander.deferred.take() {
+        return (Some(resolved), Err(e));
+    }
+    let outcome = build::build(&file, &expander, options, root).map(|(config, build_warnings)| {
+        let mut warnings = std::mem::take(&mut expander.warnings);
+        warnings.extend(build_warnings);
+        // One format everywhere: the full path, whatever form the ini was given in.
+        for w in &mut warnings {
+            if w.path.is_relative() {
+                w.path = std::path::absolute(options.cwd.join(&w.path))
+                    .unwrap_or_else(|_| options.cwd.join(&w.path));
+            }
+        }
+        Loaded {
+            config,
+            warnings,
+            resolved: resolved.clone(),
+        }
+    });
+    (Some(resolved), outcome)
 }
 
 /// Only the `pidfile` of an ini, read leniently: the dialect is expanded but
@@ -103,7 +124,9 @@ pub fn load(ini: &Path, options: &LoadOptions) -> Result<Loaded, ConfigError> {
 pub fn pidfile_of(ini: &Path, options: &LoadOptions) -> Result<Option<PathBuf>, ConfigError> {
     let given = ini.to_string_lossy().into_owned();
     let facts = magic::ProcessFacts::current(&options.cwd);
-    let mut expander = expand::Expander::new(facts, &options.environment);
+    // Lenient: no command runs, and the caller may not be the master's user.
+    let mut expander =
+        expand::Expander::new(facts, &options.environment, ExecPolicy::Refuse, false);
     expander.load_main(&given)?;
     // Expansion can fail on a broken value elsewhere; the raw pidfile still counts.
     let _ = expander.expand();

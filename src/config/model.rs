@@ -5,6 +5,7 @@
 //! (sockets after `chdir`, pidfile/logto against the start-up cwd).
 //! The same validation runs at `start`, at reload and in `check`.
 
+use std::ffi::OsString;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -54,10 +55,12 @@ pub struct ChownSpec {
 
 /// One `NAME=value` pair destined for the workers' environment.
 /// The value may be a secret: it must never be logged, printed or put in an error.
+/// It is bytes, as the env file holds them: a non-UTF-8 value reaches the
+/// worker's `os.environb` unchanged.
 #[derive(Clone, PartialEq, Eq)]
 pub struct EnvVar {
     pub name: String,
-    pub value: String,
+    pub value: OsString,
 }
 
 impl std::fmt::Debug for EnvVar {
@@ -90,7 +93,7 @@ pub struct Config {
     pub home: Option<PathBuf>,
     /// `pythonpath` entries in order, as written (globs allowed; expanded by the worker).
     pub pythonpath: Vec<String>,
-    /// `processes`/`workers`, default 1, at least 1.
+    /// `processes`/`workers`, default 1, 1 to `build::MAX_PROCESSES`.
     pub processes: u32,
     /// `threads`, default 1, at least 1.
     pub threads: u32,

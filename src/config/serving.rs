@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use super::expand::Opt;
-use super::ConfigError;
+use super::{ConfigError, ErrorKind};
 
 /// Everything the serving keys configure; all empty/off by default, and then
 /// the worker's per-request path is exactly the plain app call.
@@ -220,14 +220,19 @@ fn resolve(base: &Path, value: &str) -> PathBuf {
 fn number(opt: &Opt) -> Result<u64, ConfigError> {
     let v = opt.value.trim();
     if v.is_empty() || v.len() > 19 || !v.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(opt.origin.error(format!(
-            "invalid value for option \"{}\": {:?} is not a whole number",
-            opt.key, opt.value
-        )));
+        return Err(opt.origin.error(
+            ErrorKind::InvalidValue,
+            format!(
+                "invalid value for option \"{}\": {:?} is not a whole number",
+                opt.key, opt.value
+            ),
+        ));
     }
     v.parse().map_err(|_| {
-        opt.origin
-            .error(format!("\"{}\": number out of range", opt.key))
+        opt.origin.error(
+            ErrorKind::InvalidValue,
+            format!("\"{}\": number out of range", opt.key),
+        )
     })
 }
 
@@ -256,14 +261,18 @@ pub fn apply(s: &mut Serving, key: &str, opt: &Opt, app_base: &Path) -> Result<(
     match key {
         "static-map" | "static-map2" => {
             let (prefix, docroot) = v.split_once('=').ok_or_else(|| {
-                opt.origin.error(format!(
+                opt.origin.error(
+                    ErrorKind::InvalidValue,
+                    format!(
                     "{key} = {v}: invalid document root in static map, syntax mountpoint=docroot"
-                ))
+                ),
+                )
             })?;
             if docroot.is_empty() {
-                return Err(opt
-                    .origin
-                    .error(format!("{key} = {v}: empty document root")));
+                return Err(opt.origin.error(
+                    ErrorKind::InvalidValue,
+                    format!("{key} = {v}: empty document root"),
+                ));
             }
             s.static_maps.push(StaticMap {
                 prefix: prefix.to_string(),
@@ -278,9 +287,10 @@ pub fn apply(s: &mut Serving, key: &str, opt: &Opt, app_base: &Path) -> Result<(
         "static-safe" => s.static_safe.push(resolve(app_base, v)),
         "static-expires-type" | "static-expires-type-mtime" => {
             let (mime, secs) = v.split_once('=').ok_or_else(|| {
-                opt.origin.error(format!(
-                    "{key} = {v}: invalid dictionary syntax (type=seconds)"
-                ))
+                opt.origin.error(
+                    ErrorKind::InvalidValue,
+                    format!("{key} = {v}: invalid dictionary syntax (type=seconds)"),
+                )
             })?;
             s.static_expires.push(Expires {
                 on: "type",
@@ -296,9 +306,10 @@ pub fn apply(s: &mut Serving, key: &str, opt: &Opt, app_base: &Path) -> Result<(
         | "static-expires-path-info"
         | "static-expires-path-info-mtime" => {
             let (re, secs) = v.split_once(' ').ok_or_else(|| {
-                opt.origin.error(format!(
-                    "{key} = {v}: invalid dictionary syntax (regexp seconds)"
-                ))
+                opt.origin.error(
+                    ErrorKind::InvalidValue,
+                    format!("{key} = {v}: invalid dictionary syntax (regexp seconds)"),
+                )
             })?;
             let on = if key.starts_with("static-expires-uri") {
                 "uri"
@@ -320,16 +331,18 @@ pub fn apply(s: &mut Serving, key: &str, opt: &Opt, app_base: &Path) -> Result<(
         "static-gzip-ext" | "static-gzip-suffix" => s.static_gzip_exts.push(v.to_string()),
         "mount" => {
             let (mountpoint, app) = v.split_once('=').ok_or_else(|| {
-                opt.origin.error(format!(
-                    "mount = {v}: invalid mountpoint, syntax /prefix=app"
-                ))
+                opt.origin.error(
+                    ErrorKind::InvalidValue,
+                    format!("mount = {v}: invalid mountpoint, syntax /prefix=app"),
+                )
             })?;
             // uWSGI's python plugin mounts only these forms; anything else
             // would leave the prefix unserved.
             if !(app.contains(':') || app.ends_with(".py") || app.ends_with(".wsgi")) {
-                return Err(opt.origin.error(format!(
-                    "mount = {v}: the app must be a .py/.wsgi file or module:callable"
-                )));
+                return Err(opt.origin.error(
+                    ErrorKind::InvalidValue,
+                    format!("mount = {v}: the app must be a .py/.wsgi file or module:callable"),
+                ));
             }
             let app = if app.ends_with(".py") || app.ends_with(".wsgi") {
                 resolve(app_base, app).display().to_string()
@@ -342,9 +355,10 @@ pub fn apply(s: &mut Serving, key: &str, opt: &Opt, app_base: &Path) -> Result<(
                 mountpoint
             };
             if s.mounts.iter().any(|m| m.mountpoint == mountpoint) {
-                return Err(opt.origin.error(format!(
-                    "mount = {v}: mountpoint {mountpoint} is already configured"
-                )));
+                return Err(opt.origin.error(
+                    ErrorKind::InvalidValue,
+                    format!("mount = {v}: mountpoint {mountpoint} is already configured"),
+                ));
             }
             s.mounts.push(Mount {
                 mountpoint: mountpoint.to_string(),
@@ -359,8 +373,10 @@ pub fn apply(s: &mut Serving, key: &str, opt: &Opt, app_base: &Path) -> Result<(
         }
         "add-header" => {
             let h = parse_header(v).ok_or_else(|| {
-                opt.origin
-                    .error(format!("add-header = {v}: expected \"Name: value\""))
+                opt.origin.error(
+                    ErrorKind::InvalidValue,
+                    format!("add-header = {v}: expected \"Name: value\""),
+                )
             })?;
             s.add_headers.push(h);
         }
@@ -374,10 +390,10 @@ pub fn apply(s: &mut Serving, key: &str, opt: &Opt, app_base: &Path) -> Result<(
 
 fn seconds(opt: &Opt, text: &str) -> Result<i64, ConfigError> {
     text.trim().parse::<i64>().map_err(|_| {
-        opt.origin.error(format!(
-            "\"{}\": {:?} is not a number of seconds",
-            opt.key, text
-        ))
+        opt.origin.error(
+            ErrorKind::InvalidValue,
+            format!("\"{}\": {:?} is not a number of seconds", opt.key, text),
+        )
     })
 }
 
@@ -406,18 +422,25 @@ fn parse_route(
         v
     } else {
         let (head, command) = v.split_once(' ').ok_or_else(|| {
-            opt.origin
-                .error(format!("{key} = {v}: invalid route syntax"))
+            opt.origin.error(
+                ErrorKind::InvalidValue,
+                format!("{key} = {v}: invalid route syntax"),
+            )
         })?;
         if subject == "if" || subject == "if-not" {
             let (cond, text) = head.split_once(':').ok_or_else(|| {
-                opt.origin
-                    .error(format!("{key} = {v}: invalid route condition syntax"))
+                opt.origin.error(
+                    ErrorKind::InvalidValue,
+                    format!("{key} = {v}: invalid route condition syntax"),
+                )
             })?;
             if !CONDITIONS.contains(&cond) {
-                return Err(opt.origin.error(format!(
+                return Err(opt.origin.error(
+                    ErrorKind::Unsupported,
+                    format!(
                     "\"{key}\" condition \"{cond}\" is not supported: the rule would never apply"
-                )));
+                ),
+                ));
             }
             route.condition = cond.to_string();
             route.pattern = text.to_string();
@@ -427,34 +450,40 @@ fn parse_route(
         command
     };
     let (action, arg) = command.split_once(':').ok_or_else(|| {
-        opt.origin
-            .error(format!("{key} = {v}: invalid route syntax"))
+        opt.origin.error(
+            ErrorKind::InvalidValue,
+            format!("{key} = {v}: invalid route syntax"),
+        )
     })?;
     if !ACTIONS.contains(&action) {
-        return Err(opt.origin.error(format!(
+        return Err(opt.origin.error(ErrorKind::Unsupported, format!(
             "\"{key}\" action \"{action}\" is not supported: the site would lose what that rule does"
         )));
     }
     if arg.contains("${") && arg.contains('[') {
-        return Err(opt.origin.error(format!(
-            "\"{key}\" = {v}: route variables ${{name[...]}} are not supported"
-        )));
+        return Err(opt.origin.error(
+            ErrorKind::Unsupported,
+            format!("\"{key}\" = {v}: route variables ${{name[...]}} are not supported"),
+        ));
     }
     match action {
         "basicauth" | "basicauth-next" if !arg.contains(',') => {
-            return Err(opt.origin.error(format!(
-                "{key} = {v}: basicauth needs realm,user:password or realm,htpasswd-file"
-            )));
+            return Err(opt.origin.error(
+                ErrorKind::InvalidValue,
+                format!("{key} = {v}: basicauth needs realm,user:password or realm,htpasswd-file"),
+            ));
         }
         "addheader" if parse_header(arg).is_none() => {
-            return Err(opt
-                .origin
-                .error(format!("{key} = {v}: addheader needs \"Name: value\"")));
+            return Err(opt.origin.error(
+                ErrorKind::InvalidValue,
+                format!("{key} = {v}: addheader needs \"Name: value\""),
+            ));
         }
         "return" | "break-with-status" if !is_status(arg) => {
-            return Err(opt
-                .origin
-                .error(format!("{key} = {v}: return needs a 3-digit status")));
+            return Err(opt.origin.error(
+                ErrorKind::InvalidValue,
+                format!("{key} = {v}: return needs a 3-digit status"),
+            ));
         }
         _ => {}
     }

@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use crate::worker::contract::ExitReason;
 
-/// A signal delivered to the master (DESIGN §3).
+/// A signal delivered to the master; README.md "Signals to the master" lists
+/// what each does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MasterSignal {
     /// Graceful reload.

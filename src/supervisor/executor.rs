@@ -10,39 +10,23 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
-use serde_json::{json, Value};
-use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{error, info, warn};
 
 use super::events::*;
-use super::state::{Phase, Snapshot, Supervisor, WorkerState};
-use crate::config::{self, Config, LoadOptions};
+use super::generations::{plan_of, Generations};
+use super::inbox::{ControlRequest, Inbox, Input};
+use super::state::Supervisor;
+use super::status::{self, MasterFacts, ReloadReport, Status};
+use super::workers::{rss_bytes, signal_group, watch_worker, Workers};
+use crate::config::{Config, LoadOptions};
 use crate::logs::LogSink;
 use crate::pidfile::Pidfile;
-use crate::scoreboard::{monotonic_now, Scoreboard};
+use crate::runtime::sleep_until;
+use crate::scoreboard::monotonic_now;
 use crate::socket::{self, Listener};
-use crate::worker::contract::{ExitReason, MSG_FAILED, MSG_READY};
 use crate::worker::spawn::{self, ListenerFd, SharedFds};
 use crate::{systemd, watch};
-
-/// What the sources send to the master loop.
-pub enum Input {
-    Event(Event),
-    /// A control-socket client waits for the answer on `reply`.
-    Control {
-        command: ControlCommand,
-        reply: oneshot::Sender<Value>,
-    },
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ControlCommand {
-    Status,
-    Reload,
-}
-
-pub type Inbox = mpsc::UnboundedSender<Input>;
 
 /// Everything `start` prepared before the loop runs.
 pub struct MasterSetup {
@@ -60,18 +44,6 @@ pub struct MasterSetup {
     pub control: Option<(std::os::unix::net::UnixListener, PathBuf)>,
 }
 
-/// One generation's config and the sockets its workers inherit.
-struct Generation {
-    config: Arc<Config>,
-    listeners: Vec<Arc<Listener>>,
-}
-
-struct WorkerHandle {
-    scoreboard: Scoreboard,
-    /// How many workers this slot has had, this one included (uWSGI's `respawn_count`).
-    spawns: u64,
-}
-
 struct Master {
     sup: Supervisor,
     inbox: Inbox,
@@ -79,14 +51,8 @@ struct Master {
     ini: PathBuf,
     load_options: LoadOptions,
     base_env: Vec<(OsString, OsString)>,
-    current: u64,
-    generations: HashMap<u64, Generation>,
-    /// Every socket the master holds, shared by the generations that use it.
-    open: Vec<Arc<Listener>>,
-    vacuum: bool,
-    workers: HashMap<i32, WorkerHandle>,
-    /// Workers started per slot over the master's life, for `respawn_count`.
-    spawns_per_slot: HashMap<usize, u64>,
+    generations: Generations,
+    workers: Workers,
     log_write: OwnedFd,
     alive_read: OwnedFd,
     /// Held, never written: its closing (our death) tells workers to leave.
@@ -100,8 +66,8 @@ struct Master {
     stats: Option<crate::stats::StatsServer>,
     watcher: Option<watch::Watcher>,
     next_request: RequestId,
-    reload_replies: HashMap<RequestId, oneshot::Sender<Value>>,
-    status_replies: HashMap<RequestId, oneshot::Sender<Value>>,
+    reload_replies: HashMap<RequestId, oneshot::Sender<ReloadReport>>,
+    status_replies: HashMap<RequestId, oneshot::Sender<Status>>,
     started: SystemTime,
     last_reload_at: Option<SystemTime>,
 }
@@ -120,7 +86,10 @@ pub async fn run(setup: MasterSetup) -> i32 {
 impl Master {
     fn new(setup: MasterSetup) -> std::io::Result<(Master, mpsc::UnboundedReceiver<Input>)> {
         let (tx, rx) = mpsc::unbounded_channel();
-        let (log_read, log_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+        let crate::logs::LogPipe {
+            read: log_read,
+            write: log_write,
+        } = crate::logs::log_pipe()?;
         crate::logs::spawn_pump(log_read, setup.sink.clone());
         let (alive_read, alive_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
         let source = spawn::source_memfd()?;
@@ -139,7 +108,6 @@ impl Master {
             },
             None => None,
         };
-        let open: Vec<Arc<Listener>> = setup.listeners.into_iter().map(Arc::new).collect();
         let config = Arc::new(setup.config);
         let plan = plan_of(&config);
         let watcher = match watch::Watcher::new(tx.clone(), &config.watch_paths) {
@@ -149,14 +117,7 @@ impl Master {
                 None
             }
         };
-        let mut generations = HashMap::new();
-        generations.insert(
-            1,
-            Generation {
-                config: config.clone(),
-                listeners: open.clone(),
-            },
-        );
+        let generations = Generations::first(config.clone(), setup.listeners);
         let (sup, actions) = Supervisor::start(plan, Instant::now());
         let mut master = Master {
             sup,
@@ -165,12 +126,8 @@ impl Master {
             ini: setup.ini,
             load_options: setup.load_options,
             base_env: setup.base_env,
-            current: 1,
             generations,
-            open,
-            vacuum: config.vacuum,
-            workers: HashMap::new(),
-            spawns_per_slot: HashMap::new(),
+            workers: Workers::default(),
             log_write,
             alive_read,
             _alive_write: alive_write,
@@ -210,9 +167,7 @@ impl Master {
                 input = rx.recv() => match input {
                     Some(Input::Event(event)) => {
                         match &event {
-                            Event::WorkerExited { pid, .. } => {
-                                self.workers.remove(pid);
-                            }
+                            Event::WorkerExited { pid, .. } => self.workers.remove(*pid),
                             Event::FilesChanged { .. } => {
                                 if let Some(w) = self.watcher.as_mut() {
                                     w.refresh();
@@ -222,15 +177,15 @@ impl Master {
                         }
                         self.local.push_back(event);
                     }
-                    Some(Input::Control { command, reply }) => {
+                    Some(Input::Control(request)) => {
                         let id = self.next_request;
                         self.next_request += 1;
-                        match command {
-                            ControlCommand::Status => {
+                        match request {
+                            ControlRequest::Status(reply) => {
                                 self.status_replies.insert(id, reply);
                                 self.local.push_back(Event::StatusRequested(id));
                             }
-                            ControlCommand::Reload => {
+                            ControlRequest::Reload(reply) => {
                                 self.reload_replies.insert(id, reply);
                                 self.local.push_back(Event::ReloadRequested(id));
                             }
@@ -246,19 +201,19 @@ impl Master {
     fn execute(&mut self, action: Action) {
         match action {
             Action::LoadConfig { generation } => {
-                let result = self.load_generation(generation);
+                let result = self
+                    .generations
+                    .load(generation, &self.ini, &self.load_options);
                 self.local
                     .push_back(Event::ConfigLoaded { generation, result });
             }
             Action::Spawn { slot, generation } => self.spawn(slot, generation),
             Action::Signal { pid, signal } => signal_group(pid, signal),
             Action::Activate { generation } => {
-                self.current = generation;
                 self.last_reload_at = Some(SystemTime::now());
-                if let Some(g) = self.generations.get(&generation) {
-                    let paths = g.config.watch_paths.clone();
-                    self.vacuum = g.config.vacuum;
-                    if g.config.log_reopen {
+                if let Some(config) = self.generations.activate(generation) {
+                    let paths = config.watch_paths.clone();
+                    if config.log_reopen {
                         if let Err(e) = self.sink.reopen() {
                             warn!(error = %e, "cannot reopen the log");
                         }
@@ -268,50 +223,31 @@ impl Master {
                     }
                 }
             }
-            Action::Release { generation } => self.release(generation),
+            Action::Release { generation } => self.generations.release(generation),
             Action::CheckHarakiri => {
-                let now = monotonic_now();
-                let busy = self
-                    .workers
-                    .iter()
-                    .filter_map(|(pid, w)| {
-                        let r = w.scoreboard.read();
-                        r.request_age(now).map(|age| BusyWorker {
-                            pid: *pid,
-                            age,
-                            request: r.request,
-                        })
-                    })
-                    .collect();
+                let busy = self.workers.busy(monotonic_now());
                 self.local.push_back(Event::BusyWorkers(busy));
             }
             Action::ReplyReload { requests, outcome } => {
                 if let ReloadOutcome::Rejected { .. } | ReloadOutcome::Failed { .. } = outcome {
                     self.last_reload_at = Some(SystemTime::now());
                 }
-                let value = outcome_json(&outcome);
+                let report = ReloadReport::from(&outcome);
                 for id in requests {
                     if let Some(reply) = self.reload_replies.remove(&id) {
-                        let _ = reply.send(value.clone());
+                        let _ = reply.send(report.clone());
                     }
                 }
             }
             Action::ReplyStatus { request } => {
-                let value = self.status_json();
+                let status = self.status();
                 if let Some(reply) = self.status_replies.remove(&request) {
-                    let _ = reply.send(value);
+                    let _ = reply.send(status);
                 }
             }
             Action::Notify(state) => self.notify(state),
             Action::CloseListeners => {
-                for g in self.generations.values_mut() {
-                    g.listeners.clear();
-                }
-                for l in self.open.drain(..) {
-                    if self.vacuum {
-                        socket::vacuum(&l);
-                    }
-                }
+                self.generations.close_listeners();
                 self.watcher = None;
             }
             Action::LogStats => self.log_stats(),
@@ -323,85 +259,8 @@ impl Master {
         }
     }
 
-    /// Reads the config for a reload and prepares its sockets. Sockets whose
-    /// address did not change are kept (same inode, nothing refused).
-    fn load_generation(&mut self, generation: u64) -> Result<GenerationPlan, String> {
-        let loaded = config::load(&self.ini, &self.load_options).map_err(|e| e.to_string())?;
-        for w in &loaded.warnings {
-            warn!(warning = %w, "config");
-        }
-        let config = loaded.config;
-        if let Some(current) = self.generations.get(&self.current) {
-            for (key, changed) in restart_only_changes(&current.config, &config) {
-                if changed {
-                    warn!(
-                        key,
-                        "changed in the config, but applies only after a restart"
-                    );
-                }
-            }
-        }
-        let mut listeners = Vec::new();
-        for spec in &config.sockets {
-            let existing = self
-                .open
-                .iter()
-                .find(|l| l.spec.address == spec.address && l.spec.protocol == spec.protocol);
-            let listener = match existing {
-                Some(l) => l.clone(),
-                None => {
-                    let options = socket::BindOptions {
-                        chmod: config.chmod_socket,
-                        chown: config.chown_socket.clone(),
-                        backlog: config.listen,
-                    };
-                    let (l, warnings) = socket::bind(spec, &options).map_err(|e| {
-                        format!("{}:{}: {}", config.ini_path.display(), spec.line, e)
-                    })?;
-                    for w in warnings {
-                        warn!(warning = %w, "socket");
-                    }
-                    info!(address = %socket::describe(&spec.address), protocol = spec.protocol.as_str(), "socket bound for the new generation");
-                    let l = Arc::new(l);
-                    self.open.push(l.clone());
-                    l
-                }
-            };
-            listeners.push(listener);
-        }
-        let plan = plan_of(&config);
-        self.generations.insert(
-            generation,
-            Generation {
-                config: Arc::new(config),
-                listeners,
-            },
-        );
-        Ok(plan)
-    }
-
-    fn release(&mut self, generation: u64) {
-        self.generations.remove(&generation);
-        let in_use: Vec<Arc<Listener>> = self
-            .generations
-            .values()
-            .flat_map(|g| g.listeners.iter().cloned())
-            .collect();
-        let vacuum = self.vacuum;
-        self.open.retain(|l| {
-            let used = in_use.iter().any(|u| Arc::ptr_eq(u, l));
-            if !used {
-                info!(address = %socket::describe(&l.spec.address), "socket no longer configured, closed");
-                if vacuum {
-                    socket::vacuum(l);
-                }
-            }
-            used
-        });
-    }
-
     fn spawn(&mut self, slot: usize, generation: u64) {
-        let Some(g) = self.generations.get(&generation) else {
+        let Some(g) = self.generations.get(generation) else {
             self.local.push_back(Event::SpawnFailed {
                 slot,
                 generation,
@@ -434,16 +293,7 @@ impl Master {
             Ok(spawned) => {
                 let pid = spawned.child.id().map(|p| p as i32).unwrap_or(0);
                 info!(worker = slot + 1, pid, generation, "worker spawned");
-                let spawns = self.spawns_per_slot.entry(slot).or_default();
-                *spawns += 1;
-                let spawns = *spawns;
-                self.workers.insert(
-                    pid,
-                    WorkerHandle {
-                        scoreboard: spawned.scoreboard,
-                        spawns,
-                    },
-                );
+                self.workers.insert(pid, slot, spawned.scoreboard);
                 watch_worker(pid, spawned.child, spawned.control, self.inbox.clone());
                 self.local.push_back(Event::Spawned {
                     slot,
@@ -479,90 +329,47 @@ impl Master {
         }
     }
 
-    fn status_json(&self) -> Value {
-        let snap: Snapshot = self.sup.snapshot();
-        let now = monotonic_now();
-        let workers: Vec<Value> = snap
-            .workers
-            .iter()
-            .map(|w| {
-                let reading = self
-                    .workers
-                    .get(&w.pid)
-                    .map(|h| h.scoreboard.read())
-                    .unwrap_or_default();
-                let age = reading.request_age(now);
-                let state = match (&w.state, age) {
-                    (WorkerState::Booting, _) => "booting",
-                    (WorkerState::Ready, Some(_)) => "busy",
-                    (WorkerState::Ready, None) => "idle",
-                    (WorkerState::Retiring { .. }, _) => "retiring",
-                    (WorkerState::Killed, _) => "killed",
-                };
-                json!({
-                    "id": w.slot + 1,
-                    "pid": w.pid,
-                    "generation": w.generation,
-                    "state": state,
-                    "requests": reading.requests,
-                    "exceptions": reading.exceptions,
-                    "rss_bytes": rss_bytes(w.pid),
-                    "request_age_s": age.map(|a| a.as_secs_f64()),
-                    // For the stats server (src/stats.rs): uWSGI's tx, running_time, last_spawn.
-                    "tx_bytes": reading.tx_bytes,
-                    "busy_s": reading.busy_seconds,
-                    "respawn_count": self.workers.get(&w.pid).map(|h| h.spawns).unwrap_or(1),
-                    "spawned_unix": SystemTime::now().checked_sub(w.spawned_at.elapsed()).and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok()).map(|d| d.as_secs()),
-                })
-            })
-            .collect();
-        let phase = match snap.phase {
-            Phase::Booting => "booting",
-            Phase::Running => "running",
-            Phase::Stopping { .. } => "stopping",
+    fn status(&self) -> Status {
+        let master = MasterFacts {
+            ini: self.ini.clone(),
+            pid: std::process::id(),
+            uptime: self.started.elapsed().unwrap_or_default(),
+            sockets: self.generations.sockets(),
+            master_rss_bytes: rss_bytes(std::process::id() as i32),
+            last_reload_at: self.last_reload_at,
         };
-        json!({
-            "running": true,
-            "pid": std::process::id(),
-            "ini": self.ini,
-            "phase": phase,
-            "uptime_s": self.started.elapsed().map(|d| d.as_secs_f64()).unwrap_or(0.0),
-            "generation": snap.generation,
-            "reloading": snap.reloading,
-            "workers": workers,
-            // For the stats server (src/stats.rs): uWSGI's sockets[].
-            "sockets": self.open.iter().map(|l| json!({"name": l.local_address(), "proto": l.spec.protocol.as_str()})).collect::<Vec<_>>(),
-            "master_rss_bytes": rss_bytes(std::process::id() as i32),
-            "last_reload": snap.last_reload.as_ref().map(outcome_json),
-            "last_reload_unix": self.last_reload_at.and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok()).map(|d| d.as_secs()),
-        })
+        status::build(
+            &self.sup.snapshot(),
+            master,
+            |pid| self.workers.facts(pid),
+            monotonic_now(),
+            Instant::now(),
+            SystemTime::now(),
+        )
     }
 
+    /// SIGUSR1: the status document, one line per worker.
     fn log_stats(&self) {
-        let status = self.status_json();
+        let status = self.status();
         info!(
-            generation = status["generation"].as_u64(),
-            workers = status["workers"].as_array().map(|w| w.len()),
+            generation = status.generation,
+            workers = status.workers.len(),
             "stats"
         );
-        for w in status["workers"].as_array().into_iter().flatten() {
+        for w in &status.workers {
             info!(
-                worker = w["id"].as_u64(),
-                pid = w["pid"].as_i64(),
-                state = w["state"].as_str(),
-                requests = w["requests"].as_u64(),
-                rss_bytes = w["rss_bytes"].as_u64(),
+                worker = w.id,
+                pid = w.pid,
+                state = w.state.as_str(),
+                requests = w.requests,
+                rss_bytes = w.rss_bytes,
                 "worker stats"
             );
         }
     }
 
     fn shutdown(mut self, code: i32) -> i32 {
-        for l in self.open.drain(..) {
-            if self.vacuum {
-                socket::vacuum(&l);
-            }
-        }
+        self.generations.close_listeners();
         if let Some(path) = &self.control_path {
             let _ = std::fs::remove_file(path);
         }
@@ -575,157 +382,6 @@ impl Master {
         info!(code, "master exiting");
         code
     }
-}
-
-/// The settings the state machine decides with.
-fn plan_of(config: &Config) -> GenerationPlan {
-    GenerationPlan {
-        processes: config.processes.max(1) as usize,
-        mercy: config.worker_reload_mercy,
-        harakiri: config.harakiri,
-        one_by_one: config.reload_one_by_one,
-    }
-}
-
-/// Keys a reload cannot apply: they were used before the privilege drop or
-/// shape the master process itself.
-fn restart_only_changes(old: &Config, new: &Config) -> Vec<(&'static str, bool)> {
-    vec![
-        ("uid", old.uid != new.uid),
-        ("gid", old.gid != new.gid),
-        ("pidfile", old.pidfile != new.pidfile),
-        ("daemonize", old.daemonize != new.daemonize),
-        ("logto", old.logto != new.logto),
-        ("log-maxsize", old.log_maxsize != new.log_maxsize),
-        (
-            "chmod-socket (for sockets kept open)",
-            old.chmod_socket != new.chmod_socket,
-        ),
-        (
-            "chown-socket (for sockets kept open)",
-            old.chown_socket != new.chown_socket,
-        ),
-        ("listen (for sockets kept open)", old.listen != new.listen),
-    ]
-}
-
-fn outcome_json(outcome: &ReloadOutcome) -> Value {
-    match outcome {
-        ReloadOutcome::Serving { generation } => {
-            json!({"result": "serving", "generation": generation})
-        }
-        ReloadOutcome::Rejected { reason } => json!({"result": "rejected", "reason": reason}),
-        ReloadOutcome::Failed { generation, reason } => {
-            json!({"result": "failed", "generation": generation, "reason": reason})
-        }
-        ReloadOutcome::Aborted => json!({"result": "aborted", "reason": "the master is stopping"}),
-    }
-}
-
-/// Sends `signal` to the worker's process group (the worker is its leader).
-fn signal_group(pid: i32, signal: WorkerSignal) {
-    use nix::sys::signal::{killpg, Signal};
-    if pid <= 1 {
-        return;
-    }
-    let sig = match signal {
-        WorkerSignal::Graceful => Signal::SIGTERM,
-        WorkerSignal::Now => Signal::SIGINT,
-        WorkerSignal::Kill => Signal::SIGKILL,
-    };
-    if let Err(e) = killpg(nix::unistd::Pid::from_raw(pid), sig) {
-        if e != nix::errno::Errno::ESRCH {
-            warn!(pid, signal = ?sig, error = %e, "cannot signal worker");
-        }
-    }
-}
-
-/// One task per worker: forwards its readiness, then its exit with what it said.
-fn watch_worker(pid: i32, mut child: tokio::process::Child, control: OwnedFd, inbox: Inbox) {
-    tokio::spawn(async move {
-        let mut detail: Option<String> = None;
-        let reader = match tokio::net::unix::pipe::Receiver::from_owned_fd(control) {
-            Ok(r) => Some(BufReader::new(r).lines()),
-            Err(e) => {
-                warn!(pid, error = %e, "cannot read the worker's control pipe");
-                None
-            }
-        };
-        let status = match reader {
-            Some(mut lines) => loop {
-                tokio::select! {
-                    line = lines.next_line() => match line {
-                        Ok(Some(line)) => handle_line(pid, &line, &mut detail, &inbox),
-                        // Closed: the worker is exiting; wait for its status.
-                        _ => break child.wait().await,
-                    },
-                    status = child.wait() => {
-                        // Lines written just before exit are still in the pipe.
-                        while let Ok(Ok(Some(line))) =
-                            tokio::time::timeout(std::time::Duration::from_millis(20), lines.next_line()).await
-                        {
-                            handle_line(pid, &line, &mut detail, &inbox);
-                        }
-                        break status;
-                    }
-                }
-            },
-            None => child.wait().await,
-        };
-        let reason = match status {
-            Ok(s) => {
-                use std::os::unix::process::ExitStatusExt;
-                match (s.code(), s.signal()) {
-                    (Some(code), _) => ExitReason::from_code(code),
-                    (None, Some(sig)) => ExitReason::Signaled(sig),
-                    _ => ExitReason::Crashed(-1),
-                }
-            }
-            Err(_) => ExitReason::Crashed(-1),
-        };
-        let _ = inbox.send(Input::Event(Event::WorkerExited {
-            pid,
-            reason,
-            detail,
-        }));
-    });
-}
-
-fn handle_line(pid: i32, line: &str, detail: &mut Option<String>, inbox: &Inbox) {
-    if line == MSG_READY {
-        let _ = inbox.send(Input::Event(Event::WorkerReady { pid }));
-    } else if let Some(rest) = line.strip_prefix(MSG_FAILED) {
-        *detail = Some(
-            serde_json::from_str::<String>(rest.trim()).unwrap_or_else(|_| rest.trim().to_string()),
-        );
-    }
-}
-
-async fn sleep_until(deadline: Option<Instant>) {
-    match deadline {
-        Some(d) => tokio::time::sleep_until(tokio::time::Instant::from_std(d)).await,
-        None => std::future::pending().await,
-    }
-}
-
-/// Resident set size of `pid` from /proc, 0 when unknown.
-pub fn rss_bytes(pid: i32) -> u64 {
-    let Ok(statm) = std::fs::read_to_string(format!("/proc/{pid}/statm")) else {
-        return 0;
-    };
-    let pages: u64 = statm
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    pages * page_size()
-}
-
-fn page_size() -> u64 {
-    nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)
-        .ok()
-        .flatten()
-        .unwrap_or(4096) as u64
 }
 
 fn monotonic_usec() -> u64 {

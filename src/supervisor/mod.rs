@@ -4,5 +4,9 @@
 
 pub mod events;
 pub mod executor;
+mod generations;
+pub mod inbox;
 pub mod policy;
 pub mod state;
+pub mod status;
+mod workers;

@@ -42,14 +42,45 @@ pub const COLD_START_ATTEMPTS: u32 = 5;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Phase {
-    /// The first generation is booting.
-    Booting,
-    Running,
-    /// Stopping; exit with `code` once no worker is left.
-    Stopping {
-        fast: bool,
-        code: i32,
+    /// The first generation is booting; give up at `deadline`.
+    Booting {
+        deadline: Instant,
     },
+    Running,
+    /// Stopping; exit once no worker is left. At `deadline` (cleared once it
+    /// has passed) every worker still there is killed.
+    Stopping {
+        kind: StopKind,
+        why: StopWhy,
+        deadline: Option<Instant>,
+    },
+}
+
+/// How workers are asked to stop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopKind {
+    /// Finish the request in progress, up to `worker-reload-mercy` (SIGTERM).
+    Graceful,
+    /// At once, SIGKILL after [`FAST_STOP_GRACE`] (SIGINT, SIGQUIT, giving up).
+    Fast,
+}
+
+/// Why the master stops, which decides its exit code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum StopWhy {
+    /// A stop signal: exit 0.
+    Asked,
+    /// The site cannot run (app never boots, crash loop at start): exit 1.
+    GaveUp,
+}
+
+impl StopWhy {
+    pub fn exit_code(self) -> i32 {
+        match self {
+            StopWhy::Asked => 0,
+            StopWhy::GaveUp => 1,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -76,22 +107,61 @@ pub struct Worker {
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum ReloadState {
     Idle,
-    /// Waiting for [`Event::ConfigLoaded`].
+    /// Waiting for [`Event::ConfigLoaded`]; `waiters` want the outcome.
     Loading {
         generation: u64,
+        waiters: Vec<RequestId>,
     },
-    /// The new generation is booting.
+    /// The new generation is booting; it fails at `deadline`.
     Booting {
         generation: u64,
         deadline: Instant,
+        waiters: Vec<RequestId>,
     },
 }
 
-#[derive(Debug, Clone, Default)]
-struct Debounce {
-    deadline: Option<Instant>,
-    /// Set while a writer holds a watched file open; capped by [`WRITE_SETTLE_MAX`].
-    writing_since: Option<Instant>,
+impl ReloadState {
+    fn is_idle(&self) -> bool {
+        matches!(self, ReloadState::Idle)
+    }
+
+    /// The generation a reload is booting, if any.
+    fn booting(&self) -> Option<u64> {
+        match self {
+            ReloadState::Booting { generation, .. } => Some(*generation),
+            _ => None,
+        }
+    }
+
+    /// Ends the reload; returns who waited for it.
+    fn take_waiters(&mut self) -> Vec<RequestId> {
+        match std::mem::replace(self, ReloadState::Idle) {
+            ReloadState::Idle => Vec::new(),
+            ReloadState::Loading { waiters, .. } | ReloadState::Booting { waiters, .. } => waiters,
+        }
+    }
+}
+
+/// File changes waiting to become one reload.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+enum Debounce {
+    #[default]
+    Idle,
+    /// Reload at `until` unless another change arrives first.
+    Quiet { until: Instant },
+    /// A writer holds a watched file open (a modify without its close): wait
+    /// for it, but no longer than [`WRITE_SETTLE_MAX`] after `since`.
+    Writing { since: Instant },
+}
+
+impl Debounce {
+    fn due_at(self) -> Option<Instant> {
+        match self {
+            Debounce::Idle => None,
+            Debounce::Quiet { until } => Some(until),
+            Debounce::Writing { since } => Some(since + WRITE_SETTLE_MAX),
+        }
+    }
 }
 
 /// The one owner of the master's state.
@@ -106,16 +176,12 @@ pub struct Supervisor {
     /// Back-off per slot of the current generation.
     slots: Vec<Backoff>,
     reload: ReloadState,
-    waiters: Vec<RequestId>,
     /// A reload asked for while one runs: its waiters.
     queued: Option<Vec<RequestId>>,
     last_reload: Option<ReloadOutcome>,
     debounce: Debounce,
-    boot_deadline: Instant,
-    stop_deadline: Option<Instant>,
     harakiri_at: Option<Instant>,
     next_generation: u64,
-    listeners_closed: bool,
     /// The last import traceback logged for a respawn, so a crash loop logs it once.
     last_traceback: Option<String>,
 }
@@ -126,6 +192,8 @@ pub struct Snapshot {
     pub phase: Phase,
     pub generation: u64,
     pub reloading: bool,
+    /// The generation a reload is booting.
+    pub booting: Option<u64>,
     pub workers: Vec<Worker>,
     pub last_reload: Option<ReloadOutcome>,
 }
@@ -134,22 +202,20 @@ impl Supervisor {
     /// Starts generation 1 with `plan`: asks for its workers.
     pub fn start(plan: GenerationPlan, now: Instant) -> (Self, Vec<Action>) {
         let mut sup = Supervisor {
-            phase: Phase::Booting,
+            phase: Phase::Booting {
+                deadline: now + BOOT_TIMEOUT,
+            },
             current: 1,
             plans: BTreeMap::new(),
             workers: Vec::new(),
             pending: Vec::new(),
             slots: vec![Backoff::default(); plan.processes],
             reload: ReloadState::Idle,
-            waiters: Vec::new(),
             queued: None,
             last_reload: None,
             debounce: Debounce::default(),
-            boot_deadline: now + BOOT_TIMEOUT,
-            stop_deadline: None,
             harakiri_at: None,
             next_generation: 2,
-            listeners_closed: false,
             last_traceback: None,
         };
         let processes = plan.processes;
@@ -170,7 +236,8 @@ impl Supervisor {
         Snapshot {
             phase: self.phase,
             generation: self.current,
-            reloading: self.reload != ReloadState::Idle,
+            reloading: !self.reload.is_idle(),
+            booting: self.reload.booting(),
             workers: self.workers.clone(),
             last_reload: self.last_reload.clone(),
         }
@@ -184,15 +251,15 @@ impl Supervisor {
     /// When the loop must wake up with [`Event::Tick`] if nothing happens first.
     pub fn next_deadline(&self) -> Option<Instant> {
         let mut deadlines = Vec::new();
-        if self.phase == Phase::Booting {
-            deadlines.push(self.boot_deadline);
+        match self.phase {
+            Phase::Booting { deadline } => deadlines.push(deadline),
+            Phase::Stopping {
+                deadline: Some(deadline),
+                ..
+            } => deadlines.push(deadline),
+            _ => {}
         }
-        if let Some(d) = self.debounce.deadline {
-            deadlines.push(match self.debounce.writing_since {
-                Some(since) => since + WRITE_SETTLE_MAX,
-                None => d,
-            });
-        }
+        deadlines.extend(self.debounce.due_at());
         if let ReloadState::Booting { deadline, .. } = self.reload {
             deadlines.push(deadline);
         }
@@ -201,7 +268,6 @@ impl Supervisor {
             WorkerState::Retiring { kill_at } => Some(kill_at),
             _ => None,
         }));
-        deadlines.extend(self.stop_deadline);
         deadlines.extend(self.harakiri_at);
         deadlines.into_iter().min()
     }
@@ -212,10 +278,16 @@ impl Supervisor {
             Event::Signal(MasterSignal::Hup) => self.request_reload(Vec::new(), &mut actions),
             Event::ReloadRequested(id) => self.request_reload(vec![id], &mut actions),
             Event::Signal(MasterSignal::Term) => {
-                let escalate = matches!(self.phase, Phase::Stopping { .. });
-                self.begin_stop(escalate, 0, now, &mut actions)
+                // A second SIGTERM during a graceful stop escalates to a fast one.
+                let kind = match self.phase {
+                    Phase::Stopping { .. } => StopKind::Fast,
+                    _ => StopKind::Graceful,
+                };
+                self.begin_stop(kind, StopWhy::Asked, now, &mut actions)
             }
-            Event::Signal(MasterSignal::Int) => self.begin_stop(true, 0, now, &mut actions),
+            Event::Signal(MasterSignal::Int) => {
+                self.begin_stop(StopKind::Fast, StopWhy::Asked, now, &mut actions)
+            }
             Event::Signal(MasterSignal::Usr1) => actions.push(Action::LogStats),
             Event::Signal(MasterSignal::Usr2) => actions.push(Action::ReopenLogs),
             Event::StatusRequested(id) => actions.push(Action::ReplyStatus { request: id }),
@@ -263,12 +335,13 @@ impl Supervisor {
         if matches!(self.phase, Phase::Stopping { .. }) {
             return;
         }
-        self.debounce.deadline = Some(now + DEBOUNCE);
-        if writing {
-            self.debounce.writing_since.get_or_insert(now);
-        } else {
-            self.debounce.writing_since = None;
-        }
+        self.debounce = match (writing, self.debounce) {
+            (true, Debounce::Writing { since }) => Debounce::Writing { since },
+            (true, _) => Debounce::Writing { since: now },
+            (false, _) => Debounce::Quiet {
+                until: now + DEBOUNCE,
+            },
+        };
     }
 
     fn request_reload(&mut self, waiters: Vec<RequestId>, actions: &mut Vec<Action>) {
@@ -281,7 +354,7 @@ impl Supervisor {
             }
             return;
         }
-        if self.phase == Phase::Booting || self.reload != ReloadState::Idle {
+        if matches!(self.phase, Phase::Booting { .. }) || !self.reload.is_idle() {
             debug!("reload queued behind the one in progress");
             self.queued.get_or_insert_with(Vec::new).extend(waiters);
             return;
@@ -289,8 +362,10 @@ impl Supervisor {
         info!(generation = self.current, "reload requested");
         let generation = self.next_generation;
         self.next_generation += 1;
-        self.reload = ReloadState::Loading { generation };
-        self.waiters = waiters;
+        self.reload = ReloadState::Loading {
+            generation,
+            waiters,
+        };
         actions.push(Action::Notify(Lifecycle::Reloading));
         actions.push(Action::LoadConfig { generation });
     }
@@ -302,13 +377,22 @@ impl Supervisor {
         now: Instant,
         actions: &mut Vec<Action>,
     ) {
-        if self.reload != (ReloadState::Loading { generation }) {
+        let ReloadState::Loading {
+            generation: loading,
+            waiters,
+        } = &mut self.reload
+        else {
+            return;
+        };
+        if *loading != generation {
             return;
         }
+        let waiters = std::mem::take(waiters);
         match result {
             Err(reason) => {
                 error!(%reason, generation = self.current, "reload rejected, the running generation keeps serving");
-                self.finish_reload(ReloadOutcome::Rejected { reason }, actions);
+                self.reload = ReloadState::Idle;
+                self.finish_reload(waiters, ReloadOutcome::Rejected { reason }, actions);
             }
             Ok(plan) => {
                 info!(
@@ -325,6 +409,7 @@ impl Supervisor {
                 self.reload = ReloadState::Booting {
                     generation,
                     deadline: now + BOOT_TIMEOUT,
+                    waiters,
                 };
                 for slot in 0..first_slots {
                     self.spawn(generation, slot, actions);
@@ -333,10 +418,16 @@ impl Supervisor {
         }
     }
 
-    fn finish_reload(&mut self, outcome: ReloadOutcome, actions: &mut Vec<Action>) {
-        self.reload = ReloadState::Idle;
+    /// Answers `waiters` (the reload state is already idle) and starts the
+    /// reload queued behind this one, if any.
+    fn finish_reload(
+        &mut self,
+        waiters: Vec<RequestId>,
+        outcome: ReloadOutcome,
+        actions: &mut Vec<Action>,
+    ) {
         actions.push(Action::ReplyReload {
-            requests: std::mem::take(&mut self.waiters),
+            requests: waiters,
             outcome: outcome.clone(),
         });
         self.last_reload = Some(outcome);
@@ -347,9 +438,10 @@ impl Supervisor {
     }
 
     fn fail_reload(&mut self, reason: String, actions: &mut Vec<Action>) {
-        let ReloadState::Booting { generation, .. } = self.reload else {
+        let Some(generation) = self.reload.booting() else {
             return;
         };
+        let waiters = self.reload.take_waiters();
         error!(generation, %reason, "new generation failed to boot, the running generation keeps serving");
         for w in self
             .workers
@@ -362,7 +454,11 @@ impl Supervisor {
         }
         self.plans.remove(&generation);
         actions.push(Action::Release { generation });
-        self.finish_reload(ReloadOutcome::Failed { generation, reason }, actions);
+        self.finish_reload(
+            waiters,
+            ReloadOutcome::Failed { generation, reason },
+            actions,
+        );
     }
 
     /// Every worker of the booting generation is ready (or, one by one, another
@@ -405,7 +501,8 @@ impl Supervisor {
         actions.push(Action::Release { generation: old });
         info!(generation, previous = old, "new generation serving");
         self.arm_harakiri(now);
-        self.finish_reload(ReloadOutcome::Serving { generation }, actions);
+        let waiters = self.reload.take_waiters();
+        self.finish_reload(waiters, ReloadOutcome::Serving { generation }, actions);
     }
 
     fn retire_where(
@@ -471,7 +568,7 @@ impl Supervisor {
         w.state = WorkerState::Ready;
         let (generation, slot) = (w.generation, w.slot);
         info!(worker = slot + 1, pid, generation, "worker ready");
-        if self.phase == Phase::Booting && generation == self.current {
+        if matches!(self.phase, Phase::Booting { .. }) && generation == self.current {
             let ready = self
                 .workers
                 .iter()
@@ -485,8 +582,7 @@ impl Supervisor {
                     self.request_reload(waiters, actions);
                 }
             }
-        } else if matches!(self.reload, ReloadState::Booting { generation: g, .. } if g == generation)
-        {
+        } else if self.reload.booting() == Some(generation) {
             self.new_worker_ready(generation, slot, now, actions);
         }
     }
@@ -523,8 +619,7 @@ impl Supervisor {
                 w.slot + 1
             ),
         };
-        if matches!(self.reload, ReloadState::Booting { generation, .. } if generation == w.generation)
-        {
+        if self.reload.booting() == Some(w.generation) {
             self.fail_reload(describe(), actions);
             return;
         }
@@ -540,12 +635,12 @@ impl Supervisor {
             );
             return;
         }
-        if self.phase == Phase::Booting && reason == ExitReason::AppLoadFailed {
+        if matches!(self.phase, Phase::Booting { .. }) && reason == ExitReason::AppLoadFailed {
             error!(
                 traceback = %detail.as_deref().unwrap_or("(none)"),
                 "the app failed to load at start, giving up"
             );
-            self.begin_stop(true, 1, now, actions);
+            self.begin_stop(StopKind::Fast, StopWhy::GaveUp, now, actions);
             return;
         }
         match reason {
@@ -589,7 +684,7 @@ impl Supervisor {
         now: Instant,
         actions: &mut Vec<Action>,
     ) {
-        if matches!(self.reload, ReloadState::Booting { generation: g, .. } if g == generation) {
+        if self.reload.booting() == Some(generation) {
             self.fail_reload(reason, actions);
             return;
         }
@@ -598,7 +693,7 @@ impl Supervisor {
         }
         // During a one-by-one reload a slot already handed to the new generation
         // stays with it.
-        if let ReloadState::Booting { generation: g, .. } = self.reload {
+        if let Some(g) = self.reload.booting() {
             if self
                 .workers
                 .iter()
@@ -614,9 +709,9 @@ impl Supervisor {
             None => Duration::ZERO,
             Some(lived) => backoff.record_failure(lived),
         };
-        if self.phase == Phase::Booting && backoff.failures > COLD_START_ATTEMPTS {
+        if matches!(self.phase, Phase::Booting { .. }) && backoff.failures > COLD_START_ATTEMPTS {
             error!(worker = slot + 1, attempts = backoff.failures, %reason, "workers keep dying at start, giving up");
-            self.begin_stop(true, 1, now, actions);
+            self.begin_stop(StopKind::Fast, StopWhy::GaveUp, now, actions);
             return;
         }
         if delay.is_zero() {
@@ -661,25 +756,34 @@ impl Supervisor {
 
     // ---- stop ------------------------------------------------------------------
 
-    fn begin_stop(&mut self, fast: bool, code: i32, now: Instant, actions: &mut Vec<Action>) {
-        if let Phase::Stopping { fast: true, .. } = self.phase {
+    fn begin_stop(
+        &mut self,
+        kind: StopKind,
+        why: StopWhy,
+        now: Instant,
+        actions: &mut Vec<Action>,
+    ) {
+        if let Phase::Stopping {
+            kind: StopKind::Fast,
+            ..
+        } = self.phase
+        {
             return;
         }
-        let code = match self.phase {
-            Phase::Stopping { code: old, .. } => old.max(code),
-            _ => code,
+        let why = match self.phase {
+            Phase::Stopping { why: old, .. } => old.max(why),
+            _ => why,
         };
+        let fast = kind == StopKind::Fast;
         info!(fast, "stopping");
-        self.phase = Phase::Stopping { fast, code };
-        if !self.listeners_closed {
-            self.listeners_closed = true;
+        // Only the first stop closes the listeners; an escalation finds them closed.
+        if !matches!(self.phase, Phase::Stopping { .. }) {
             actions.push(Action::Notify(Lifecycle::Stopping));
             actions.push(Action::CloseListeners);
         }
-        if self.reload != ReloadState::Idle || self.queued.is_some() {
-            let mut waiters = std::mem::take(&mut self.waiters);
+        if !self.reload.is_idle() || self.queued.is_some() {
+            let mut waiters = self.reload.take_waiters();
             waiters.extend(self.queued.take().unwrap_or_default());
-            self.reload = ReloadState::Idle;
             actions.push(Action::ReplyReload {
                 requests: waiters,
                 outcome: ReloadOutcome::Aborted,
@@ -695,12 +799,15 @@ impl Supervisor {
             .get(&self.current)
             .map(|p| p.mercy)
             .unwrap_or(FAST_STOP_GRACE);
-        let signal = if fast {
-            WorkerSignal::Now
-        } else {
-            WorkerSignal::Graceful
+        let (signal, grace) = match kind {
+            StopKind::Fast => (WorkerSignal::Now, FAST_STOP_GRACE),
+            StopKind::Graceful => (WorkerSignal::Graceful, mercy),
         };
-        self.stop_deadline = Some(now + if fast { FAST_STOP_GRACE } else { mercy });
+        self.phase = Phase::Stopping {
+            kind,
+            why,
+            deadline: Some(now + grace),
+        };
         for w in self.workers.iter_mut() {
             match w.state {
                 WorkerState::Killed => {}
@@ -715,12 +822,12 @@ impl Supervisor {
     }
 
     fn maybe_exit(&mut self, actions: &mut Vec<Action>) {
-        if let Phase::Stopping { code, .. } = self.phase {
+        if let Phase::Stopping { why, .. } = self.phase {
             if self.workers.is_empty()
                 && self.pending.is_empty()
                 && !actions.iter().any(|a| matches!(a, Action::Exit(_)))
             {
-                actions.push(Action::Exit(code));
+                actions.push(Action::Exit(why.exit_code()));
             }
         }
     }
@@ -734,25 +841,19 @@ impl Supervisor {
     }
 
     fn tick(&mut self, now: Instant, actions: &mut Vec<Action>) {
-        if let Some(deadline) = self.debounce.deadline {
-            let settled = match self.debounce.writing_since {
-                Some(since) => now >= since + WRITE_SETTLE_MAX,
-                None => now >= deadline,
-            };
-            if settled {
-                self.debounce = Debounce::default();
-                self.request_reload(Vec::new(), actions);
-            }
+        if self.debounce.due_at().is_some_and(|t| now >= t) {
+            self.debounce = Debounce::Idle;
+            self.request_reload(Vec::new(), actions);
         }
-        if self.phase == Phase::Booting && now >= self.boot_deadline {
+        if matches!(self.phase, Phase::Booting { deadline } if now >= deadline) {
             error!(
                 timeout_s = BOOT_TIMEOUT.as_secs(),
                 "the first generation did not become ready in time, giving up"
             );
-            self.begin_stop(true, 1, now, actions);
+            self.begin_stop(StopKind::Fast, StopWhy::GaveUp, now, actions);
         }
-        if let ReloadState::Booting { deadline, .. } = self.reload {
-            if now >= deadline {
+        if let ReloadState::Booting { deadline, .. } = &self.reload {
+            if now >= *deadline {
                 self.fail_reload(
                     format!(
                         "the new workers were not ready within {} s",
@@ -786,8 +887,11 @@ impl Supervisor {
                 }
             }
         }
-        if self.stop_deadline.is_some_and(|t| now >= t) {
-            self.stop_deadline = None;
+        let stop_due = matches!(self.phase, Phase::Stopping { deadline: Some(t), .. } if now >= t);
+        if stop_due {
+            if let Phase::Stopping { deadline, .. } = &mut self.phase {
+                *deadline = None;
+            }
             for w in self
                 .workers
                 .iter_mut()

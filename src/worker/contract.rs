@@ -1,6 +1,8 @@
 //! The master↔worker contract. The Python side is the package
 //! `python/amy_worker/` (its `contract.py` mirrors the constants here); both
-//! sides must change together, and `tests/python` runs the real worker against it.
+//! sides must change together. `tests/python/test_worker.py` runs the real
+//! worker standalone against this contract, and `tests/serve.rs` runs it under
+//! the real master.
 //!
 //! # Start
 //! The master runs `<python> -c BOOTSTRAP amy-emperor-worker <id> <generation>`
@@ -175,6 +177,19 @@ impl ExitReason {
             exit_code::MAX_REQUESTS => ExitReason::Recycled("max-requests"),
             exit_code::RELOAD_ON_RSS => ExitReason::Recycled("reload-on-rss"),
             other => ExitReason::Crashed(other),
+        }
+    }
+
+    /// Classifies a child's exit as `wait` reported it (a failed wait counts as a crash).
+    pub fn from_status(status: std::io::Result<std::process::ExitStatus>) -> Self {
+        use std::os::unix::process::ExitStatusExt;
+        match status {
+            Ok(s) => match (s.code(), s.signal()) {
+                (Some(code), _) => ExitReason::from_code(code),
+                (None, Some(sig)) => ExitReason::Signaled(sig),
+                _ => ExitReason::Crashed(-1),
+            },
+            Err(_) => ExitReason::Crashed(-1),
         }
     }
 }

@@ -63,7 +63,7 @@ pub fn environment(
         env.push((name, value));
     };
     for var in &config.env {
-        set(var.name.clone().into(), var.value.clone().into());
+        set(var.name.clone().into(), var.value.clone());
     }
     if let Some(home) = &config.home {
         // What `source venv/bin/activate` would do; the app's subprocesses find the venv.

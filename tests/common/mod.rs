@@ -151,8 +151,22 @@ impl Site {
 
     /// `amy-emperor start` without waiting.
     pub fn spawn(&self) -> Instance<'_> {
+        self.spawn_with(&[])
+    }
+
+    /// `amy-emperor start ARGS… INI` (e.g. `--allow-unsupported KEY`), waiting
+    /// until every worker answers.
+    pub fn start_with(&self, args: &[&str]) -> Instance<'_> {
+        let inst = self.spawn_with(args);
+        inst.wait_ready();
+        inst
+    }
+
+    /// `amy-emperor start ARGS… INI` without waiting.
+    pub fn spawn_with(&self, args: &[&str]) -> Instance<'_> {
         let child = Command::new(BIN)
             .arg("start")
+            .args(args)
             .arg(self.ini())
             .current_dir(&self.dir)
             .stdin(Stdio::null())
