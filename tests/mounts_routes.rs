@@ -384,3 +384,29 @@ fn post_buffering_behind_nginx_and_a_client_that_stops_sending() {
     );
     assert!(!text.contains("CALLED="));
 }
+
+#[test]
+fn a_reload_with_an_unsupported_route_action_is_rejected_and_the_old_routes_serve() {
+    let site = Site::new("route-reload", "echoenv", 1, "route = ^/gone return:410\n");
+    let inst = site.start();
+    assert_eq!(get(site.http_port, "/gone").status, 410);
+    site.write_ini(
+        "echoenv",
+        1,
+        "route = ^/gone return:410\nroute = ^/x uwsgi:127.0.0.1:3031,0,0\n",
+    );
+    let out = site.cli(&["reload", site.ini().to_str().unwrap()]);
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.status.code(), Some(1), "{said}\n{}", inst.tail());
+    assert!(said.contains("action \"uwsgi\" is not supported"), "{said}");
+    assert!(said.contains("amy_uwsgi.ini:"), "path:line: {said}");
+    assert_eq!(
+        get(site.http_port, "/gone").status,
+        410,
+        "old generation serves on"
+    );
+}

@@ -112,3 +112,14 @@ def test_goto_jumps_to_its_label():
     )
     assert r.apply({"PATH_INFO": "/x"}, [])[0] == "403 Forbidden"
     assert r.apply({"PATH_INFO": "/y"}, []) is None
+
+
+def test_a_site_without_serving_keys_serves_the_plain_app():
+    from amy_worker.dispatch import Site, build
+
+    def app(env, sr):
+        return []
+
+    assert build({}, app, None) is app
+    assert build({"serving": {"add_headers": [["X-A", "1"]], "socket_timeout": 3}}, app, None) is app
+    assert isinstance(build({"serving": {"post_buffering": 10}}, app, None), Site)
