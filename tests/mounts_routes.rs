@@ -410,3 +410,27 @@ fn a_reload_with_an_unsupported_route_action_is_rejected_and_the_old_routes_serv
         "old generation serves on"
     );
 }
+
+#[test]
+fn static_route_action_serves_one_file() {
+    let site = Site::new(
+        "route-static",
+        "echoenv",
+        1,
+        "route = ^/robots.txt static:%drobots.txt\nroute = ^/missing static:%dnope.txt\n",
+    );
+    std::fs::write(site.dir.join("robots.txt"), "User-agent: *\nDisallow: /\n").unwrap();
+    let inst = site.start();
+    let r = get(site.http_port, "/robots.txt");
+    assert_eq!(r.status, 200, "{}", inst.tail());
+    assert_eq!(r.text(), "User-agent: *\nDisallow: /\n");
+    assert_eq!(r.header("Content-Type"), Some("text/plain"));
+    let nginx = Nginx::start(&site.sock());
+    assert_eq!(
+        nginx.get("/robots.txt").unwrap().text(),
+        "User-agent: *\nDisallow: /\n"
+    );
+    // As uWSGI: a static route whose file is missing answers nothing.
+    let raw = raw_http(site.http_port, b"GET /missing HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    assert!(raw.is_empty(), "{}", String::from_utf8_lossy(&raw));
+}

@@ -67,7 +67,13 @@ def build(cfg, main_app, load_mount):
     if not apps:
         raise ImportError("neither module, wsgi_file nor mount is configured")
     static = None
-    if s.get("static_maps") or s.get("check_static") or s.get("check_static_docroot"):
+    routes = s.get("routes") or []
+    if (
+        s.get("static_maps")
+        or s.get("check_static")
+        or s.get("check_static_docroot")
+        or any(r.get("action") == "static" for r in routes)
+    ):
         from .static import StaticFiles
 
         static = StaticFiles(s)
@@ -118,6 +124,17 @@ class Site(object):
         if self.router is not None:
             added = []
             answer = self.router.apply(env, added)
+            if answer is not None and len(answer) == 2:
+                # `static:FILE`: that file (symlinks only into static-safe), or,
+                # as uWSGI, no answer at all when it cannot be served.
+                found = self.static.one_file(env, answer[1])
+                if found is None:
+                    from .errors import Abort
+
+                    raise Abort()
+                if added:
+                    start_response = _adding(start_response, added)
+                return self.static.serve(env, found, start_response)
             if answer is not None:
                 status, headers, body = answer
                 headers = headers + added

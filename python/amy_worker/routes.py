@@ -265,6 +265,9 @@ class Router(object):
             return NEXT
         if action in ("basicauth", "basicauth-next"):
             return self._basicauth(rule, env)
+        if action == "static":
+            # router_static: serve that one file; dispatch.py sends it
+            return ("static", _translate(arg, env, m))
         log("route action %r is not implemented (config should have refused it)" % action)
         return ("500 Internal Server Error", [("Content-Type", "text/plain")], b"")
 

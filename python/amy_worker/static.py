@@ -155,6 +155,12 @@ class StaticFiles(object):
                     return hit
         return None
 
+    def one_file(self, env, path):
+        """The `static:` route action's file, checked like a map whose docroot is it."""
+        if "\x00" in path:
+            return None
+        return self._file(env, os.path.abspath(path), "", True)
+
     def _file(self, env, root, rest, is_file):
         name = root if is_file else root + "/" + rest
         try:

@@ -465,7 +465,9 @@ pub fn build(
             }
             "lazy-apps" => c.lazy_apps = flag,
             "reload-one-by-one" => c.reload_one_by_one = flag,
-            k if serving::handles(k) => serving::apply(&mut c.serving, k, opt, &app_base)?,
+            k if serving::handles(k) => {
+                serving::apply(&mut c.serving, k, opt, &app_base, &mut warnings)?
+            }
             "strict" => {}
             other => {
                 // A key the table calls honoured that this match does not read

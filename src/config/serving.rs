@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use super::expand::Opt;
-use super::{ConfigError, ErrorKind};
+use super::{ConfigError, ErrorKind, Warning};
 
 /// Everything the serving keys configure; all empty/off by default, and then
 /// the worker's per-request path is exactly the plain app call.
@@ -124,7 +124,7 @@ const ACTIONS: &[&str] = &[
     "break-with-status",
     "goto",
     "log",
-    "donotlog",
+    "static",
 ];
 
 /// `route-if` conditions the worker implements.
@@ -254,7 +254,13 @@ pub fn parse_header(text: &str) -> Option<(String, String)> {
 
 /// Applies one serving option (canonical `key`) to `s`. `app_base` is the final
 /// chdir (or the start-up cwd): relative docroots resolve against it.
-pub fn apply(s: &mut Serving, key: &str, opt: &Opt, app_base: &Path) -> Result<(), ConfigError> {
+pub fn apply(
+    s: &mut Serving,
+    key: &str,
+    opt: &Opt,
+    app_base: &Path,
+    warnings: &mut Vec<Warning>,
+) -> Result<(), ConfigError> {
     let v = opt.value.as_str();
     let flag = super::keys::flag_value(v);
     let line = opt.origin.line.unwrap_or(0);
@@ -274,9 +280,16 @@ pub fn apply(s: &mut Serving, key: &str, opt: &Opt, app_base: &Path) -> Result<(
                     format!("{key} = {v}: empty document root"),
                 ));
             }
+            let docroot = resolve(app_base, docroot);
+            if !docroot.exists() {
+                warnings.push(opt.origin.warning(format!(
+                    "{key} = {v}: {} does not exist (yet): those URLs reach the app until it does",
+                    docroot.display()
+                )));
+            }
             s.static_maps.push(StaticMap {
                 prefix: prefix.to_string(),
-                docroot: resolve(app_base, docroot),
+                docroot,
                 append: key == "static-map2",
             });
         }
