@@ -209,19 +209,34 @@ fn an_ini_overwritten_with_an_error_is_rejected_with_its_line_and_nothing_fails(
 
 #[test]
 fn twenty_touches_within_a_second_make_exactly_one_reload() {
-    let site = Site::new("coalesce", "hello", 1, "");
-    let _inst = site.start();
-    let start = Instant::now();
-    for _ in 0..20 {
-        touch(&site.ini());
-        std::thread::sleep(Duration::from_millis(30)); // the touches' spacing, part of the scenario
+    // The scenario needs every gap between two touches shorter than the 100 ms
+    // debounce; on a loaded machine a stall can stretch one. Such a run did not
+    // produce the scenario (two reloads would then be right), so it is played
+    // again, at most three times, and never counted as a pass.
+    for attempt in 1..=3 {
+        let site = Site::new(&format!("coalesce{attempt}"), "hello", 1, "");
+        let _inst = site.start();
+        let mut longest_gap = Duration::ZERO;
+        let mut last = Instant::now();
+        for _ in 0..20 {
+            touch(&site.ini());
+            let now = Instant::now();
+            longest_gap = longest_gap.max(now - last);
+            last = now;
+            std::thread::sleep(Duration::from_millis(30)); // the touches' spacing, part of the scenario
+        }
+        if longest_gap >= Duration::from_millis(90) {
+            eprintln!("attempt {attempt}: a gap of {longest_gap:?} between touches; playing the scenario again");
+            continue;
+        }
+        wait_generation(&site, 2);
+        // Observe a quiet window longer than the debounce: no second reload follows.
+        std::thread::sleep(Duration::from_millis(800));
+        assert_eq!(reloads_in_log(&site), 1, "{}", site.log_text());
+        assert_eq!(generation(&site), 2);
+        return;
     }
-    assert!(start.elapsed() < Duration::from_secs(1));
-    wait_generation(&site, 2);
-    // Observe a quiet window longer than the debounce: no second reload follows.
-    std::thread::sleep(Duration::from_millis(800));
-    assert_eq!(reloads_in_log(&site), 1, "{}", site.log_text());
-    assert_eq!(generation(&site), 2);
+    panic!("the machine never kept the touches 30 ms apart; the scenario could not be played");
 }
 
 #[test]
