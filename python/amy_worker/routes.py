@@ -19,8 +19,10 @@ from .applog import log
 from .errors import Abort
 
 
-NEXT = 0
-CONTINUE = 1
+# Outcomes of one rule besides an answer tuple or a goto index (an int):
+# sentinels, so a goto to rule 0 or 1 is never mistaken for one of them.
+NEXT = object()
+CONTINUE = object()
 
 
 _VAR_RE = re.compile(r"\$\{([^}]*)\}")
@@ -216,7 +218,10 @@ class Router(object):
             if out is CONTINUE:
                 return None
             if type(out) is int:  # goto
-                i = out
+                # forward only, as uWSGI (it skips rules until the label's
+                # position); a label behind is a no-op, never a loop
+                if out >= i:
+                    i = out
                 continue
             return out
         return None

@@ -123,3 +123,26 @@ def test_a_site_without_serving_keys_serves_the_plain_app():
     assert build({}, app, None) is app
     assert build({"serving": {"add_headers": [["X-A", "1"]], "socket_timeout": 3}}, app, None) is app
     assert isinstance(build({"serving": {"post_buffering": 10}}, app, None), Site)
+
+
+def test_goto_to_the_first_rules_is_a_jump_not_an_outcome():
+    # regression: NEXT/CONTINUE were the ints 0 and 1, so `goto` to the label at
+    # index 1 stopped routing instead of jumping
+    r = Router(
+        [
+            {"subject": "path_info", "pattern": "^/go", "action": "goto", "arg": "one", "line": 1},
+            {"subject": "label", "pattern": "one", "action": "", "arg": "", "line": 2},
+            {"subject": "path_info", "pattern": "^/go", "action": "return", "arg": "418", "line": 3},
+        ]
+    )
+    assert r.apply({"PATH_INFO": "/go"}, [])[0].startswith("418")
+
+
+def test_a_goto_backwards_is_a_no_op_not_a_loop():
+    r = Router(
+        [
+            {"subject": "label", "pattern": "top", "action": "", "arg": "", "line": 1},
+            {"subject": "path_info", "pattern": "^/", "action": "goto", "arg": "top", "line": 2},
+        ]
+    )
+    assert r.apply({"PATH_INFO": "/x"}, []) is None
