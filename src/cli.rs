@@ -34,6 +34,9 @@ pub enum Command {
     Status(StatusArgs),
     /// Parse and validate the config without starting anything.
     Check(CheckArgs),
+    /// The `http =` router process; started by the master, not by people.
+    #[command(hide = true)]
+    Router,
 }
 
 /// Where to find an instance: an ini (default `./amy_uwsgi.ini`) or a pidfile.

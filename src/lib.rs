@@ -4,7 +4,8 @@
 //! (the uWSGI ini dialect and `uwsgi_env`), `supervisor/` (the master's state
 //! machine and its executor), `worker/` (spawning workers and the master↔worker
 //! contract), and the resources the master owns: `socket`, `pidfile`, `logs`,
-//! `signals`, `watch`, `control`, `scoreboard`, `privileges`, `systemd`.
+//! `signals`, `watch`, `control`, `scoreboard`, `privileges`, `systemd`;
+//! `router` is the `http =` HTTP router process and its supervision.
 //! See ARCHITECTURE.md.
 
 pub mod cli;
@@ -16,6 +17,7 @@ pub mod logs;
 pub mod pidfile;
 pub mod privileges;
 pub mod proctitle;
+pub mod router;
 pub mod runtime;
 pub mod scoreboard;
 pub mod signals;

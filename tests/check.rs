@@ -130,18 +130,18 @@ fn a_valid_ini_is_one_ok_line() {
 #[test]
 fn unsupported_keys_fail_check_and_start_unless_allowed() {
     let case = Case::new("unsupported");
-    let line = case.write("http = :8000\n");
+    let line = case.write("https = :8443,site.crt,site.key\n");
     refused(
         &case,
         Some(line),
-        "\"http\" is not supported: no HTTP router: nothing listens on that address, the site is unreachable there (--allow-unsupported KEY accepts it)",
+        "\"https\" is not supported: no HTTPS router: nothing listens on that address, the site is unreachable there (--allow-unsupported KEY accepts it)",
     );
-    let out = case.check(&["--allow-unsupported", "http"]);
+    let out = case.check(&["--allow-unsupported", "https"]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert_eq!(
         stderr(&out),
         format!(
-            "{ini}:{line}: warning: \"http\" is not supported: no HTTP router: nothing listens on that address, the site is unreachable there (allowed by --allow-unsupported http)\n",
+            "{ini}:{line}: warning: \"https\" is not supported: no HTTPS router: nothing listens on that address, the site is unreachable there (allowed by --allow-unsupported https)\n",
             ini = case.ini().display()
         )
     );

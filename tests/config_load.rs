@@ -191,9 +191,9 @@ fn fatal_values_report_file_and_line() {
             "\"processes = 5000\": out of range (1 to 1024)",
         ),
         (
-            "[uwsgi]\nsocket = :1\nhttp = :8000\n",
+            "[uwsgi]\nsocket = :1\nhttps = :8443,site.crt,site.key\n",
             3,
-            "\"http\" is not supported: no HTTP router: nothing listens on that address, the site is unreachable there",
+            "\"https\" is not supported: no HTTPS router: nothing listens on that address, the site is unreachable there",
         ),
         (
             "[uwsgi]\nprocesses = -1\n",

@@ -94,9 +94,14 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Reload(args) => reload::run(&args),
         Command::Status(args) => status::run(&args),
         Command::Check(args) => return check::run(&args),
+        Command::Router => {
+            crate::logs::init_tracing(std::io::stderr, verbosity);
+            return crate::router::run_process();
+        }
     };
     exit_code(result)
 }
+
 /// The pidfile of the instance a command targets: `--pidfile`, or the ini's
 /// `pidfile`, read leniently so that a half-deployed, invalid config still lets
 /// people stop, reload and inspect the running site.

@@ -140,6 +140,15 @@ fn prepare(
         tracing::info!(address = %socket::describe(&spec.address), protocol = spec.protocol.as_str(), "socket bound");
         bound.listeners.push(listener);
     }
+    if let Some(http) = &config.http {
+        let (listener, warnings) = crate::router::supervise::bind_public(&config)
+            .map_err(|e| format!("{}:{}: {e}", ini.display(), http.line))?;
+        for w in warnings {
+            tracing::warn!(warning = %w, "socket");
+        }
+        tracing::info!(address = %socket::describe(&http.address), "http router address bound");
+        bound.http = Some(listener);
+    }
     let pidfile = match reserved {
         Some(r) => Some(r.commit().map_err(|e| e.to_string())?),
         None => None,
@@ -150,7 +159,7 @@ fn prepare(
         }
         return Err(e.to_string());
     }
-    let (listeners, control) = bound.keep();
+    let (listeners, control, http_listener) = bound.keep();
     let control = control.map(|l| {
         let path = match &l.spec.address {
             SocketAddress::Unix(p) => p.clone(),
@@ -173,6 +182,7 @@ fn prepare(
         base_env,
         ready_pipe,
         control,
+        http_listener,
     })
 }
 
@@ -219,17 +229,30 @@ fn daemonize() -> std::io::Result<Option<OwnedFd>> {
 struct Bound {
     listeners: Vec<socket::Listener>,
     control: Option<socket::Listener>,
+    /// The `http` router's public listener.
+    http: Option<socket::Listener>,
 }
 
+type Kept = (
+    Vec<socket::Listener>,
+    Option<socket::Listener>,
+    Option<socket::Listener>,
+);
+
 impl Bound {
-    fn keep(mut self) -> (Vec<socket::Listener>, Option<socket::Listener>) {
-        (std::mem::take(&mut self.listeners), self.control.take())
+    fn keep(mut self) -> Kept {
+        (
+            std::mem::take(&mut self.listeners),
+            self.control.take(),
+            self.http.take(),
+        )
     }
 }
 
 impl Drop for Bound {
     fn drop(&mut self) {
-        for l in self.listeners.iter().chain(self.control.iter()) {
+        let all = self.listeners.iter().chain(&self.control).chain(&self.http);
+        for l in all {
             socket::vacuum(l);
         }
     }

@@ -20,8 +20,8 @@ use super::keys;
 use super::serving;
 use super::values::{self, NumberError};
 use super::{
-    site, ChownSpec, Config, ConfigError, EnvVar, ErrorKind, LoadOptions, Protocol, SocketAddress,
-    SocketSpec, Warning,
+    site, ChownSpec, Config, ConfigError, EnvVar, ErrorKind, HttpRouterSpec, LoadOptions, Protocol,
+    SocketAddress, SocketSpec, Warning,
 };
 
 /// The most workers one instance runs: past this a typo (`processes = 40000`)
@@ -261,6 +261,7 @@ pub fn build(
         ini_path: std::path::absolute(cwd.join(ini)).unwrap_or_else(|_| cwd.join(ini)),
         watch_paths: Vec::new(),
         sockets: Vec::new(),
+        http: None,
         chmod_socket: None,
         chown_socket: None,
         listen: None,
@@ -305,6 +306,8 @@ pub fn build(
     };
     let mut scalars: HashMap<&str, Origin> = HashMap::new();
     let mut env_duplicates = envfile::Duplicates::default();
+    let mut http = HttpKeys::default();
+    let mut http_to: Vec<SocketAddress> = Vec::new();
     // The first entry is uWSGI's own `--ini X` from the command line.
     for opt in ex.opts.iter().skip(1) {
         if opt.key.is_empty() || keys::is_logic_end(&opt.key) {
@@ -363,6 +366,18 @@ pub fn build(
             "http-socket" => {
                 c.sockets
                     .push(parse_socket(opt, Protocol::Http, &app_base, &mut warnings)?)
+            }
+            "http"
+            | "http-to"
+            | "http-keepalive"
+            | "http-timeout"
+            | "http-headers-timeout"
+            | "http-connect-timeout"
+            | "http-modifier1"
+            | "http-modifier2"
+            | "http-var"
+            | "http-server-name-as-http-host" => {
+                http_key(opt, key, &app_base, &mut http, &mut http_to, &mut warnings)?
             }
             "chmod-socket" => {
                 let mode = parse_chmod(v).ok_or_else(|| {
@@ -492,6 +507,7 @@ pub fn build(
             });
         }
     }
+    c.http = http_router(http, http_to, &mut c.sockets, ini, &mut warnings);
     if c.sockets.is_empty() {
         return Err(ConfigError::new(
             ErrorKind::NoSocket,
@@ -530,6 +546,120 @@ pub fn build(
     let mut seen = HashSet::new();
     c.watch_paths.retain(|p| seen.insert(p.clone()));
     Ok((c, warnings))
+}
+
+/// The `http*` keys as read, before `http` itself is known to be set.
+#[derive(Default)]
+struct HttpKeys {
+    /// `http`: the address and its line.
+    address: Option<(SocketAddress, usize)>,
+    keepalive: bool,
+    timeout: Option<u64>,
+    headers_timeout: Option<u64>,
+    connect_timeout: Option<u64>,
+    modifier1: u8,
+    modifier2: u8,
+    vars: Vec<(String, String)>,
+    server_name_as_http_host: bool,
+    /// The first `http*` key other than `http`, for the warning when `http` is missing.
+    first_other: Option<(String, usize)>,
+}
+
+fn http_key(
+    opt: &Opt,
+    key: &str,
+    app_base: &Path,
+    h: &mut HttpKeys,
+    to: &mut Vec<SocketAddress>,
+    warnings: &mut Vec<Warning>,
+) -> Result<(), ConfigError> {
+    let v = opt.value.as_str();
+    let line = opt.origin.line.unwrap_or(0);
+    if key != "http" && h.first_other.is_none() {
+        h.first_other = Some((opt.key.clone(), line));
+    }
+    match key {
+        "http" => {
+            if h.address.is_some() {
+                return Err(opt.origin.error(
+                    ErrorKind::Unsupported,
+                    "a second `http` address is not supported (one router address per instance)",
+                ));
+            }
+            let spec = parse_socket(opt, Protocol::Http, app_base, warnings)?;
+            h.address = Some((spec.address, line));
+        }
+        "http-to" => to.push(parse_socket(opt, Protocol::Uwsgi, app_base, warnings)?.address),
+        // `optional_argument` + `uwsgi_opt_set_int`: bare means 1, 0 means off;
+        // a larger value is uWSGI's keep-alive idle timeout, which
+        // `http-headers-timeout` (default `http-timeout`) bounds here.
+        "http-keepalive" => h.keepalive = v.is_empty() || number(opt, 0, MAX_SECONDS)? > 0,
+        "http-timeout" => h.timeout = Some(number(opt, 0, MAX_SECONDS)?),
+        "http-headers-timeout" => h.headers_timeout = Some(number(opt, 0, MAX_SECONDS)?),
+        "http-connect-timeout" => h.connect_timeout = Some(number(opt, 0, MAX_SECONDS)?),
+        "http-modifier1" => h.modifier1 = number(opt, 0, 255)? as u8,
+        "http-modifier2" => h.modifier2 = number(opt, 0, 255)? as u8,
+        "http-var" => match v.split_once('=') {
+            Some((k, val)) if !k.is_empty() => h.vars.push((k.to_string(), val.to_string())),
+            _ => {
+                return Err(opt.origin.error(
+                    ErrorKind::InvalidValue,
+                    format!("http-var = {v}: expected KEY=VALUE"),
+                ))
+            }
+        },
+        "http-server-name-as-http-host" => h.server_name_as_http_host = keys::flag_value(v),
+        _ => unreachable!("http_key called for {key}"),
+    }
+    Ok(())
+}
+
+/// The router spec, and the private uwsgi socket its workers need: uWSGI's
+/// `http_init` binds `127.0.0.1:0` when there is no socket and no `http-to`
+/// (and then routes to socket 0; we route to the first *uwsgi* socket, since a
+/// router speaking uwsgi to an `http-socket` cannot work).
+fn http_router(
+    h: HttpKeys,
+    to: Vec<SocketAddress>,
+    sockets: &mut Vec<SocketSpec>,
+    ini: &Path,
+    warnings: &mut Vec<Warning>,
+) -> Option<HttpRouterSpec> {
+    let Some((address, line)) = h.address else {
+        // As in uWSGI, router settings without a router change nothing.
+        if let Some((key, line)) = h.first_other {
+            warnings.push(Warning {
+                path: ini.to_path_buf(),
+                line: Some(line),
+                message: format!("\"{key}\" has no effect: there is no `http = ADDR` router"),
+            });
+        }
+        return None;
+    };
+    if to.is_empty() && !sockets.iter().any(|s| s.protocol == Protocol::Uwsgi) {
+        sockets.push(SocketSpec {
+            address: SocketAddress::Tcp {
+                host: "127.0.0.1".into(),
+                port: 0,
+            },
+            protocol: Protocol::Uwsgi,
+            key: "http (private uwsgi socket)".into(),
+            line,
+        });
+    }
+    Some(HttpRouterSpec {
+        address,
+        line,
+        to,
+        keepalive: h.keepalive,
+        timeout: h.timeout.unwrap_or(60),
+        headers_timeout: h.headers_timeout,
+        connect_timeout: h.connect_timeout,
+        modifier1: h.modifier1,
+        modifier2: h.modifier2,
+        vars: h.vars,
+        server_name_as_http_host: h.server_name_as_http_host,
+    })
 }
 
 /// One `env =` option as a variable. Lines a `for-readline` loop brought in obey

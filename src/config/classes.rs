@@ -165,7 +165,8 @@ mod tests {
     fn keys_that_do_nothing_yet_are_not_called_honoured() {
         for k in [
             "py-autoreload",
-            "http",
+            "https",
+            "http-websockets",
             "response-route",
             "attach-daemon",
             "cron",
@@ -178,13 +179,18 @@ mod tests {
         }
         assert_eq!(entry("lazy-apps").unwrap().class, KeyClass::Honoured);
         // Implemented in config/serving.rs and the worker (tests/static_files.rs,
-        // tests/mounts_routes.rs).
+        // tests/mounts_routes.rs); http by src/router/.
         for k in [
             "add-header",
             "post-buffering",
             "static-map",
             "route",
             "mount",
+            "http",
+            "httprouter",
+            "http-to",
+            "http-keepalive",
+            "http-timeout",
         ] {
             assert_eq!(entry(k).unwrap().class, KeyClass::Honoured, "{k}");
         }

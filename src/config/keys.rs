@@ -213,6 +213,7 @@ pub fn plugin_is_embedded(name: &str) -> bool {
 pub fn canonical(key: &str) -> &str {
     match key {
         "uwsgi-socket" => "socket",
+        "httprouter" => "http",
         "workers" => "processes",
         "venv" | "virtualenv" | "pyhome" => "home",
         "python-path" | "pp" => "pythonpath",

@@ -70,6 +70,30 @@ impl std::fmt::Debug for EnvVar {
     }
 }
 
+/// `http = ADDR` and the `http-*` keys: uWSGI's HTTP router (`src/router/`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpRouterSpec {
+    /// The public address clients connect to (key `http`, bound by the master).
+    pub address: SocketAddress,
+    /// Line of the ini where `http` was declared, for messages.
+    pub line: usize,
+    /// `http-to` nodes in order (round-robin). Empty: the instance's first uwsgi
+    /// socket, or a private `127.0.0.1:0` one bound for the purpose (as uWSGI).
+    pub to: Vec<SocketAddress>,
+    /// `http-keepalive`: off unless set, as in uWSGI.
+    pub keepalive: bool,
+    /// `http-timeout` in seconds, default 60 (uWSGI's).
+    pub timeout: u64,
+    /// `http-headers-timeout`, `http-connect-timeout` (default: `http-timeout`).
+    pub headers_timeout: Option<u64>,
+    pub connect_timeout: Option<u64>,
+    pub modifier1: u8,
+    pub modifier2: u8,
+    /// `http-var = KEY=VALUE`.
+    pub vars: Vec<(String, String)>,
+    pub server_name_as_http_host: bool,
+}
+
 /// The validated configuration of one instance.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
@@ -79,6 +103,9 @@ pub struct Config {
     /// included, the env file(s) read, and `touch-reload` files.
     pub watch_paths: Vec<PathBuf>,
     pub sockets: Vec<SocketSpec>,
+    /// `http = ADDR`: the HTTP router, if any. Its private worker socket, when
+    /// one is needed, is already in `sockets`.
+    pub http: Option<HttpRouterSpec>,
     /// `chmod-socket` as a mode (`1` means 0o666).
     pub chmod_socket: Option<u32>,
     pub chown_socket: Option<ChownSpec>,

@@ -22,6 +22,7 @@ use super::workers::{rss_bytes, signal_group, watch_worker, Workers};
 use crate::config::{Config, LoadOptions};
 use crate::logs::LogSink;
 use crate::pidfile::Pidfile;
+use crate::router::{self, supervise::RouterHandle};
 use crate::runtime::sleep_until;
 use crate::scoreboard::monotonic_now;
 use crate::socket::{self, Listener};
@@ -42,6 +43,8 @@ pub struct MasterSetup {
     pub ready_pipe: Option<OwnedFd>,
     /// The control socket, already bound.
     pub control: Option<(std::os::unix::net::UnixListener, PathBuf)>,
+    /// `http = ADDR`: the router's public listener, already bound.
+    pub http_listener: Option<Listener>,
 }
 
 struct Master {
@@ -70,6 +73,9 @@ struct Master {
     status_replies: HashMap<RequestId, oneshot::Sender<Status>>,
     started: SystemTime,
     last_reload_at: Option<SystemTime>,
+    /// The `http` router (`router::supervise`), matched to the serving generation.
+    router: Option<RouterHandle>,
+    router_stopping: Option<tokio::task::JoinHandle<()>>,
 }
 
 /// Runs the master until it stops; returns the process exit code.
@@ -117,7 +123,7 @@ impl Master {
                 None
             }
         };
-        let generations = Generations::first(config.clone(), setup.listeners);
+        let generations = Generations::first(config.clone(), setup.listeners, setup.http_listener);
         let (sup, actions) = Supervisor::start(plan, Instant::now());
         let mut master = Master {
             sup,
@@ -143,8 +149,13 @@ impl Master {
             status_replies: HashMap::new(),
             started: SystemTime::now(),
             last_reload_at: None,
+            router: None,
+            router_stopping: None,
         };
         info!(pid = std::process::id(), workers = config.processes, ini = %master.ini.display(), "master started");
+        // As in uWSGI, the router runs from the start: a client connecting before
+        // the workers are ready waits in the worker socket's backlog.
+        master.sync_router(1);
         for action in actions {
             master.execute(action);
         }
@@ -157,6 +168,7 @@ impl Master {
                 let actions = self.sup.handle(event, Instant::now());
                 for action in actions {
                     if let Action::Exit(code) = action {
+                        self.stop_router().await;
                         return self.shutdown(code);
                     }
                     self.execute(action);
@@ -222,6 +234,7 @@ impl Master {
                         w.set_paths(&paths);
                     }
                 }
+                self.sync_router(generation);
             }
             Action::Release { generation } => self.generations.release(generation),
             Action::CheckHarakiri => {
@@ -247,6 +260,10 @@ impl Master {
             }
             Action::Notify(state) => self.notify(state),
             Action::CloseListeners => {
+                // Stopping: the router finishes its requests while the workers do.
+                if let Some(router) = self.router.take() {
+                    self.router_stopping = Some(tokio::spawn(router.stop(true)));
+                }
                 self.generations.close_listeners();
                 self.watcher = None;
             }
@@ -256,6 +273,45 @@ impl Master {
                 Err(e) => warn!(error = %e, "cannot reopen the log"),
             },
             Action::Exit(_) => unreachable!("handled by the loop"),
+        }
+    }
+
+    /// Starts, updates or stops the router to match the serving generation.
+    fn sync_router(&mut self, generation: u64) {
+        let Some(g) = self.generations.get(generation) else {
+            return;
+        };
+        let launch = match &g.http_listener {
+            Some(public) => router::supervise::launch_for(
+                &g.config,
+                public.clone(),
+                &g.listeners,
+                &self.log_write,
+                &self.alive_read,
+                &self.base_env,
+            ),
+            None => Ok(None),
+        };
+        match (launch, self.router.as_mut()) {
+            (Ok(Some(launch)), Some(router)) => router.update(launch),
+            (Ok(Some(launch)), None) => self.router = Some(RouterHandle::start(launch)),
+            (Ok(None), _) => {
+                if let Some(router) = self.router.take() {
+                    info!("http router no longer configured; stopping it");
+                    tokio::spawn(router.stop(true));
+                }
+            }
+            (Err(e), _) => error!(error = %e, "cannot prepare the http router"),
+        }
+    }
+
+    /// Waits for the router to exit (asked at CloseListeners, or now at once).
+    async fn stop_router(&mut self) {
+        if let Some(router) = self.router.take() {
+            router.stop(false).await;
+        }
+        if let Some(stopping) = self.router_stopping.take() {
+            let _ = stopping.await;
         }
     }
 

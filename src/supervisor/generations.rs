@@ -18,6 +18,8 @@ use crate::socket::{self, Listener};
 pub struct Generation {
     pub config: Arc<Config>,
     pub listeners: Vec<Arc<Listener>>,
+    /// The `http` router's public listener, kept across reloads when unchanged.
+    pub http_listener: Option<Arc<Listener>>,
 }
 
 pub struct Generations {
@@ -32,7 +34,11 @@ pub struct Generations {
 
 impl Generations {
     /// Generation 1, with the sockets `start` bound.
-    pub fn first(config: Arc<Config>, listeners: Vec<Listener>) -> Self {
+    pub fn first(
+        config: Arc<Config>,
+        listeners: Vec<Listener>,
+        http_listener: Option<Listener>,
+    ) -> Self {
         let open: Vec<Arc<Listener>> = listeners.into_iter().map(Arc::new).collect();
         let vacuum = config.vacuum;
         let mut by_id = HashMap::new();
@@ -41,6 +47,7 @@ impl Generations {
             Generation {
                 config,
                 listeners: open.clone(),
+                http_listener: http_listener.map(Arc::new),
             },
         );
         Generations {
@@ -106,15 +113,41 @@ impl Generations {
             };
             listeners.push(listener);
         }
+        let http_listener = self.http_listener_for(&config)?;
         let plan = plan_of(&config);
         self.by_id.insert(
             generation,
             Generation {
                 config: Arc::new(config),
                 listeners,
+                http_listener,
             },
         );
         Ok(plan)
+    }
+
+    /// The router's public listener for a new generation: the one a generation
+    /// already has if the address is unchanged (its clients notice nothing), else
+    /// a new bind.
+    fn http_listener_for(&self, config: &Config) -> Result<Option<Arc<Listener>>, String> {
+        let Some(http) = &config.http else {
+            return Ok(None);
+        };
+        let running = self
+            .by_id
+            .values()
+            .filter_map(|g| g.http_listener.as_ref())
+            .find(|l| l.spec.address == http.address);
+        if let Some(l) = running {
+            return Ok(Some(l.clone()));
+        }
+        let (l, warnings) = crate::router::supervise::bind_public(config)
+            .map_err(|e| format!("{}:{}: {}", config.ini_path.display(), http.line, e))?;
+        for w in warnings {
+            warn!(warning = %w, "socket");
+        }
+        info!(address = %socket::describe(&http.address), "http router address bound for the new generation");
+        Ok(Some(Arc::new(l)))
     }
 
     /// `generation` now serves; returns its config.
@@ -151,6 +184,7 @@ impl Generations {
     pub fn close_listeners(&mut self) {
         for g in self.by_id.values_mut() {
             g.listeners.clear();
+            g.http_listener = None;
         }
         for l in self.open.drain(..) {
             if self.vacuum {

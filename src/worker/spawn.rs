@@ -161,7 +161,7 @@ pub fn spawn(
 
 /// In the child: move every descriptor to its contract number. Sources are first
 /// copied above the target range so that no move overwrites a later source.
-fn place_fds(moves: &[(RawFd, RawFd)]) -> io::Result<()> {
+pub(crate) fn place_fds(moves: &[(RawFd, RawFd)]) -> io::Result<()> {
     const SCRATCH: RawFd = 512;
     let mut scratch = [0 as RawFd; 64];
     if moves.len() > scratch.len() {

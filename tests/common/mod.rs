@@ -414,7 +414,7 @@ pub fn uwsgi_packet(method: &str, uri: &str, headers: &[(&str, &str)], body: &[u
 /// Sends raw bytes to a unix socket and reads until EOF (10 s limit).
 pub fn raw_unix(sock: &Path, bytes: &[u8]) -> std::io::Result<Vec<u8>> {
     let mut s = UnixStream::connect(sock)?;
-    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    s.set_read_timeout(Some(Duration::from_secs(30)))?;
     s.write_all(bytes)?;
     let mut out = Vec::new();
     s.read_to_end(&mut out)?;
