@@ -359,3 +359,34 @@ fn static_answers_match_real_uwsgi() {
         }
     }
 }
+
+#[test]
+fn static_files_and_routes_serve_behind_the_http_router() {
+    let port = free_port();
+    let site = static_site(
+        "st-router",
+        &format!("http = 127.0.0.1:{port}\nroute = ^/old redirect:/new\n"),
+    );
+    let inst = site.start();
+    wait_for("the router to listen", Duration::from_secs(30), || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).ok()
+    });
+    let url = format!("http://127.0.0.1:{port}/static/nums.txt");
+    let full = curl(&[&url]);
+    assert_eq!(full.status, 200, "{}", inst.tail());
+    assert_eq!(
+        full.body,
+        std::fs::read(site.dir.join("static/nums.txt")).unwrap()
+    );
+    let r = curl(&["-r", "0-4", &url]);
+    assert_eq!(r.status, 206);
+    assert_eq!(r.body, &full.body[..5]);
+    let r = curl(&[&format!("http://127.0.0.1:{port}/old")]);
+    assert_eq!(r.status, 302);
+    let raw = raw_http(
+        port,
+        b"GET /static/%2e%2e/secret.txt HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .unwrap();
+    assert!(!String::from_utf8_lossy(&raw).contains(SECRET));
+}
