@@ -1,25 +1,42 @@
 #!/usr/bin/env python3
-"""amy-emperor benchmark: amy-emperor, uWSGI and gunicorn side by side behind nginx.
+"""amy-emperor benchmark: amy-emperor, uWSGI, gunicorn and Granian side by side behind nginx.
 
-Run through `bench/run.sh` (it picks the venv's Python and puts a `timeout` on the
-whole run). For each round, for each server, for each app (interleaved, so slow
-drifts of a shared machine hit every server alike) it renders a run folder under
-`bench/.work/runs/`, starts nginx and the server there, and measures in this order:
+Run through `bench/run.sh` (it installs what is missing with `bench/setup.sh`, picks the
+bench venv's Python and puts a `timeout` on the whole run). Round by round, server by
+server, app by app (interleaved, so slow drifts of a shared machine hit every server
+alike) it renders a run folder under `bench/.work/runs/`, starts nginx and the server
+there, and measures in this order:
 
-  ready      launch -> first 200 through nginx (10 ms polls)
-  throughput wrk -t2 -c32 through nginx after an unreported warm-up
-  memory     VmRSS of the launched pid (the master); RSS and PSS of the workers
-             (the leaf processes of its tree)
-  direct     loadgen straight at the socket (uwsgi protocol; HTTP for gunicorn),
-             one request per connection as nginx does
-  reload     loadgen through nginx (keep-alive), the ini touched (gunicorn: SIGHUP)
-             at --reload-at seconds; failed requests, max/p99 latency in the reload
-             window, touch -> first answer from a new worker pid
-  shutdown   SIGTERM to the launched pid -> every process of its tree gone
+  ready        launch -> first 200 through nginx (10 ms polls)
+  throughput   wrk -t2 -c32 through nginx after an unreported warm-up; for the Django
+               app also its heavier page (`/report/`, app "django-heavy")
+  memory       RSS and PSS of the launched pid (the master) and of its whole tree
+  idle         (right after ready, before any load) context switches of the master
+               (all its threads) and of the workers over a few idle seconds
+  direct       loadgen straight at the server's socket (uwsgi protocol; HTTP for
+               gunicorn and Granian), one request per connection as nginx does
+  http         (hello) wrk straight at the server's HTTP port: `http-socket` for
+               amy-emperor and uWSGI, the bind of gunicorn and Granian, keep-alive
+               asked for and not (`Connection: close`); and uWSGI's `http =` router
+               (amy-emperor's once `check` accepts the key)
+  reload       loadgen through nginx (keep-alive), the ini touched (gunicorn and
+               Granian: SIGHUP) at 3 s; failed requests, max/p99 latency in the
+               window, touch -> first answer from a new worker, longest gap
+  shutdown     SIGTERM to the launched pid -> every process of its tree gone
+  broken       on a fresh instance ("restart"), a release whose app raises at
+               import, then the same trigger, under load: what the site answers
 
-One JSON line per (server, app, round, scenario) goes to
-`bench/.work/results-<timestamp>.jsonl`; a markdown table of medians with
-amy/uwsgi ratios is printed at the end (`bench.py summarize FILE...` reprints it).
+plus, once a round, nginx's own `return 200` (server "nginx", app "static"): the
+ceiling of the nginx path on this machine.
+
+Noise: every load measurement records the CPU the rest of the machine used
+(`cpu_foreign_pct`). One above `--foreign-max` is marked `noisy`, repeated up to
+`--retries` times, and if it stays noisy it is dropped from the medians (listed in the
+report as dropped, never averaged in).
+
+One JSON line per (server, app, round, scenario[, attempt]) goes to
+`bench/.work/results-<timestamp>.jsonl`; `bench/report.py` turns it into
+`docs/benchmarks.md` and its plots.
 
 Only processes this script started are signalled, by pid, plus the descendants of
 the server it launched (its workers), each checked against its /proc start time.
@@ -28,27 +45,36 @@ the server it launched (its workers), each checked against its /proc start time.
 import argparse
 import json
 import os
+import platform
 import re
 import shutil
 import signal
 import socket
-import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
 WORK = BENCH / ".work"
-VENV = ROOT / ".venv-test"
+# The app venv of every server (bench/setup.sh): uWSGI, gunicorn, Granian, Django.
+VENV = Path(os.environ.get("BENCH_VENV", WORK / "venv-bench"))
 LOADGEN_TARGET = WORK / "target-loadgen"
 LOADGEN = LOADGEN_TARGET / "release" / "loadgen"
 UWSGI_PARAMS = "/etc/nginx/uwsgi_params"
-SERVERS = ("amy", "uwsgi", "gunicorn")
+SERVERS = ("amy", "uwsgi", "gunicorn", "granian")
+# Variants of amy-emperor added when its build has the feature (see `probe_features`).
+VARIANTS = ("amy-lazy", "amy-check")
 APPS = ("hello", "django")
 # What each app is called in the ini, and where its code comes from.
 APP_MODULE = {"hello": "hello:application", "django": "amyish.wsgi:application"}
+# The file a broken release replaces, relative to the app folder.
+APP_ENTRY = {"hello": "hello.py", "django": "amyish/wsgi.py"}
+HEAVY_PATH = "/report/"
+# Scenarios repeated when noisy (load measurements whose figure is req/s or latency).
+MEASURED = ("throughput", "direct", "http")
 
 
 class RunTimeout(Exception):
@@ -228,27 +254,26 @@ def machine_busy_ticks():
     return sum(v[:8]) - idle, sum(v[:8])
 
 
-def tree_ticks(pids):
-    total = 0
-    for pid in pids:
-        try:
-            with open(f"/proc/{pid}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-            # utime stime cutime cstime: reaped children (old workers) count too.
-            total += sum(int(x) for x in fields[11:15])
-        except (OSError, IndexError, ValueError):
-            continue
-    return total
+def pid_ticks(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        # utime stime cutime cstime: reaped children (old workers) count too.
+        return sum(int(x) for x in fields[11:15])
+    except (OSError, IndexError, ValueError):
+        return None
 
 
 class CpuMeter:
     """Busy CPU of the whole machine and the share not used by this benchmark, so a
-    run disturbed by other work on a shared machine can be spotted."""
+    run disturbed by other work on a shared machine can be spotted. `pids()` is
+    asked again at the end: workers started meanwhile (a reload) are ours too."""
 
     def __init__(self, pids):
         self.pids = pids
         self.busy0, self.all0 = machine_busy_ticks()
-        self.ours0 = tree_ticks(pids) + self._children()
+        self.base = {p: pid_ticks(p) for p in pids()}
+        self.children0 = self._children()
 
     @staticmethod
     def _children():
@@ -257,10 +282,37 @@ class CpuMeter:
 
     def done(self):
         busy, allt = machine_busy_ticks()
-        ours = tree_ticks(self.pids) + self._children() - self.ours0
+        ours = self._children() - self.children0
+        for p in set(self.pids()) | set(self.base):
+            now = pid_ticks(p)
+            if now is not None:
+                ours += now - (self.base.get(p) or 0)
+            else:
+                # Reaped meanwhile (an old worker): its whole life is now in its
+                # parent's cutime/cstime, which is ours too; take back what it had
+                # before the measurement.
+                ours -= self.base.get(p) or 0
         span = max(allt - self.all0, 1)
         return {"cpu_busy_pct": round(100 * (busy - self.busy0) / span, 1),
                 "cpu_foreign_pct": round(max(0.0, 100 * (busy - self.busy0 - ours) / span), 1)}
+
+
+def ctx_switches(pid):
+    """Voluntary + involuntary context switches of every thread of `pid`."""
+    total = 0
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return None
+    for tid in tids:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/status") as f:
+                for line in f:
+                    if line.startswith(("voluntary_ctxt_switches:", "nonvoluntary_ctxt_switches:")):
+                        total += int(line.split()[1])
+        except (OSError, ValueError):
+            continue
+    return total
 
 
 # ---------------------------------------------------------------- helpers
@@ -337,17 +389,29 @@ def parse_wrk(out):
     r["non2xx"] = int(m.group(1)) if m else 0
     m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
     r["socket_errors"] = sum(int(x) for x in m.groups()) if m else 0
+    r["read_errors"] = int(m.group(2)) if m else 0
     return r
+
+
+def wrk_argv(url, conns, seconds, close=False):
+    argv = ["wrk", "-t2", f"-c{conns}", f"-d{seconds}s", "--timeout", "10s", "--latency"]
+    if close:
+        argv += ["-H", "Connection: close"]
+    return argv + [url]
 
 
 # ---------------------------------------------------------------- rendering
 
 
-def ini_text(server, app, d, processes):
+def is_amy(server):
+    return server == "amy" or server.startswith("amy-")
+
+
+def ini_text(server, app, d, a, ports):
     lines = [
         "[uwsgi]",
         "master = true",
-        f"processes = {processes}",
+        f"processes = {a.processes}",
         f"socket = {d}/app.sock",
         "chmod-socket = 660",
         "vacuum = true",
@@ -362,9 +426,17 @@ def ini_text(server, app, d, processes):
         "endfor =",
         "disable-logging = true",
     ]
+    if "http_socket" in ports:
+        lines.append(f"http-socket = 127.0.0.1:{ports['http_socket']}")
+    if "http_router" in ports:
+        lines.append(f"http = 127.0.0.1:{ports['http_router']}")
     if server == "uwsgi":
         # uWSGI reloads on a touch only when told to watch the file.
         lines.append(f"touch-reload = {d}/amy_uwsgi.ini")
+    if server == "amy-lazy":
+        lines.append("lazy-apps = true")
+    if server == "amy-check":
+        lines += ["reload-check = /", "reload-check-host = localhost"]
     return "\n".join(lines) + "\n"
 
 
@@ -375,15 +447,16 @@ def env_text(app, d):
     return "\n".join(lines) + "\n"
 
 
-def nginx_conf(d, port, sock, proto):
-    if proto == "uwsgi":
-        upstream = f"uwsgi_pass unix:{sock};\n            include {UWSGI_PARAMS};"
+def nginx_conf(d, port, upstream_kind, target):
+    if upstream_kind == "uwsgi":
+        upstream = f"uwsgi_pass unix:{target};\n            include {UWSGI_PARAMS};"
+    elif upstream_kind == "static":
+        upstream = 'default_type text/plain;\n            return 200 "Hello from nginx itself: the ceiling of this path.\\n";'
     else:
+        # Plain proxy_pass as most sites run it: a new upstream connection per request.
         upstream = (
-            f"proxy_pass http://unix:{sock}:;\n"
-            "            proxy_set_header Host $host;\n"
-            "            proxy_http_version 1.1;\n"
-            '            proxy_set_header Connection "";'
+            f"proxy_pass http://{target};\n"
+            "            proxy_set_header Host $host;"
         )
     user = "user root;\n" if os.geteuid() == 0 else ""
     t = f"{d}/nginx-tmp"
@@ -425,12 +498,18 @@ def prepare_django_db(py):
 
 def render_app(app, d, seed_db):
     appdir = d / "app"
-    if app == "hello":
+    if app in ("hello", "static"):
         appdir.mkdir(parents=True)
         shutil.copy(BENCH / "apps" / "hello.py", appdir / "hello.py")
     else:
         shutil.copytree(BENCH / "apps" / "amyish", appdir, ignore=shutil.ignore_patterns("__pycache__", "*.sqlite3"))
         shutil.copy(seed_db, appdir / "db.sqlite3")
+
+
+BROKEN = '''"""A broken release: the benchmark's broken-release scenario put this in place."""
+
+raise RuntimeError("broken release: this app fails at import")
+'''
 
 
 def parse_env_file(path):
@@ -440,6 +519,43 @@ def parse_env_file(path):
             k, v = line.split("=", 1)
             out[k] = v
     return out
+
+
+def probe_features(amy_bin):
+    """Which amy-emperor features this build has. A key: `check` with `strict = true`
+    on an ini holding it exits 0 and names it in no warning ("not supported ...
+    ignored", "unknown"). Preload: a short start of hello with 2 workers, whose
+    workers are then children of a template process, not of the master."""
+    feats = {}
+    with tempfile.TemporaryDirectory(prefix="bench-probe-") as tmp:
+        d = Path(tmp)
+        (d / "app").mkdir()
+        shutil.copy(BENCH / "apps" / "hello.py", d / "app" / "hello.py")
+        base = ["[uwsgi]", f"socket = {d}/app.sock", f"home = {VENV}", f"chdir = {d}/app",
+                "module = hello:application", "processes = 2", f"pidfile = {d}/app.pid"]
+        for name, key, line in (("http_router", "http", "http = 127.0.0.1:18999"),
+                                ("reload_check", "reload-check", "reload-check = /")):
+            ini = d / f"{name}.ini"
+            ini.write_text("\n".join(base + ["strict = true", line]) + "\n")
+            try:
+                r = subprocess.run([str(amy_bin), "check", str(ini)], capture_output=True, timeout=30)
+                out = (r.stdout + r.stderr).decode(errors="replace")
+            except (OSError, subprocess.SubprocessError) as e:
+                r, out = None, str(e)
+            feats[name] = r is not None and r.returncode == 0 and f'"{key}"' not in out
+            feats[name + "_probe"] = {"exit": None if r is None else r.returncode, "output": out.strip()[-300:]}
+        ini = d / "preload.ini"
+        ini.write_text("\n".join(base) + "\n")
+        reaper = Reaper()
+        try:
+            p = reaper.spawn([str(amy_bin), "start", str(ini)], stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL, cwd=d)
+            ws = wait_until(lambda: len(workers_of(p.pid)) >= 2 and workers_of(p.pid), 30, 0.05) or []
+            ppids = all_ppids()
+            feats["preload"] = bool(ws) and any(ppids.get(w) != p.pid for w in ws)
+        finally:
+            reaper.stop_all()
+    return feats
 
 
 # ---------------------------------------------------------------- one run
@@ -457,43 +573,65 @@ class Run:
         self.server_proc = None
         self.nginx = None
         self.port = None
+        self.ports = {}
 
-    def emit(self, scenario, **fields):
-        rec = {"server": self.server, "app": self.app, "round": self.round, "scenario": scenario,
+    def emit(self, scenario, app=None, **fields):
+        rec = {"server": self.server, "app": app or self.app, "round": self.round, "scenario": scenario,
                "time": time.strftime("%Y-%m-%dT%H:%M:%S"), **fields, "run_dir": str(self.d)}
         with open(self.results, "a") as f:
             f.write(json.dumps(rec) + "\n")
         shown = {k: v for k, v in fields.items() if not isinstance(v, (dict, list))}
-        log(f"{self.server}/{self.app} r{self.round} {scenario}: {shown}")
+        log(f"{self.server}/{app or self.app} r{self.round} {scenario}: {shown}")
 
     @property
     def proto(self):
-        return "http" if self.server == "gunicorn" else "uwsgi"
+        if self.server == "nginx":
+            return "static"
+        return "http" if self.server in ("gunicorn", "granian") else "uwsgi"
 
     def render(self):
         self.d.mkdir(parents=True)
         (self.d / "nginx-tmp").mkdir()
+        self.port = free_port()
+        if self.server == "nginx":
+            (self.d / "nginx.conf").write_text(nginx_conf(self.d, self.port, "static", None))
+            return
         render_app(self.app, self.d, self.seed_db)
-        self.ini.write_text(ini_text(self.server, self.app, self.d, self.a.processes))
+        (self.d / "broken.py").write_text(BROKEN)
+        if self.app == "hello" and self.server in SERVERS:
+            self.ports["http_socket"] = free_port()
+            if self.server == "uwsgi" or (self.server == "amy" and self.a.features.get("http_router")):
+                self.ports["http_router"] = free_port()
+        if self.server == "granian":
+            self.ports["http_socket"] = free_port()
+        self.ini.write_text(ini_text(self.server, self.app, self.d, self.a, self.ports))
         (self.d / "uwsgi_env").write_text(env_text(self.app, self.d))
         # As a site keeps it: the env file holds secrets.
         (self.d / "uwsgi_env").chmod(0o600)
-        self.port = free_port()
-        (self.d / "nginx.conf").write_text(nginx_conf(self.d, self.port, self.sock, self.proto))
+        target = f"127.0.0.1:{self.ports['http_socket']}" if self.server == "granian" else f"unix:{self.sock}:"
+        (self.d / "nginx.conf").write_text(nginx_conf(self.d, self.port, self.proto, 
+                                                      self.sock if self.proto == "uwsgi" else target))
 
     def server_argv(self):
-        if self.server == "amy":
+        if is_amy(self.server):
             return [str(self.a.amy_bin), "start", str(self.ini)]
         if self.server == "uwsgi":
             return [str(VENV / "bin" / "uwsgi"), "--ini", str(self.ini)]
-        return [str(VENV / "bin" / "gunicorn"), "--workers", str(self.a.processes), "--worker-class", "sync",
-                "--bind", f"unix:{self.sock}", "--pid", str(self.d / "app.pid"), "--chdir", str(self.d / "app"),
-                APP_MODULE[self.app]]
+        if self.server == "granian":
+            return [str(VENV / "bin" / "granian"), "--interface", "wsgi", "--workers", str(self.a.processes),
+                    "--host", "127.0.0.1", "--port", str(self.ports["http_socket"]), "--no-ws",
+                    "--working-dir", str(self.d / "app"), "--pid-file", str(self.d / "app.pid"),
+                    "--no-access-log", APP_MODULE[self.app]]
+        argv = [str(VENV / "bin" / "gunicorn"), "--workers", str(self.a.processes), "--worker-class", "sync",
+                "--bind", f"unix:{self.sock}"]
+        if "http_socket" in self.ports:
+            argv += ["--bind", f"127.0.0.1:{self.ports['http_socket']}"]
+        return argv + ["--pid", str(self.d / "app.pid"), "--chdir", str(self.d / "app"), APP_MODULE[self.app]]
 
     def server_env(self):
         env = dict(os.environ)
-        if self.server == "gunicorn":
-            # gunicorn has no for-readline: export the env file as a site would.
+        if self.server in ("gunicorn", "granian"):
+            # No for-readline there: export the env file as a site would.
             env.update(parse_env_file(self.d / "uwsgi_env"))
         return env
 
@@ -505,10 +643,10 @@ class Run:
         if not wait_until(lambda: http_status(self.port, timeout=0.5)[0] is not None, 10):
             raise RuntimeError(f"nginx did not answer on port {self.port} (see {self.d}/nginx-error.log)")
 
-    def scenario_ready(self):
+    def scenario_ready(self, scenario="ready"):
         (self.d / "command.txt").write_text(" ".join(self.server_argv()) + "\n")
         t0 = time.monotonic()
-        with open(self.d / "server.log", "wb") as out:
+        with open(self.d / "server.log", "ab") as out:
             self.server_proc = self.reaper.spawn(self.server_argv(), cwd=self.d, env=self.server_env(),
                                                  stdout=out, stderr=subprocess.STDOUT)
 
@@ -522,29 +660,52 @@ class Run:
         ready_ms = (time.monotonic() - t0) * 1e3
         n = self.a.processes
         all_up = wait_until(lambda: len(workers_of(self.server_proc.pid)) >= n, 30)
-        self.emit("ready", ready_ms=round(ready_ms, 1), workers=len(workers_of(self.server_proc.pid)),
+        self.emit(scenario, ready_ms=round(ready_ms, 1), workers=len(workers_of(self.server_proc.pid)),
                   all_workers_up=bool(all_up), pid=self.server_proc.pid)
 
-    def wrk(self, seconds):
-        argv = ["wrk", "-t2", f"-c{self.a.conns}", f"-d{seconds}s", "--timeout", "10s", "--latency",
-                f"http://127.0.0.1:{self.port}/"]
+    def our_pids(self):
+        pids = [self.nginx.pid] + descendants(self.nginx.pid)[0]
+        if self.server_proc is not None:
+            pids += [self.server_proc.pid] + descendants(self.server_proc.pid)[0]
+        return pids
+
+    def measured(self, scenario, app, fn):
+        """Runs a load measurement; a noisy one (foreign CPU above the threshold) is
+        recorded as such and repeated, at most --retries times."""
+        for attempt in range(1, self.a.retries + 2):
+            cpu = CpuMeter(self.our_pids)
+            r = fn()
+            r.update(cpu.done())
+            noisy = r["cpu_foreign_pct"] > self.a.foreign_max
+            self.emit(scenario, app=app, attempt=attempt, noisy=noisy, **r)
+            if not noisy:
+                return
+            if time.monotonic() > self.a.round_deadline:
+                log(f"{self.server}/{app} {scenario}: noisy, no time left in this round's budget to repeat it")
+                return
+
+    def wrk(self, url, seconds, close=False):
+        argv = wrk_argv(url, self.a.conns, seconds, close)
         r = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=seconds + 30,
                            check=False)
         out = r.stdout.decode(errors="replace")
         with open(self.d / "wrk.log", "a") as f:
-            f.write(out)
-        return parse_wrk(out)
+            f.write(f"$ {' '.join(argv)}\n{out}\n")
+        r = parse_wrk(out)
+        # A read error is also how wrk sees a server that closes after each answer
+        # without `Connection: close` (uWSGI's http-socket): counted apart, the answers
+        # themselves were complete.
+        r["errors"] = r.pop("non2xx") + r.pop("socket_errors") - r["read_errors"]
+        return r
+
+    def pages(self):
+        return [(self.app, "/")] + ([("django-heavy", HEAVY_PATH)] if self.app == "django" else [])
 
     def scenario_throughput(self):
-        self.wrk(self.a.warmup)
-        cpu = CpuMeter(self.our_pids())
-        r = self.wrk(self.a.duration)
-        r["errors"] = r.pop("non2xx") + r.pop("socket_errors")
-        self.emit("throughput", **r, **cpu.done())
-
-    def our_pids(self):
-        pids = [self.nginx.pid, self.server_proc.pid]
-        return pids + descendants(self.nginx.pid)[0] + descendants(self.server_proc.pid)[0]
+        for app, path in self.pages():
+            url = f"http://127.0.0.1:{self.port}{path}"
+            self.wrk(url, self.a.warmup)
+            self.measured("throughput", app, lambda: self.wrk(url, self.a.duration))
 
     def scenario_memory(self):
         master = self.server_proc.pid
@@ -552,23 +713,67 @@ class Run:
         rss = [status_kib(p, "VmRSS") or 0 for p in workers]
         pss = [pss_kib(p) or 0 for p in workers]
         desc = descendants(master)[0]
+        tree = [master, *desc]
         self.emit("memory", master_rss_kib=status_kib(master, "VmRSS"), master_pss_kib=pss_kib(master),
                   workers=len(workers), workers_rss_kib=sum(rss), workers_pss_kib=sum(pss),
-                  total_pss_kib=sum(pss_kib(p) or 0 for p in [master, *desc]), processes_in_tree=1 + len(desc))
+                  total_rss_kib=sum(status_kib(p, "VmRSS") or 0 for p in tree),
+                  total_pss_kib=sum(pss_kib(p) or 0 for p in tree), processes_in_tree=len(tree))
+
+    def scenario_idle(self):
+        """Wake-ups with no traffic: what the master (and each idle worker) costs a
+        machine that hosts many sites. Measured right after start, before any load
+        (after a load run, Django workers are still busy with the backlog)."""
+        time.sleep(2.0)
+        master = self.server_proc.pid
+        workers = workers_of(master)
+        m0 = ctx_switches(master)
+        w0 = {p: ctx_switches(p) for p in workers}
+        t0 = time.monotonic()
+        time.sleep(self.a.idle_seconds)
+        span = time.monotonic() - t0
+        m1 = ctx_switches(master)
+        w = [ctx_switches(p) - w0[p] for p in workers if w0.get(p) is not None and ctx_switches(p) is not None]
+        self.emit("idle", seconds=round(span, 2),
+                  master_wakeups_per_s=None if m0 is None or m1 is None else round((m1 - m0) / span, 1),
+                  workers_wakeups_per_s=round(sum(w) / span, 1) if w else None, workers=len(w))
+
+    def direct_argv(self, path, seconds):
+        if self.proto == "uwsgi":
+            mode, target = "uwsgi", str(self.sock)
+        elif self.server == "granian":
+            mode, target = "http-close", f"127.0.0.1:{self.ports['http_socket']}"
+        else:
+            mode, target = "http-unix", str(self.sock)
+        return [str(LOADGEN), "--mode", mode, "--target", target, "--conns", str(self.a.conns),
+                "--duration", str(seconds), "--req-timeout", "10", "--path", path]
 
     def scenario_direct(self):
-        mode = "uwsgi" if self.proto == "uwsgi" else "http-unix"
-        cpu = CpuMeter(self.our_pids())
-        r = run_json([str(LOADGEN), "--mode", mode, "--target", str(self.sock), "--conns", str(self.a.conns),
-                      "--duration", str(self.a.direct_duration), "--req-timeout", "10"],
-                     timeout=self.a.direct_duration + 20, log_path=self.d / "loadgen.log")
-        self.emit("direct", **r, **cpu.done())
+        for app, path in self.pages():
+            argv = self.direct_argv(path, self.a.direct_duration)
+            self.measured("direct", app, lambda: run_json(argv, timeout=self.a.direct_duration + 20,
+                                                          log_path=self.d / "loadgen.log"))
+
+    def scenario_http(self):
+        """HTTP straight at the server (no nginx), hello only: the app does not matter here."""
+        targets = []
+        if "http_socket" in self.ports:
+            targets.append(("http_socket", self.ports["http_socket"]))
+        if "http_router" in self.ports:
+            targets.append(("http_router", self.ports["http_router"]))
+        for via, port in targets:
+            url = f"http://127.0.0.1:{port}/"
+            self.wrk(url, 1)
+            for close in (False, True):
+                self.measured(f"{via}_{'close' if close else 'ka'}", self.app,
+                              lambda: self.wrk(url, self.a.http_duration, close))
 
     def settle(self, cap):
         """Waits until the worker set has been the same for 2 s; returns ms waited."""
         t0 = time.monotonic()
         last, since = None, time.monotonic()
         while time.monotonic() - t0 < cap:
+            if not self.server_proc.alive():
+                return (time.monotonic() - t0) * 1e3, False
             cur = workers_of(self.server_proc.pid)
             if cur != last:
                 last, since = cur, time.monotonic()
@@ -577,23 +782,41 @@ class Run:
             time.sleep(0.05)
         return (time.monotonic() - t0) * 1e3, False
 
-    def scenario_reload(self):
+    def trigger(self, before=""):
+        if self.server in ("gunicorn", "granian"):
+            # No file watch there: SIGHUP is the reload.
+            return f"{before}kill -HUP {self.server_proc.pid}", "SIGHUP"
+        return f"{before}touch {self.ini}", "touch ini"
+
+    def reload_like(self, scenario, duration, at, before=""):
+        cmd, how = self.trigger(before)
         argv = [str(LOADGEN), "--mode", "http", "--target", f"127.0.0.1:{self.port}", "--conns",
-                str(self.a.conns), "--duration", str(self.a.reload_duration), "--req-timeout", "10",
-                "--trigger-at", str(self.a.reload_at)]
-        if self.server == "gunicorn":
-            # gunicorn has no file watch: SIGHUP is its reload.
-            argv += ["--trigger-cmd", f"kill -HUP {self.server_proc.pid}"]
-            trigger = "SIGHUP"
-        else:
-            argv += ["--touch", str(self.ini)]
-            trigger = "touch ini"
-        before = workers_of(self.server_proc.pid)
-        r = run_json(argv, timeout=self.a.reload_duration + 20, log_path=self.d / "loadgen.log")
+                str(self.a.conns), "--duration", str(duration), "--req-timeout", "10",
+                "--trigger-at", str(at), "--trigger-cmd", cmd, "--timeline-ms", "100"]
+        before_pids = workers_of(self.server_proc.pid)
+        cpu = CpuMeter(self.our_pids)
+        r = run_json(argv, timeout=duration + 20, log_path=self.d / "loadgen.log")
+        r.update(cpu.done())
+        r["noisy"] = r["cpu_foreign_pct"] > self.a.foreign_max_reload
+        return r, how, before_pids
+
+    def scenario_reload(self):
+        r, how, before = self.reload_like("reload", self.a.reload_duration, self.a.reload_at)
         settle_ms, settled = self.settle(self.a.settle_cap)
         after = workers_of(self.server_proc.pid)
-        self.emit("reload", trigger=trigger, workers_replaced=not (set(before) & set(after)),
+        self.emit("reload", trigger=how, workers_replaced=not (set(before) & set(after)),
                   settle_ms=round(settle_ms), settled=settled, **r)
+
+    def scenario_broken(self):
+        entry = self.d / "app" / APP_ENTRY[self.app]
+        r, how, before = self.reload_like("broken", self.a.broken_duration, 2,
+                                          before=f"cp {self.d / 'broken.py'} {entry} && ")
+        alive = self.server_proc.alive()
+        status, pid = http_status(self.port, timeout=5)
+        tail = [b for b in r.get("timeline", []) if b[0] >= (self.a.broken_duration - 2 - 2) * 1000]
+        self.emit("broken", trigger=f"app raises at import, then {how}", server_alive=alive,
+                  status_after=status, old_pid_after=pid in before if pid else None,
+                  ok_last_2s=sum(b[1] for b in tail), failed_last_2s=sum(b[2] for b in tail), **r)
 
     def scenario_shutdown(self):
         tree = [self.server_proc] + [Tracked(p) for p in descendants(self.server_proc.pid)[0]]
@@ -606,16 +829,32 @@ class Run:
         extra = {} if gone else {"still_running": [where(t.pid) for t in tree if t.alive()]}
         self.emit("shutdown", signal="SIGTERM", stop_ms=round(stop_ms, 1), all_gone=bool(gone), exit_code=code,
                   socket_left=self.sock.exists(), pidfile_left=(self.d / "app.pid").exists(), **extra)
+        # Recorded; now out of the way of the restart.
+        if self.sock.is_socket():
+            self.sock.unlink()
 
     def execute(self):
         self.render()
         self.start_nginx()
+        if self.server == "nginx":
+            self.server_proc = None
+            self.scenario_throughput()
+            return
         self.scenario_ready()
-        self.scenario_throughput()
+        variant = self.server in VARIANTS
+        if not variant:
+            self.scenario_idle()
+            self.scenario_throughput()
         self.scenario_memory()
-        self.scenario_direct()
+        if not variant:
+            self.scenario_direct()
+            self.scenario_http()
         self.scenario_reload()
         self.scenario_shutdown()
+        # A broken release may leave no server at all (uWSGI, gunicorn): it comes
+        # last, on a fresh instance, so the stop above was of a healthy one.
+        self.scenario_ready("restart")
+        self.scenario_broken()
 
     def cleanup(self):
         self.reaper.stop_all()
@@ -623,81 +862,6 @@ class Run:
         if self.sock.is_socket():
             self.sock.unlink()
         shutil.rmtree(self.d / "nginx-tmp", ignore_errors=True)
-
-
-# ---------------------------------------------------------------- summary
-
-COLUMNS = [
-    ("throughput", "rps", "req/s nginx"),
-    ("throughput", "p99_ms", "p99 ms"),
-    ("throughput", "errors", "errors"),
-    ("throughput", "cpu_foreign_pct", "foreign CPU %"),
-    ("direct", "rps", "direct req/s"),
-    ("ready", "ready_ms", "ready ms"),
-    ("memory", "master_rss_kib", "master RSS KiB"),
-    ("memory", "workers_rss_kib", "workers RSS KiB"),
-    ("memory", "workers_pss_kib", "workers PSS KiB"),
-    ("reload", "errors", "reload failed"),
-    ("reload", "window_max_ms", "reload max ms"),
-    ("reload", "window_p99_ms", "reload p99 ms"),
-    ("reload", "first_new_pid_ms", "touch→new pid ms"),
-    ("reload", "longest_gap_ms", "longest gap ms"),
-    ("shutdown", "stop_ms", "stop ms"),
-]
-RATIOS = [("throughput", "rps", "req/s nginx"), ("direct", "rps", "direct req/s"),
-          ("memory", "master_rss_kib", "master RSS"), ("memory", "workers_pss_kib", "workers PSS"),
-          ("reload", "window_max_ms", "reload max latency")]
-
-
-def fmt(v):
-    if v is None:
-        return "–"
-    if isinstance(v, float):
-        return f"{v:.0f}" if abs(v) >= 100 else f"{v:.3g}"
-    return str(v)
-
-
-def summarize(paths):
-    recs = []
-    for p in paths:
-        with open(p) as f:
-            recs += [json.loads(line) for line in f if line.strip()]
-    med = {}
-    rounds = {}
-    for r in recs:
-        key = (r["server"], r["app"])
-        if r["scenario"] == "error":
-            rounds.setdefault(key, set())
-            continue
-        rounds.setdefault(key, set()).add(r["round"])
-        for scen, field, _ in COLUMNS:
-            if r["scenario"] == scen and r.get(field) is not None:
-                med.setdefault((key, scen, field), []).append(r[field])
-    medians = {k: statistics.median(v) for k, v in med.items()}
-    errors = [r for r in recs if r["scenario"] == "error"]
-    out = ["| server | app | rounds | " + " | ".join(c[2] for c in COLUMNS) + " |",
-           "|---|---|---" + "|---" * len(COLUMNS) + "|"]
-    order = {s: i for i, s in enumerate(SERVERS)}
-    for key in sorted(rounds, key=lambda k: (k[1], order.get(k[0], 9), k[0])):
-        cells = [fmt(medians.get((key, s, f))) for s, f, _ in COLUMNS]
-        out.append(f"| {key[0]} | {key[1]} | {len(rounds[key])} | " + " | ".join(cells) + " |")
-    apps = sorted({k[1] for k in rounds})
-    ratio_lines = []
-    for app in apps:
-        parts = []
-        for scen, field, label in RATIOS:
-            a = medians.get((("amy", app), scen, field))
-            u = medians.get((("uwsgi", app), scen, field))
-            if a is not None and u:
-                parts.append(f"{label} {a / u:.2f}×")
-        if parts:
-            ratio_lines.append(f"- amy/uwsgi, {app}: " + ", ".join(parts))
-    if ratio_lines:
-        out += ["", "Ratios of medians:"] + ratio_lines
-    if errors:
-        out += ["", "Failed runs:"] + [f"- {e['server']}/{e['app']} round {e['round']}: {e.get('error')}"
-                                       for e in errors]
-    return "\n".join(out)
 
 
 # ---------------------------------------------------------------- main
@@ -718,45 +882,109 @@ def build(argv, what, timeout, env=None):
     return r.returncode == 0
 
 
+def first_line(argv):
+    try:
+        r = subprocess.run(argv, capture_output=True, timeout=30)
+        out = (r.stdout + r.stderr).decode(errors="replace").strip().splitlines()
+        return out[0] if out else "?"
+    except (OSError, subprocess.SubprocessError):
+        return "?"
+
+
+def machine_info(a):
+    """The machine and every version, for the report's first table."""
+    cpu = "?"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem = status_kib_meminfo()
+    py = str(VENV / "bin" / "python")
+    git = first_line(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"])
+    dirty = first_line(["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no"])
+    return {
+        "cpu": cpu, "cores": os.cpu_count(), "mem_gib": round(mem / 1048576, 1) if mem else None,
+        "kernel": platform.release(), "os": first_line(["sh", "-c", ". /etc/os-release; echo $PRETTY_NAME"]),
+        "python": first_line([py, "-c", "import sys; print(sys.version.split()[0])"]),
+        "django": first_line([py, "-c", "import django; print(django.__version__)"]),
+        "uwsgi": first_line([str(VENV / "bin" / "uwsgi"), "--version"]),
+        "gunicorn": first_line([str(VENV / "bin" / "gunicorn"), "--version"]),
+        "granian": first_line([str(VENV / "bin" / "granian"), "--version"]),
+        "nginx": first_line(["nginx", "-v"]),
+        "wrk": first_line(["wrk", "-v"]),
+        "amy_emperor": first_line([str(a.amy_bin), "--version"]),
+        "commit": git + ("+local changes" if dirty not in ("", "?") else ""),
+    }
+
+
+def status_kib_meminfo():
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
 def main():
-    if len(sys.argv) > 1 and sys.argv[1] == "summarize":
-        print(summarize(sys.argv[2:]))
-        return 0
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--quick", action="store_true", help="1 round, short durations")
-    ap.add_argument("--servers", default=",".join(SERVERS))
+    ap.add_argument("--quick", action="store_true", help="1 round, short durations, report in bench/.work/report")
+    ap.add_argument("--servers", default=",".join(SERVERS) + ",nginx",
+                    help="amy,uwsgi,gunicorn,granian and nginx (the return-200 ceiling)")
     ap.add_argument("--apps", default=",".join(APPS))
     ap.add_argument("--rounds", type=int)
     ap.add_argument("--processes", type=int, default=4)
     ap.add_argument("--conns", type=int, default=32)
-    ap.add_argument("--duration", type=float, help="wrk seconds (default 12, quick 5)")
+    ap.add_argument("--duration", type=float, help="wrk seconds (default 6, quick 4)")
+    ap.add_argument("--budget", type=float, default=1560,
+                    help="seconds for all rounds (default 26 min): a round past its share repeats no noisy "
+                         "measurement, so a busy machine cannot stretch the command")
+    ap.add_argument("--foreign-max", type=float, default=20.0,
+                    help="a load measurement whose foreign CPU %% is above this is noisy (default 20)")
+    ap.add_argument("--foreign-max-reload", type=float, default=50.0,
+                    help="a reload or broken-release run above this foreign CPU %% is dropped (default 50)")
+    ap.add_argument("--retries", type=int, default=2, help="repeats of a noisy measurement (default 2)")
+    ap.add_argument("--no-variants", action="store_true", help="skip amy-lazy / amy-check even if supported")
     ap.add_argument("--amy-bin", help="amy-emperor binary (default: $CARGO_TARGET_DIR or target/ release build)")
     ap.add_argument("--no-build", action="store_true", help="never run cargo build for amy-emperor")
     ap.add_argument("--run-timeout", type=float, default=300, help="cap on one server x app x round, seconds")
+    ap.add_argument("--report-dir", help="where benchmarks.md and img/ go (default docs/, quick bench/.work/report)")
+    ap.add_argument("--no-report", action="store_true")
     a = ap.parse_args()
     a.rounds = a.rounds or (1 if a.quick else 3)
-    a.warmup = 2 if a.quick else 3
-    a.duration = int(a.duration or (5 if a.quick else 12))
-    a.direct_duration = 5 if a.quick else 10
+    a.warmup = 1 if a.quick else 2
+    a.duration = int(a.duration or (4 if a.quick else 6))
+    a.direct_duration = 3 if a.quick else 5
+    a.http_duration = 3 if a.quick else 4
+    a.idle_seconds = 2 if a.quick else 3
     # Long enough for a server that boots the new generation under load before it
     # switches (the window must close inside the run).
-    a.reload_duration = 10 if a.quick else 15
+    a.reload_duration = 8 if a.quick else 12
     a.reload_at = 3
+    a.broken_duration = 6 if a.quick else 7
     a.settle_cap = 30 if a.quick else 70
     a.ready_timeout = 60
     a.stop_timeout = 30
+    # run.sh measures bench/setup.sh and passes it on, so the wall time is the command's.
+    a.setup_s = float(os.environ.get("BENCH_SETUP_S") or 0)
+    report_dir = Path(a.report_dir) if a.report_dir else (WORK / "report" if a.quick else ROOT / "docs")
     servers = [s for s in a.servers.split(",") if s]
     apps = [x for x in a.apps.split(",") if x]
     for s in servers:
-        if s not in SERVERS:
-            ap.error(f"unknown server {s!r} (known: {', '.join(SERVERS)})")
+        if s not in SERVERS + VARIANTS + ("nginx",):
+            ap.error(f"unknown server {s!r} (known: {', '.join(SERVERS + VARIANTS + ('nginx',))})")
     for x in apps:
         if x not in APPS:
             ap.error(f"unknown app {x!r} (known: {', '.join(APPS)})")
     for tool in ("nginx", "wrk"):
         if not shutil.which(tool):
-            ap.error(f"{tool} not found (scripts/setup-test-deps.sh installs it)")
+            ap.error(f"{tool} not found (bench/setup.sh installs it)")
 
+    t_start = time.monotonic()
     WORK.mkdir(parents=True, exist_ok=True)
     if not LOADGEN.exists() or any(p.stat().st_mtime > LOADGEN.stat().st_mtime
                                    for p in (BENCH / "loadgen" / "src").iterdir()):
@@ -766,14 +994,21 @@ def main():
             log("loadgen did not build")
             return 1
     a.amy_bin = find_amy_bin(a.amy_bin)
-    if "amy" in servers and not a.amy_bin.exists():
-        if a.no_build or not build(["cargo", "build", "--release"], "amy-emperor", 1200):
-            log(f"no amy-emperor binary at {a.amy_bin}: skipping amy")
-            servers.remove("amy")
-    for s, exe in (("uwsgi", VENV / "bin" / "uwsgi"), ("gunicorn", VENV / "bin" / "gunicorn")):
-        if s in servers and not exe.exists():
-            log(f"{exe} missing (scripts/setup-test-deps.sh): skipping {s}")
+    if any(is_amy(s) for s in servers) and not a.no_build and not a.amy_bin.exists():
+        build(["cargo", "build", "--release"], "amy-emperor", 1500)
+    if not a.amy_bin.exists():
+        log(f"no amy-emperor binary at {a.amy_bin}: skipping amy")
+        servers = [s for s in servers if not is_amy(s)]
+    for s, exe in (("uwsgi", "uwsgi"), ("gunicorn", "gunicorn"), ("granian", "granian")):
+        if s in servers and not (VENV / "bin" / exe).exists():
+            log(f"{VENV / 'bin' / exe} missing (bench/setup.sh): skipping {s}")
             servers.remove(s)
+    a.features = probe_features(a.amy_bin) if a.amy_bin.exists() else {}
+    if "amy" in servers and not a.no_variants:
+        if a.features.get("preload") and "amy-lazy" not in servers:
+            servers.append("amy-lazy")
+        if a.features.get("reload_check") and "amy-check" not in servers:
+            servers.append("amy-check")
 
     py = str(VENV / "bin" / "python")
     seed_db = prepare_django_db(py) if "django" in apps else None
@@ -792,32 +1027,57 @@ def main():
     signal.signal(signal.SIGTERM, on_stop)
     signal.signal(signal.SIGINT, on_stop)
     signal.signal(signal.SIGALRM, on_alarm)
-    log(f"servers={servers} apps={apps} rounds={a.rounds} results={results}")
+    meta = {"scenario": "meta", "server": "-", "app": "-", "round": 0, "argv": sys.argv[1:],
+            "command": "bench/run.sh " + " ".join(sys.argv[1:]), "servers": servers, "apps": apps,
+            "rounds": a.rounds, "processes": a.processes, "conns": a.conns, "durations": {
+                "warmup": a.warmup, "wrk": a.duration, "direct": a.direct_duration, "http": a.http_duration,
+                "idle": a.idle_seconds, "reload": a.reload_duration, "reload_at": a.reload_at,
+                "broken": a.broken_duration},
+            "foreign_max": a.foreign_max, "foreign_max_reload": a.foreign_max_reload, "retries": a.retries, "budget_s": a.budget, "features": a.features,
+            "machine": machine_info(a), "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    with open(results, "a") as f:
+        f.write(json.dumps(meta) + "\n")
+    log(f"servers={servers} apps={apps} rounds={a.rounds} features="
+        f"{ {k: v for k, v in a.features.items() if not k.endswith('_probe')} } results={results}")
     interrupted = False
+    app_servers = [s for s in servers if s != "nginx"]
+    t_rounds = time.monotonic()
     for rnd in range(1, a.rounds + 1):
-        for server in servers:
-            for app in apps:
-                run = Run(a, server, app, rnd, seed_db, results, stamp)
-                signal.alarm(int(a.run_timeout))
-                try:
-                    run.execute()
-                except (RunTimeout, RuntimeError, OSError, ValueError, subprocess.SubprocessError) as e:
-                    msg = "run timed out" if isinstance(e, RunTimeout) else str(e)
-                    run.emit("error", error=msg)
-                except KeyboardInterrupt:
-                    run.emit("error", error="interrupted")
-                    interrupted = True
-                finally:
-                    signal.alarm(0)
-                    run.cleanup()
-                if interrupted:
-                    break
+        a.round_deadline = t_rounds + a.budget * rnd / a.rounds
+        # Rotate the order each round so no server always runs first (or last).
+        k = (rnd - 1) % max(1, len(app_servers))
+        order = app_servers[k:] + app_servers[:k]
+        plan = ([("nginx", "static")] if "nginx" in servers else []) + [(s, x) for s in order for x in apps]
+        for server, app in plan:
+            run = Run(a, server, app, rnd, seed_db, results, stamp)
+            signal.alarm(int(a.run_timeout))
+            try:
+                run.execute()
+            except (RunTimeout, RuntimeError, OSError, ValueError, subprocess.SubprocessError) as e:
+                msg = "run timed out" if isinstance(e, RunTimeout) else str(e)
+                run.emit("error", error=msg)
+            except KeyboardInterrupt:
+                run.emit("error", error="interrupted")
+                interrupted = True
+            finally:
+                signal.alarm(0)
+                run.cleanup()
             if interrupted:
                 break
         if interrupted:
             break
+    with open(results, "a") as f:
+        f.write(json.dumps({"scenario": "meta_end", "server": "-", "app": "-", "round": 0,
+                            "wall_s": round(time.monotonic() - t_start + a.setup_s, 1),
+                            "bench_s": round(time.monotonic() - t_start, 1), "setup_s": a.setup_s,
+                            "ended": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}) + "\n")
     print(f"\nResults: {results}\n")
-    print(summarize([results]))
+    if not a.no_report:
+        sys.path.insert(0, str(BENCH))
+        import report
+
+        md = report.generate([results], report_dir)
+        print(f"Report: {md}")
     return 130 if interrupted else 0
 
 

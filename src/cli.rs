@@ -34,9 +34,19 @@ pub enum Command {
     Status(StatusArgs),
     /// Parse and validate the config without starting anything.
     Check(CheckArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions(CompletionsArgs),
+    /// Print the man page (roff), generated from these definitions.
+    Man,
     /// The `http =` router process; started by the master, not by people.
     #[command(hide = true)]
     Router,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct CompletionsArgs {
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
 }
 
 /// Where to find an instance: an ini (default `./amy_uwsgi.ini`) or a pidfile.
@@ -68,11 +78,31 @@ pub struct StartArgs {
     /// Detach; return once the first generation is ready.
     #[arg(long)]
     pub daemonize: bool,
-    /// Emperor mode: one instance per `*.ini` in DIR.
-    #[arg(long, value_name = "DIR", conflicts_with = "ini")]
+    /// Emperor mode: one instance per `*.ini` in DIR, or per file matching GLOB
+    /// (`/etc/uwsgi/vassals/*.ini`). An ini with `emperor =` does the same.
+    #[arg(long, value_name = "DIR|GLOB", conflicts_with = "ini")]
     pub emperor: Option<PathBuf>,
+    /// With `--emperor`: the emperor's pidfile (`stop`, `status` and `reload` use it).
+    #[arg(long, value_name = "PATH", requires = "emperor")]
+    pub pidfile: Option<PathBuf>,
+    /// Set by the emperor for a vassal (its `vassal-set`): `K=V` before the ini.
+    #[arg(long, value_name = "K=V", hide = true)]
+    pub vassal_set: Vec<String>,
+    /// Set by the emperor for a vassal (its `vassals-include`): a template read after the ini.
+    #[arg(long, value_name = "PATH", hide = true)]
+    pub vassal_include: Vec<PathBuf>,
     #[command(flatten)]
     pub allow: Allowances,
+}
+
+impl StartArgs {
+    /// What the emperor asked to add around this vassal's ini.
+    pub fn vassal_extras(&self) -> crate::config::VassalExtras {
+        crate::config::VassalExtras {
+            set: self.vassal_set.clone(),
+            include: self.vassal_include.clone(),
+        }
+    }
 }
 
 /// The operator's opt-ins to what the config layer refuses by default. Given to

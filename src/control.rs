@@ -99,6 +99,26 @@ where
     Ok(())
 }
 
+/// Binds `<pidfile>.ctl` (mode 0600), for an emperor (a master binds its
+/// own in `start`, between its pidfile reservation and its sockets).
+pub fn bind(pidfile: &Path) -> Result<(std::os::unix::net::UnixListener, PathBuf), String> {
+    let ctl = path_for(pidfile);
+    let spec = crate::config::SocketSpec {
+        address: crate::config::SocketAddress::Unix(ctl.clone()),
+        protocol: crate::config::Protocol::Http,
+        key: "control".into(),
+        line: 0,
+    };
+    let options = crate::socket::BindOptions {
+        chmod: Some(0o600),
+        chown: None,
+        backlog: Some(16),
+    };
+    let (listener, _) =
+        crate::socket::bind(&spec, &options).map_err(|e| format!("control socket: {e}"))?;
+    Ok((std::os::unix::net::UnixListener::from(listener.fd), ctl))
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ControlError {
     #[error("no master answers on {0}")]

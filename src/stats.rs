@@ -284,7 +284,7 @@ pub fn uwsgi_json(status: &Status) -> Value {
     let cwd = std::env::current_dir()
         .map(|p| p.display().to_string())
         .unwrap_or_default();
-    json!({
+    let mut doc = json!({
         "version": VERSION,
         "listen_queue": 0,
         "listen_queue_errors": 0,
@@ -297,7 +297,25 @@ pub fn uwsgi_json(status: &Status) -> Value {
         "locks": [],
         "sockets": sockets,
         "workers": workers,
-    })
+    });
+    // Not in uWSGI's document (its preload master is the template): an extra
+    // key, after uWSGI's, that uwsgitop and the exporters ignore.
+    if !status.templates.is_empty() {
+        let templates: Vec<Value> = status
+            .templates
+            .iter()
+            .map(|t| {
+                json!({
+                    "generation": t.generation,
+                    "pid": t.pid.unwrap_or(0),
+                    "state": t.state,
+                    "rss": t.rss_bytes,
+                })
+            })
+            .collect();
+        doc["templates"] = Value::Array(templates);
+    }
+    doc
 }
 
 /// One worker per `id`: the accepting one, else the newest generation.
@@ -444,6 +462,7 @@ mod tests {
             reloading: false,
             generations: Vec::new(),
             workers,
+            templates: Vec::new(),
             sockets: vec![
                 socket("/srv/amy.sock", "uwsgi"),
                 socket("127.0.0.1:8000", "http"),

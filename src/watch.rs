@@ -26,6 +26,8 @@ pub struct Watcher {
     inner: Box<dyn notify::Watcher + Send>,
     state: Arc<Mutex<WatchSet>>,
     paths: Vec<PathBuf>,
+    /// Directories any of whose entries is a trigger (the emperor's vassal dirs).
+    entry_dirs: Vec<PathBuf>,
 }
 
 /// What the notify callback matches events against.
@@ -35,6 +37,8 @@ struct WatchSet {
     names: HashSet<PathBuf>,
     /// Directories currently watched.
     dirs: HashSet<PathBuf>,
+    /// A change to any entry directly in one of these is a trigger.
+    entry_dirs: HashSet<PathBuf>,
 }
 
 impl Watcher {
@@ -52,6 +56,32 @@ impl Watcher {
         paths: &[PathBuf],
         sink: impl Fn(bool) + Clone + Send + 'static,
     ) -> notify::Result<Watcher> {
+        let mut watcher = Watcher::build(move |writing, _| sink(writing))?;
+        watcher.set_paths(paths);
+        Ok(watcher)
+    }
+
+    /// Watches every entry directly in `dirs` (the emperor's vassal
+    /// directories, not recursively), calling `sink(paths)` with the paths an
+    /// event names: which files they are is the caller's business. A directory
+    /// watch survives the rename-into-place deploy tools do.
+    pub fn entries_of(
+        dirs: &[PathBuf],
+        sink: impl Fn(Vec<PathBuf>) + Clone + Send + 'static,
+    ) -> notify::Result<Watcher> {
+        let mut watcher = Watcher::build(move |_, paths| sink(paths))?;
+        watcher.entry_dirs = dirs.to_vec();
+        for dir in dirs {
+            // Unlike a file's parent, a vassal directory must exist from the start.
+            watcher.inner.watch(dir, RecursiveMode::NonRecursive)?;
+        }
+        watcher.refresh();
+        Ok(watcher)
+    }
+
+    fn build(
+        sink: impl Fn(bool, Vec<PathBuf>) + Clone + Send + 'static,
+    ) -> notify::Result<Watcher> {
         let state = Arc::new(Mutex::new(WatchSet::default()));
         let filter = state.clone();
         let handler = move |result: notify::Result<notify::Event>| {
@@ -63,10 +93,12 @@ impl Watcher {
             };
             let relevant = {
                 let set = filter.lock().unwrap_or_else(|p| p.into_inner());
-                event.paths.iter().any(|p| set.names.contains(p))
+                event.paths.iter().any(|p| {
+                    set.names.contains(p) || p.parent().is_some_and(|d| set.entry_dirs.contains(d))
+                })
             };
             if relevant {
-                sink(writing);
+                sink(writing, event.paths);
             }
         };
         let poll = std::env::var("AMY_EMPEROR_WATCH").is_ok_and(|v| v == "poll");
@@ -81,13 +113,12 @@ impl Watcher {
                 }
             }
         };
-        let mut watcher = Watcher {
+        Ok(Watcher {
             inner,
             state,
             paths: Vec::new(),
-        };
-        watcher.set_paths(paths);
-        Ok(watcher)
+            entry_dirs: Vec::new(),
+        })
     }
 
     /// Watches exactly `paths` from now on.
@@ -100,7 +131,7 @@ impl Watcher {
     /// directories may have been re-created).
     pub fn refresh(&mut self) {
         let mut names = HashSet::new();
-        let mut dirs = HashSet::new();
+        let mut dirs: HashSet<PathBuf> = self.entry_dirs.iter().cloned().collect();
         for path in &self.paths {
             for candidate in trigger_paths(path) {
                 if let Some(parent) = candidate.parent() {
@@ -133,6 +164,7 @@ impl Watcher {
         let mut set = self.state.lock().unwrap_or_else(|p| p.into_inner());
         set.names = names;
         set.dirs = watched;
+        set.entry_dirs = self.entry_dirs.iter().cloned().collect();
     }
 }
 

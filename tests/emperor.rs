@@ -3,6 +3,7 @@
 //! Observed through the vassals' sockets, pidfiles and /proc, never through the
 //! emperor's internals.
 
+use std::collections::BTreeSet;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -11,7 +12,10 @@ use std::time::{Duration, Instant, SystemTime};
 
 mod common;
 
-use common::{alive, kill, repo, uwsgi_get, venv, wait_for, BIN};
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use common::{alive, kill, load, repo, uwsgi_get, venv, wait_for, Nginx, BIN};
 const READY: Duration = Duration::from_secs(60);
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
@@ -92,6 +96,70 @@ impl Dirs {
         r.header("X-Worker-Pid")?.parse().ok()
     }
 
+    fn emperor_pidfile(&self) -> PathBuf {
+        self.run.join("emperor.pid")
+    }
+
+    /// `amy-emperor ARGS`, run to completion in the base directory.
+    fn cli(&self, args: &[&str]) -> std::process::Output {
+        Command::new(BIN)
+            .args(args)
+            .current_dir(&self.base)
+            .output()
+            .unwrap()
+    }
+
+    /// `status --json --pidfile run/emperor.pid`.
+    fn status(&self) -> serde_json::Value {
+        let pidfile = self.emperor_pidfile();
+        let out = self.cli(&["status", "--json", "--pidfile", pidfile.to_str().unwrap()]);
+        serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null)
+    }
+
+    /// The emperor's view of one vassal.
+    fn vassal_status(&self, name: &str) -> serde_json::Value {
+        let file = self.ini(name);
+        self.status()["vassals"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|v| v["file"] == file.to_str().unwrap())
+            .cloned()
+            .unwrap_or(serde_json::Value::Null)
+    }
+
+    /// The pids of `name`'s current workers, as its own master reports them.
+    fn worker_pids(&self, name: &str) -> Vec<i64> {
+        let mut pids: Vec<i64> = self.vassal_status(name)["workers"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|w| w["pid"].as_i64())
+            .collect();
+        pids.sort();
+        pids
+    }
+
+    /// An emperor ini beside the vassal directory.
+    fn write_emperor_ini(&self, extra: &str) -> PathBuf {
+        let path = self.base.join("emperor.ini");
+        std::fs::write(
+            &path,
+            format!(
+                "[uwsgi]\nemperor = {vassals}\nemperor-pidfile = {run}/emperor.pid\n\
+                 logto = {run}/emperor.log\nmaster = true\ndie-on-term = true\nvacuum = true\n{extra}\n",
+                vassals = self.vassals.display(),
+                run = self.run.display(),
+            ),
+        )
+        .unwrap();
+        path
+    }
+
+    fn emperor_log(&self) -> String {
+        std::fs::read_to_string(self.run.join("emperor.log")).unwrap_or_default()
+    }
+
     fn wait_serving(&self, name: &str) -> i32 {
         wait_for(&format!("vassal {name} to serve"), READY, || {
             self.serving_pid(name)
@@ -107,10 +175,15 @@ struct Emperor<'a> {
 }
 
 fn start_emperor(dirs: &Dirs) -> Emperor<'_> {
+    let dir = dirs.vassals.to_str().unwrap().to_owned();
+    spawn_emperor(dirs, &["start", "--emperor", &dir])
+}
+
+/// `amy-emperor ARGS` as the emperor, its output in run/emperor.{out,err}.
+fn spawn_emperor<'a>(dirs: &'a Dirs, args: &[&str]) -> Emperor<'a> {
     let child = Command::new(BIN)
-        .arg("start")
-        .arg("--emperor")
-        .arg(&dirs.vassals)
+        .args(args)
+        .current_dir(&dirs.base)
         .stdin(Stdio::null())
         .stdout(Stdio::from(
             std::fs::File::create(dirs.run.join("emperor.out")).unwrap(),
@@ -147,6 +220,10 @@ impl Drop for Emperor<'_> {
     fn drop(&mut self) {
         if std::thread::panicking() {
             eprintln!("--- emperor stderr ---\n{}", self.stderr());
+            let log = self.dirs.emperor_log();
+            let lines: Vec<&str> = log.lines().collect();
+            let from = lines.len().saturating_sub(60);
+            eprintln!("--- emperor log tail ---\n{}", lines[from..].join("\n"));
         }
         if let Some(mut child) = self.child.take() {
             kill(child.id() as i32, libc::SIGINT);
@@ -336,4 +413,396 @@ fn debug_duration_secs(text: &str) -> f64 {
         }
     }
     f64::NAN
+}
+
+/// A vassal of the load test: the pid-reporting app, two workers.
+fn app_ini(d: &Dirs, name: &str, module: &str) -> String {
+    d.ini_text(name, "")
+        .replace("module = hello", &format!("module = {module}"))
+        .replace("processes = 1", "processes = 2")
+}
+
+/// Both ends of the acceptance scenario (issue 12): an emperor ini, two vassals
+/// behind nginx under load, and a third vassal added, touched, broken, fixed and
+/// removed with a request in flight, next to a fourth that crash-loops. The
+/// untouched vassal sees no failure and keeps its master and workers; the
+/// reloaded one sees no failure; the removed one finishes its request first.
+#[test]
+fn two_vassals_behind_nginx_serve_through_add_touch_break_fix_and_remove() {
+    let d = dirs("load");
+    std::fs::write(d.ini("a"), app_ini(&d, "a", "vassal_app")).unwrap();
+    std::fs::write(d.ini("b"), app_ini(&d, "b", "vassal_app")).unwrap();
+    let ini = d.write_emperor_ini("");
+    let mut emperor = spawn_emperor(&d, &["start", ini.to_str().unwrap()]);
+    d.wait_serving("a");
+    d.wait_serving("b");
+    let status = wait_for("status to list both vassals", READY, || {
+        let s = d.status();
+        let n = s["vassals"].as_array().map(Vec::len);
+        (n == Some(2) && d.worker_pids("a").len() == 2 && d.worker_pids("b").len() == 2)
+            .then_some(s)
+    });
+    assert_eq!(status["role"], "emperor", "{status}");
+    let a_master = d.master_pid("a").unwrap();
+    let b_master = d.master_pid("b").unwrap();
+    let a_workers = d.worker_pids("a");
+    let b_first_workers = d.worker_pids("b");
+
+    let nginx_a = Nginx::start(&d.sock("a"));
+    let nginx_b = Nginx::start(&d.sock("b"));
+    let stop = Arc::new(AtomicBool::new(false));
+    let (pa, pb) = (nginx_a.port, nginx_b.port);
+    let load_a = load(2, Duration::from_secs(120), stop.clone(), move || {
+        common::http_get(pa, "/")
+    });
+    let load_b = load(2, Duration::from_secs(120), stop.clone(), move || {
+        common::http_get(pb, "/")
+    });
+
+    // A crash-looping vassal next to them all along.
+    std::fs::write(d.ini("crashy"), app_ini(&d, "crashy", "broken_import")).unwrap();
+    // Added.
+    std::fs::write(d.ini("c"), app_ini(&d, "c", "vassal_app")).unwrap();
+    d.wait_serving("c");
+    let c_master = d.master_pid("c").unwrap();
+
+    // b touched: a graceful reload by its own master, which stays.
+    touch(&d.ini("b"));
+    wait_for("b's new generation", READY, || {
+        let now = d.worker_pids("b");
+        (now.len() == 2 && now.iter().all(|p| !b_first_workers.contains(p))).then_some(())
+    });
+    assert_eq!(d.master_pid("b"), Some(b_master));
+
+    // b broken: the new generation fails, the old one keeps serving.
+    let b_workers = d.worker_pids("b");
+    std::fs::write(d.ini("b"), app_ini(&d, "b", "broken_import")).unwrap();
+    wait_for("b's failed reload in status", READY, || {
+        let v = d.vassal_status("b");
+        (v["last_reload"]["result"] != "serving" && !v["last_reload"].is_null()).then_some(())
+    });
+    // The old generation serves on (the failed new worker is listed until reaped).
+    wait_for(
+        "b's workers to be the old generation's",
+        Duration::from_secs(15),
+        || (d.worker_pids("b") == b_workers).then_some(()),
+    );
+    // ... and fixed.
+    std::fs::write(d.ini("b"), app_ini(&d, "b", "vassal_app")).unwrap();
+    wait_for("b's fixed reload", READY, || {
+        (d.vassal_status("b")["last_reload"]["result"] == "serving"
+            && d.worker_pids("b").iter().all(|p| !b_workers.contains(p)))
+        .then_some(())
+    });
+
+    // c removed with a request in flight: the request completes, then c goes.
+    let c_sock = d.sock("c");
+    let in_flight = std::thread::spawn(move || uwsgi_get(&c_sock, "/sleep?s=2"));
+    wait_for(
+        "c's request to be in flight",
+        Duration::from_secs(10),
+        || {
+            let v = d.vassal_status("c");
+            v["workers"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|w| w["state"] == "busy")
+                .then_some(())
+        },
+    );
+    std::fs::remove_file(d.ini("c")).unwrap();
+    let answer = in_flight.join().unwrap().expect("c's in-flight request");
+    assert_eq!((answer.status, answer.text()), (200, "slept\n".to_string()));
+    wait_for("c to stop", Duration::from_secs(30), || {
+        (!alive(c_master) && !d.sock("c").exists()).then_some(())
+    });
+
+    stop.store(true, Ordering::SeqCst);
+    let (ra, rb) = (load_a.join().unwrap(), load_b.join().unwrap());
+    assert!(ra.ok > 50 && rb.ok > 50, "a {} ok, b {} ok", ra.ok, rb.ok);
+    assert!(
+        ra.failed.is_empty(),
+        "a failed: {:?}",
+        &ra.failed[..ra.failed.len().min(5)]
+    );
+    assert!(
+        rb.failed.is_empty(),
+        "b failed: {:?}",
+        &rb.failed[..rb.failed.len().min(5)]
+    );
+    // The untouched vassal: the same master and the same workers throughout.
+    assert_eq!(d.master_pid("a"), Some(a_master));
+    assert_eq!(d.worker_pids("a"), a_workers);
+    let served_a: BTreeSet<i64> = ra.pids.iter().map(|(_, p)| i64::from(*p)).collect();
+    assert!(
+        served_a.iter().all(|p| a_workers.contains(p)),
+        "{served_a:?} vs {a_workers:?}"
+    );
+    assert!(nginx_a.error_log().is_empty() || !nginx_a.error_log().contains("[error]"));
+
+    // status lists the two that remain (and the crash-looper, restarting).
+    let s = d.status();
+    let files: Vec<&str> = s["vassals"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|v| v["file"].as_str())
+        .collect();
+    assert!(files.contains(&d.ini("a").to_str().unwrap()), "{s}");
+    assert!(files.contains(&d.ini("b").to_str().unwrap()), "{s}");
+    assert!(!files.contains(&d.ini("c").to_str().unwrap()), "{s}");
+    let crashy = d.vassal_status("crashy");
+    assert!(
+        crashy["restarts"].as_u64().unwrap_or(0) >= 1 || crashy["last_exit"].is_string(),
+        "{crashy}"
+    );
+    let human = d.cli(&["status", ini.to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&human.stdout);
+    assert!(
+        text.contains("a.ini: running") && text.contains("b.ini: running"),
+        "{text}"
+    );
+
+    // stop --pidfile: everything stops, exit 0.
+    let pidfile = d.emperor_pidfile();
+    let out = d.cli(&["stop", "--pidfile", pidfile.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(emperor.wait_exit(Duration::from_secs(10)), Some(0));
+    for pid in [a_master, b_master] {
+        assert!(!alive(pid), "vassal master {pid} outlived the emperor");
+    }
+    assert!(!pidfile.exists() && !d.sock("a").exists() && !d.sock("b").exists());
+    let out = d.cli(&["status", "--pidfile", pidfile.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(3));
+}
+
+#[test]
+fn reload_through_the_emperor_reports_every_vassal() {
+    let d = dirs("reload");
+    d.write_vassal("v1");
+    std::fs::write(d.ini("v2"), app_ini(&d, "v2", "vassal_app")).unwrap();
+    let pidfile = d.emperor_pidfile();
+    let dir = d.vassals.to_str().unwrap().to_owned();
+    let _emperor = spawn_emperor(
+        &d,
+        &[
+            "start",
+            "--emperor",
+            &dir,
+            "--pidfile",
+            pidfile.to_str().unwrap(),
+        ],
+    );
+    let w1 = d.wait_serving("v1");
+    d.wait_serving("v2");
+    let out = d.cli(&["reload", "--pidfile", pidfile.to_str().unwrap()]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("v1.ini: reloaded") && stdout.contains("v2.ini: reloaded"),
+        "{stdout}"
+    );
+    assert_ne!(
+        d.serving_pid("v1"),
+        Some(w1),
+        "v1 serves from its new generation"
+    );
+
+    // A vassal whose new release cannot boot: reported, exit 1; the other is fine.
+    std::fs::write(d.ini("v2"), app_ini(&d, "v2", "vassal_app") + "# comment\n").unwrap();
+    wait_for("v2's reload after the edit", READY, || {
+        (d.vassal_status("v2")["last_reload"]["result"] == "serving").then_some(())
+    });
+    std::fs::write(d.ini("v2"), app_ini(&d, "v2", "broken_import")).unwrap();
+    wait_for("v2's failed reload", READY, || {
+        (d.vassal_status("v2")["last_reload"]["result"] == "failed").then_some(())
+    });
+    let out = d.cli(&["reload", "--pidfile", pidfile.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("v2.ini: reload failed"), "{stderr}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("v1.ini: reloaded"));
+    assert!(
+        d.serving_pid("v2").is_some(),
+        "v2's old generation serves on"
+    );
+}
+
+/// `emperor = DIR/amy_*.ini`: only the files the glob matches are vassals.
+#[test]
+fn an_emperor_ini_with_a_glob_runs_only_matching_files() {
+    let d = dirs("glob");
+    std::fs::write(d.ini("amy_one"), d.ini_text("amy_one", "")).unwrap();
+    std::fs::write(d.ini("other"), d.ini_text("other", "")).unwrap();
+    let path = d.base.join("emperor.ini");
+    std::fs::write(
+        &path,
+        format!(
+            "[uwsgi]\nemperor = {}/amy_*.ini\nemperor-pidfile = {}/emperor.pid\n",
+            d.vassals.display(),
+            d.run.display()
+        ),
+    )
+    .unwrap();
+    let out = d.cli(&["check", path.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let _emperor = spawn_emperor(&d, &["start", path.to_str().unwrap()]);
+    d.wait_serving("amy_one");
+    wait_for("status", READY, || {
+        (d.status()["vassals"].as_array().map(Vec::len) == Some(1)).then_some(())
+    });
+    assert!(!d.sock("other").exists());
+}
+
+/// Unsupported emperor keys fail closed with path:line and what would be lost;
+/// an emperor ini that also runs an app is refused.
+#[test]
+fn unsupported_emperor_keys_fail_closed_with_path_and_line() {
+    let d = dirs("keys");
+    for (extra, needle) in [
+        ("emperor-broodlord = 2", "emperor-broodlord"),
+        ("emperor-on-demand-dir = /tmp", "on their first request"),
+        ("socket = /tmp/x.sock", "make that app a vassal"),
+        (
+            "emperor = zmq://tcp://127.0.0.1:5250",
+            "zmq:// monitor is not supported",
+        ),
+    ] {
+        let ini = d.write_emperor_ini(extra);
+        for cmd in ["check", "start"] {
+            let out = d.cli(&[cmd, ini.to_str().unwrap()]);
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(2), "{cmd} {extra}: {err}");
+            assert!(err.contains(needle), "{cmd} {extra}: {err}");
+            assert!(err.contains("emperor.ini:8:"), "{cmd} {extra}: {err}");
+        }
+    }
+    assert!(!d.emperor_pidfile().exists());
+}
+
+/// emperor-tyrant as root: each vassal runs as its file's owner; a root-owned
+/// file is refused and waits for a change.
+#[test]
+fn tyrant_mode_runs_each_vassal_as_the_owner_of_its_file() {
+    if !nix_is_root() {
+        panic!("this test needs root (CI runs as root)");
+    }
+    let d = dirs("tyrant");
+    // nobody must be able to write its sockets, pidfile and log.
+    chown(&d.run, 65534, 65534);
+    // The test venv's interpreter lives under /root (pyenv), which nobody cannot
+    // enter; a deployment's venv is readable by its user, so make one as a
+    // deployment would.
+    let venv = d.base.join("venv");
+    let made = Command::new("/usr/bin/python3")
+        .args(["-m", "venv", "--without-pip"])
+        .arg(&venv)
+        .status()
+        .unwrap();
+    assert!(made.success(), "this test needs Debian's python3");
+    let text = |name: &str| {
+        d.ini_text(name, "").replace(
+            &format!("home = {}", common::venv().display()),
+            &format!("home = {}", venv.display()),
+        )
+    };
+    std::fs::write(d.ini("mine"), text("mine")).unwrap();
+    chown(&d.ini("mine"), 65534, 65534);
+    std::fs::write(d.ini("rooted"), text("rooted")).unwrap();
+    let ini = d.write_emperor_ini("emperor-tyrant = true");
+    let _emperor = spawn_emperor(&d, &["start", ini.to_str().unwrap()]);
+    let worker = d.wait_serving("mine");
+    let master = d.master_pid("mine").unwrap();
+    for pid in [master, worker] {
+        assert_eq!(uid_of(pid), (65534, 65534), "pid {pid}");
+    }
+    wait_for(
+        "the refusal of the root-owned file",
+        Duration::from_secs(30),
+        || {
+            d.emperor_log()
+                .contains("invalid permissions")
+                .then_some(())
+        },
+    );
+    assert!(!d.sock("rooted").exists());
+    assert_eq!(d.vassal_status("rooted")["state"], "refused");
+    // Given to nobody, it starts.
+    chown(&d.ini("rooted"), 65534, 65534);
+    touch(&d.ini("rooted"));
+    let w = d.wait_serving("rooted");
+    assert_eq!(uid_of(w), (65534, 65534));
+}
+
+fn nix_is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
+}
+
+fn chown(path: &Path, uid: u32, gid: u32) {
+    std::os::unix::fs::chown(path, Some(uid), Some(gid)).unwrap();
+}
+
+/// (real uid, real gid) of a process.
+fn uid_of(pid: i32) -> (u32, u32) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let field = |name: &str| -> u32 {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap()
+    };
+    (field("Uid:"), field("Gid:"))
+}
+
+/// `daemonize = FILE` in an emperor ini: `start` returns 0 only once the vassals
+/// of the first scan serve; the detached emperor is then stopped by its pidfile.
+#[test]
+fn a_daemonized_emperor_returns_once_its_vassals_serve() {
+    let d = dirs("daemon");
+    std::fs::write(d.ini("v1"), app_ini(&d, "v1", "vassal_app")).unwrap();
+    let ini = d.write_emperor_ini("").to_string_lossy().into_owned();
+    let text = std::fs::read_to_string(&ini)
+        .unwrap()
+        .replace("logto =", "daemonize =");
+    std::fs::write(&ini, text).unwrap();
+    let out = d.cli(&["start", &ini]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Ready means serving, at once.
+    assert!(
+        d.serving_pid("v1").is_some(),
+        "start returned before v1 served"
+    );
+    let pidfile = d.emperor_pidfile();
+    let st = d.cli(&["status", "--pidfile", pidfile.to_str().unwrap()]);
+    assert!(st.status.success());
+    assert!(d.emperor_log().contains("emperor ready"));
+    let out = d.cli(&["stop", "--pidfile", pidfile.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!d.sock("v1").exists() && !pidfile.exists());
 }

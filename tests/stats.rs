@@ -67,9 +67,13 @@ fn stats_socket_serves_uwsgis_json_without_request_data() {
             "cwd",
             "locks",
             "sockets",
-            "workers"
+            "workers",
+            // ours, after uWSGI's keys: the preloaded generation's app template
+            "templates"
         ]
     );
+    assert_eq!(doc["templates"].as_array().unwrap().len(), 1, "{doc}");
+    assert_eq!(doc["templates"][0]["state"], "ready");
     assert_eq!(doc["pid"], inst.pid());
     let socket_names: Vec<&str> = doc["sockets"]
         .as_array()

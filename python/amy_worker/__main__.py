@@ -1,4 +1,5 @@
-"""Start-up: check the contract, chdir, import the app, serve."""
+"""Start-up: check the contract, chdir, import the app, then serve (a lazy
+worker) or become the generation's app template that forks the workers (preload)."""
 
 import json
 import os
@@ -6,10 +7,46 @@ import sys
 import traceback
 
 from .app import _set_sys_path, load_app
-from .contract import ENV_CONFIG, EXIT_APP_LOAD_FAILED, FD_CONTROL, FD_MASTER_ALIVE, FD_SCOREBOARD, MSG_FAILED
-from .proctitle import set_worker_title
+from .contract import (
+    ENV_CONFIG,
+    EXIT_APP_LOAD_FAILED,
+    EXIT_CHECK_FAILED,
+    EXIT_OK,
+    FD_CONTROL,
+    FD_MASTER_ALIVE,
+    FD_SCOREBOARD,
+    MSG_FAILED,
+)
+from .proctitle import set_template_title, set_worker_title
 from .server import Listener, _contract_error, _exit, run
 from .state import Worker
+
+
+def _tell_failed(what, text):
+    """`failed <json>` to the master (it logs it once per generation); stderr
+    only if the master cannot be told."""
+    try:
+        os.write(FD_CONTROL, MSG_FAILED + b" " + json.dumps(text).encode("ascii") + b"\n")
+    except OSError:
+        os.write(2, ("amy-worker[%d]: %s:\n%s" % (os.getpid(), what, text)).encode("utf-8", "replace"))
+
+
+def start_worker(cfg, app, listeners):
+    """The app is loaded (here or in the template): check it if asked, serve."""
+    worker = Worker(cfg, app)
+    if cfg.get("reload_check"):
+        from .check import CheckFailed, run_checks
+
+        try:
+            run_checks(worker, listeners, cfg)
+        except CheckFailed as e:
+            _tell_failed("reload check failed", str(e))
+            _exit(EXIT_CHECK_FAILED)
+        # The check counts as a request, but must not recycle the worker before
+        # it served anyone (max-requests = 1 would loop forever).
+        worker.stopping = False
+        worker.exit_code = EXIT_OK
+    run(worker, listeners)
 
 
 def main():
@@ -23,9 +60,14 @@ def main():
             raise ValueError("no listeners")
     except (ValueError, KeyError, TypeError) as e:
         _contract_error("bad %s: %s" % (ENV_CONFIG, e))
-    # Before the app import, so a worker stuck importing is already named.
-    set_worker_title(cfg.get("id", "?"), cfg.get("generation", "?"))
-    for fd in (FD_CONTROL, FD_MASTER_ALIVE, FD_SCOREBOARD):
+    template = bool(cfg.get("template"))
+    # Before the app import, so a process stuck importing is already named.
+    if template:
+        set_template_title(cfg.get("generation", "?"))
+    else:
+        set_worker_title(cfg.get("id", "?"), cfg.get("generation", "?"))
+    # The template has no scoreboard: each worker gets its own with the fork request.
+    for fd in (FD_CONTROL, FD_MASTER_ALIVE) if template else (FD_CONTROL, FD_MASTER_ALIVE, FD_SCOREBOARD):
         try:
             os.fstat(fd)
         except OSError:
@@ -48,16 +90,14 @@ def main():
     try:
         app = load_app(cfg)
     except BaseException:
-        # The master logs the traceback, once per generation however many
-        # workers fail the same way; stderr only if the master cannot be told.
-        tb = traceback.format_exc()
-        try:
-            os.write(FD_CONTROL, MSG_FAILED + b" " + json.dumps(tb).encode("ascii") + b"\n")
-        except OSError:
-            os.write(2, ("amy-worker[%d]: failed to load the app:\n%s" % (os.getpid(), tb)).encode("utf-8", "replace"))
+        _tell_failed("failed to load the app", traceback.format_exc())
         _exit(EXIT_APP_LOAD_FAILED)
-    worker = Worker(cfg, app)
-    run(worker, listeners)
+    if template:
+        from .template import run_template
+
+        run_template(cfg, app, listeners, start_worker)
+    else:
+        start_worker(cfg, app, listeners)
 
 
 main()

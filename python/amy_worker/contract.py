@@ -20,6 +20,7 @@ EXIT_APP_LOAD_FAILED = 3
 EXIT_CONTRACT = 4
 EXIT_MAX_REQUESTS = 5
 EXIT_RELOAD_ON_RSS = 6
+EXIT_CHECK_FAILED = 7
 
 
 # The scoreboard page: request start (monotonic, 0.0 idle), requests, bytes sent,

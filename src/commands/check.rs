@@ -35,6 +35,7 @@ pub fn run(args: &CheckArgs) -> ExitCode {
             ExecPolicy::Refuse
         },
         as_root: None,
+        vassal: Default::default(),
     };
     let (resolved, outcome) = config::load_with_resolved(&ini, &options);
     if let Ok(loaded) = &outcome {

@@ -3,6 +3,7 @@
 //! ([`CommandError::exit_code`]), as README.md's table of exit codes says.
 
 pub mod check;
+pub mod completions;
 pub mod emperor;
 pub mod reload;
 pub mod start;
@@ -86,14 +87,30 @@ pub fn run(cli: Cli) -> ExitCode {
         crate::signals::release();
     }
     let result = match cli.command {
-        Command::Start(args) => match &args.emperor {
-            Some(dir) => return emperor::run(dir, &args, verbosity),
-            None => start::run(&args, verbosity),
-        },
+        Command::Start(args) => {
+            if args.emperor.is_some() {
+                return emperor::start(None, &args, verbosity);
+            }
+            // An emperor ini has no socket: tell it apart before the instance
+            // validation refuses it.
+            let ini = args.ini.clone().unwrap_or_else(|| "amy_uwsgi.ini".into());
+            if emperor::is_emperor_ini(&ini) {
+                return emperor::start(Some(&ini), &args, verbosity);
+            }
+            start::run(&args, verbosity)
+        }
         Command::Stop(args) => stop::run(&args),
         Command::Reload(args) => reload::run(&args),
         Command::Status(args) => status::run(&args),
-        Command::Check(args) => return check::run(&args),
+        Command::Check(args) => {
+            let ini = args.ini.clone().unwrap_or_else(|| "amy_uwsgi.ini".into());
+            if emperor::is_emperor_ini(&ini) {
+                return emperor::check(&ini);
+            }
+            return check::run(&args);
+        }
+        Command::Completions(args) => return completions::completions(&args),
+        Command::Man => return completions::man(),
         Command::Router => {
             crate::logs::init_tracing(std::io::stderr, verbosity);
             return crate::router::run_process();
@@ -125,11 +142,4 @@ pub fn locate_pidfile(target: &Target) -> Result<PathBuf, String> {
                 ini.display()
             )
         })
-}
-
-/// Runs a loop (the master's or the emperor's) on a current-thread runtime and
-/// turns its exit code into the process's. The emperor calls it; the runner
-/// itself is [`crate::runtime::run_loop`].
-pub fn run_loop(main: impl std::future::Future<Output = i32>) -> ExitCode {
-    ExitCode::from(crate::runtime::run_loop(main).clamp(0, 255) as u8)
 }

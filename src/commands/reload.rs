@@ -18,14 +18,20 @@ pub fn run(args: &ReloadArgs) -> Result<Done, CommandError> {
         Err(e) => return Err(not_running(e.to_string())),
     }
     let timeout = Duration::from_secs_f64(args.timeout.max(1.0));
-    let answer: ReloadReport = match control::request(&control::path_for(&path), "reload", timeout)
-    {
-        Ok(a) => a,
-        Err(e @ control::ControlError::Unexpected { .. }) => {
-            return Err(CommandError::Failed(format!("amy-emperor: {e}")))
-        }
-        Err(e) => return Err(not_running(e.to_string())),
-    };
+    let value: serde_json::Value =
+        match control::request(&control::path_for(&path), "reload", timeout) {
+            Ok(a) => a,
+            Err(e @ control::ControlError::Unexpected { .. }) => {
+                return Err(CommandError::Failed(format!("amy-emperor: {e}")))
+            }
+            Err(e) => return Err(not_running(e.to_string())),
+        };
+    // An emperor answers for each of its vassals.
+    if super::emperor::is_emperor_answer(&value) {
+        return super::emperor::report_reload(&value);
+    }
+    let answer: ReloadReport = serde_json::from_value(value.clone())
+        .map_err(|_| CommandError::Failed(format!("amy-emperor: unexpected answer: {value}")))?;
     match answer.result {
         ReloadResult::Serving => {
             println!(

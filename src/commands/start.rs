@@ -36,6 +36,7 @@ pub fn run(args: &StartArgs, verbosity: i8) -> Result<Done, CommandError> {
         cwd,
         allow_unsupported: args.allow.unsupported.clone(),
         allow_root_workers: args.allow.root_workers,
+        vassal: args.vassal_extras(),
         ..LoadOptions::default()
     };
     let loaded =
@@ -189,7 +190,7 @@ fn prepare(
 /// Forks; the parent waits until the child's first generation is ready (a byte
 /// on the pipe) or the child gives up (EOF), and exits accordingly. The child
 /// gets `Some(write end)` and continues in a new session.
-fn daemonize() -> std::io::Result<Option<OwnedFd>> {
+pub(super) fn daemonize() -> std::io::Result<Option<OwnedFd>> {
     use nix::unistd::{fork, setsid, ForkResult};
     let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
     // SAFETY: called before any thread or runtime exists, so the child is a

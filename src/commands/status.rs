@@ -120,6 +120,9 @@ pub fn run(args: &StatusArgs) -> Result<Done, CommandError> {
 fn human(report: &Report) -> String {
     let status = match report {
         Report::Master(status) => status,
+        Report::Other(value) if super::emperor::is_emperor_answer(value) => {
+            return super::emperor::human_status(value);
+        }
         Report::Other(value) => {
             return serde_json::to_string_pretty(value).unwrap_or_default() + "\n";
         }
@@ -152,6 +155,15 @@ fn human(report: &Report) -> String {
             s += &format!(": {reason}");
         }
         s += "\n";
+    }
+    for t in &status.templates {
+        s += &format!(
+            "template gen {}: pid {}, {}, rss {:.1} MiB\n",
+            t.generation,
+            t.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
+            t.state,
+            t.rss_bytes as f64 / 1048576.0
+        );
     }
     s += "worker  pid      gen  state     requests  rss MiB  request age\n";
     for w in &status.workers {

@@ -43,7 +43,7 @@ pub const MAX_UNIX_PATH: usize = 107;
 fn accumulates(canonical: &str) -> bool {
     matches!(
         canonical,
-        "socket" | "http-socket" | "env" | "pythonpath" | "touch-reload"
+        "socket" | "http-socket" | "env" | "pythonpath" | "touch-reload" | "reload-check"
     )
 }
 
@@ -296,6 +296,9 @@ pub fn build(
         need_app: false,
         reload_one_by_one: false,
         serving: Default::default(),
+        reload_check: Vec::new(),
+        reload_check_host: "localhost".into(),
+        reload_check_timeout: Duration::from_secs(10),
     };
     let mut origins = site::Origins::default();
     let mut ini_env: Vec<(EnvVar, Origin)> = Vec::new();
@@ -320,7 +323,10 @@ pub fn build(
             _ => {}
         }
         // Our own keys are not uWSGI options.
-        let ours = opt.key == "reload-one-by-one";
+        let ours = matches!(
+            opt.key.as_str(),
+            "reload-one-by-one" | "reload-check" | "reload-check-host" | "reload-check-timeout"
+        );
         if !ours && !classifier.check(opt, &mut warnings) {
             continue;
         }
@@ -480,6 +486,28 @@ pub fn build(
             }
             "lazy-apps" => c.lazy_apps = flag,
             "reload-one-by-one" => c.reload_one_by_one = flag,
+            "reload-check" => {
+                if !v.starts_with('/') || v.chars().any(|ch| ch.is_whitespace() || ch.is_control())
+                {
+                    return Err(opt.origin.error(
+                        ErrorKind::InvalidValue,
+                        format!("reload-check = {v}: must be a path starting with / (no spaces)"),
+                    ));
+                }
+                c.reload_check.push(v.to_string())
+            }
+            "reload-check-host" => {
+                if v.is_empty() || v.chars().any(|ch| ch.is_whitespace() || ch.is_control()) {
+                    return Err(opt.origin.error(
+                        ErrorKind::InvalidValue,
+                        format!("reload-check-host = {v}: must be a host name (no spaces)"),
+                    ));
+                }
+                c.reload_check_host = v.to_string()
+            }
+            "reload-check-timeout" => {
+                c.reload_check_timeout = Duration::from_secs(number(opt, 1, 3600)?)
+            }
             k if serving::handles(k) => {
                 serving::apply(&mut c.serving, k, opt, &app_base, &mut warnings)?
             }

@@ -43,6 +43,20 @@ pub struct LoadOptions {
     pub exec: ExecPolicy,
     /// Apply the rules of a master running as root; `None`: ask the kernel.
     pub as_root: Option<bool>,
+    /// What an emperor adds around a vassal's ini (`vassal-set`, `vassals-include`).
+    pub vassal: VassalExtras,
+}
+
+/// uWSGI's emperor starts a vassal as `uwsgi [--set K=V…] --ini FILE [--include T…]`:
+/// the `set` options come before the vassal's own lines (so its scalars win and
+/// its placeholders lose), the templates after them. Kept in [`LoadOptions`] so
+/// every reload of the vassal reads them again.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct VassalExtras {
+    /// `K=V`, as `--set` takes it.
+    pub set: Vec<String>,
+    /// Ini templates read after the vassal's file.
+    pub include: Vec<PathBuf>,
 }
 
 impl LoadOptions {
@@ -84,7 +98,9 @@ pub fn load_with_resolved(
     let root = options.root();
     let facts = magic::ProcessFacts::current(&options.cwd);
     let mut expander = expand::Expander::new(facts, &options.environment, options.exec, root);
-    if let Err(e) = expander.load_main(&given).and_then(|()| expander.expand()) {
+    if let Err(e) =
+        load_with_extras(&mut expander, &given, &options.vassal).and_then(|()| expander.expand())
+    {
         return (None, Err(e));
     }
     let resolved: Vec<(String, String)> = expander
@@ -127,13 +143,92 @@ pub fn pidfile_of(ini: &Path, options: &LoadOptions) -> Result<Option<PathBuf>, 
     // Lenient: no command runs, and the caller may not be the master's user.
     let mut expander =
         expand::Expander::new(facts, &options.environment, ExecPolicy::Refuse, false);
-    expander.load_main(&given)?;
+    load_with_extras(&mut expander, &given, &options.vassal)?;
     // Expansion can fail on a broken value elsewhere; the raw pidfile still counts.
     let _ = expander.expand();
-    let last = expander
+    let last_of = |key: &str| {
+        expander
+            .opts
+            .iter()
+            .rev()
+            .find(|o| keys::canonical(&o.key) == key)
+    };
+    // An emperor ini names the emperor's own pidfile with `emperor-pidfile`.
+    let last = if last_of("emperor").is_some() {
+        last_of("emperor-pidfile").or_else(|| last_of("pidfile"))
+    } else {
+        last_of("pidfile")
+    };
+    Ok(last.map(|o| options.cwd.join(&o.value)))
+}
+
+/// One resolved option of an ini, as uWSGI's `--show-config` lists it, with
+/// where it came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResolvedOption {
+    pub key: String,
+    pub value: String,
+    pub path: PathBuf,
+    pub line: Option<usize>,
+}
+
+/// The fully expanded option list of an ini, without building a [`Config`]: for
+/// configs that are not an app instance (an emperor's ini). No `@(exec://)` runs.
+pub fn resolve(
+    ini: &Path,
+    options: &LoadOptions,
+) -> Result<(Vec<ResolvedOption>, Vec<Warning>), ConfigError> {
+    let given = ini.to_string_lossy().into_owned();
+    let facts = magic::ProcessFacts::current(&options.cwd);
+    let mut expander = expand::Expander::new(
+        facts,
+        &options.environment,
+        ExecPolicy::Refuse,
+        options.root(),
+    );
+    load_with_extras(&mut expander, &given, &options.vassal)?;
+    expander.expand()?;
+    if let Some(e) = expander.deferred.take() {
+        return Err(e);
+    }
+    let opts = expander
         .opts
         .iter()
-        .rev()
-        .find(|o| keys::canonical(&o.key) == "pidfile");
-    Ok(last.map(|o| options.cwd.join(&o.value)))
+        .map(|o| ResolvedOption {
+            key: o.key.clone(),
+            value: o.value.clone(),
+            path: o.origin.path.clone(),
+            line: o.origin.line,
+        })
+        .collect();
+    Ok((opts, std::mem::take(&mut expander.warnings)))
+}
+
+/// Whether the ini runs an emperor (has an `emperor =` line), read leniently
+/// like [`pidfile_of`]: an emperor ini has no socket, so it must be told apart
+/// before the instance validation refuses it.
+pub fn is_emperor(ini: &Path, options: &LoadOptions) -> bool {
+    let given = ini.to_string_lossy().into_owned();
+    let facts = magic::ProcessFacts::current(&options.cwd);
+    let mut expander =
+        expand::Expander::new(facts, &options.environment, ExecPolicy::Refuse, false);
+    if expander.load_main(&given).is_err() {
+        return false;
+    }
+    expander.opts.iter().any(|o| o.key == "emperor")
+}
+
+fn load_with_extras(
+    expander: &mut expand::Expander<'_>,
+    given: &str,
+    extras: &VassalExtras,
+) -> Result<(), ConfigError> {
+    for kv in &extras.set {
+        expander.add_command_line("set", kv)?;
+    }
+    expander.load_main(given)?;
+    for template in &extras.include {
+        expander.add_command_line("include", &template.to_string_lossy())?;
+    }
+    Ok(())
 }

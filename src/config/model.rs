@@ -150,6 +150,9 @@ pub struct Config {
     pub stats: Option<String>,
     pub strict: bool,
     pub die_on_term: bool,
+    /// `lazy-apps` (or `lazy`): every worker imports the app itself. False (uWSGI's
+    /// default) is preload: one app template per generation imports it and forks
+    /// the workers.
     pub lazy_apps: bool,
     pub need_app: bool,
     /// Replace workers one slot at a time on reload instead of a full generation
@@ -158,4 +161,12 @@ pub struct Config {
     /// Static files, mounts, routes, post-buffering, add-header, socket-timeout
     /// (`serving.rs`); the worker carries them out.
     pub serving: super::serving::Serving,
+    /// amy-emperor's own `reload-check = PATH` (repeatable): before a new worker
+    /// accepts public traffic it serves `GET PATH` privately; anything but 2xx/3xx
+    /// fails it. Empty: no check.
+    pub reload_check: Vec<String>,
+    /// `reload-check-host`: the Host header (and SERVER_NAME) of the check request.
+    pub reload_check_host: String,
+    /// `reload-check-timeout` (seconds, default 10): longer fails the check.
+    pub reload_check_timeout: Duration,
 }

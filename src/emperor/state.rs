@@ -30,6 +30,8 @@ pub enum Sig {
     Int,
     /// One log line per vassal.
     Usr1,
+    /// Forwarded: every vassal reopens its log (logrotate).
+    Usr2,
 }
 
 /// How a vassal process ended.
@@ -54,6 +56,17 @@ pub enum Event {
     SpawnFailed {
         name: String,
         error: String,
+    },
+    /// Not started on purpose (tyrant mode: a root-owned file); like a config
+    /// error, only a change to the file can help.
+    Refused {
+        name: String,
+        reason: String,
+    },
+    /// The vassal's master said READY=1 on the notify socket the emperor gave it.
+    Ready {
+        name: String,
+        pid: i32,
     },
     Exited {
         name: String,
@@ -81,6 +94,9 @@ pub enum Action {
         name: String,
         pid: i32,
     },
+    /// Every vassal of the first scan served or failed: tell systemd (and a
+    /// daemonizing parent) that the emperor is up. Sent once.
+    Ready,
     Exit(i32),
 }
 
@@ -91,6 +107,8 @@ enum Halt {
     /// Exit 0 that we did not ask for: somebody ran `amy-emperor stop` on it.
     /// uWSGI respawns these, which makes a deliberate stop impossible.
     StoppedByItself,
+    /// See [`Event::Refused`].
+    Refused,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -115,6 +133,45 @@ struct Vassal {
     /// The file was in the directory at the last scan.
     in_dir: bool,
     changed_at: Option<Instant>,
+    /// Processes started for this file so far.
+    spawns: u64,
+    last_exit: Option<Exit>,
+    /// Why it is not running, when it is halted or backing off.
+    reason: Option<String>,
+    /// Its master said READY=1 (first generation serving) since it was started.
+    ready: bool,
+}
+
+impl Vassal {
+    fn new(now: Instant) -> Vassal {
+        Vassal {
+            state: State::Due(now + SETTLE),
+            backoff: Backoff::default(),
+            in_dir: true,
+            changed_at: Some(now),
+            spawns: 0,
+            last_exit: None,
+            reason: None,
+            ready: false,
+        }
+    }
+}
+
+/// What `status` shows of one vassal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VassalView {
+    pub name: String,
+    /// `starting`, `booting` (its master runs, its app is not ready yet),
+    /// `running`, `stopping`, `waiting` (settling or backing off),
+    /// `config-error`, `stopped` (exited 0 by itself), `refused`.
+    pub state: &'static str,
+    pub pid: Option<i32>,
+    pub running_since: Option<Instant>,
+    pub due_at: Option<Instant>,
+    /// Starts after the first.
+    pub restarts: u64,
+    pub last_exit: Option<Exit>,
+    pub reason: Option<String>,
 }
 
 #[derive(Debug, Default)]
@@ -123,6 +180,10 @@ pub struct Emperor {
     /// Set once a stop began: when the vassals' mercy runs out.
     stop_deadline: Option<Instant>,
     killed: bool,
+    /// The files of the first scan that have not yet served, failed or gone:
+    /// the emperor is ready (systemd READY=1) once it is empty.
+    awaiting: Option<BTreeSet<String>>,
+    ready_sent: bool,
 }
 
 impl Emperor {
@@ -139,6 +200,9 @@ impl Emperor {
             Event::Spawned { name, pid } => {
                 if let Some(v) = self.vassals.get_mut(&name) {
                     info!(vassal = %name, pid, "vassal started");
+                    v.spawns += 1;
+                    v.reason = None;
+                    v.ready = false;
                     v.state = State::Running {
                         pid,
                         since: now,
@@ -151,12 +215,29 @@ impl Emperor {
                     let delay = v.backoff.record_failure(Duration::ZERO);
                     error!(vassal = %name, error = %error, retry_in = ?delay, "cannot start vassal");
                     v.state = State::Due(now + delay);
+                    v.reason = Some(error);
+                }
+            }
+            Event::Refused { name, reason } => {
+                if let Some(v) = self.vassals.get_mut(&name) {
+                    error!(vassal = %name, reason = %reason, "vassal refused; not started until its file changes");
+                    v.state = State::Halted(Halt::Refused);
+                    v.reason = Some(reason);
+                }
+            }
+            Event::Ready { name, pid } => {
+                if let Some(v) = self.vassals.get_mut(&name) {
+                    if matches!(v.state, State::Running { pid: p, .. } if p == pid) && !v.ready {
+                        info!(vassal = %name, pid, "vassal ready");
+                        v.ready = true;
+                    }
                 }
             }
             Event::Exited { name, pid, status } => self.exited(&name, pid, status, now),
             Event::Signal(sig) => self.signal(sig, now, &mut actions),
             Event::Tick => self.tick(now, &mut actions),
         }
+        self.check_ready(&mut actions);
         if self.stop_deadline.is_some() && self.vassals.is_empty() {
             info!("all vassals stopped");
             actions.push(Action::Exit(0));
@@ -176,6 +257,75 @@ impl Emperor {
                 _ => None,
             })
             .min()
+    }
+
+    /// Every vassal the emperor knows, in name order.
+    pub fn view(&self) -> Vec<VassalView> {
+        self.vassals
+            .iter()
+            .map(|(name, v)| {
+                let (state, pid, running_since, due_at) = match v.state {
+                    State::Starting => ("starting", None, None, None),
+                    State::Running {
+                        pid,
+                        since,
+                        stopping,
+                    } => (
+                        match (stopping, v.ready) {
+                            (true, _) => "stopping",
+                            (false, true) => "running",
+                            (false, false) => "booting",
+                        },
+                        Some(pid),
+                        Some(since),
+                        None,
+                    ),
+                    State::Due(at) => ("waiting", None, None, Some(at)),
+                    State::Halted(Halt::ConfigError) => ("config-error", None, None, None),
+                    State::Halted(Halt::StoppedByItself) => ("stopped", None, None, None),
+                    State::Halted(Halt::Refused) => ("refused", None, None, None),
+                };
+                VassalView {
+                    name: name.clone(),
+                    state,
+                    pid,
+                    running_since,
+                    due_at,
+                    restarts: v.spawns.saturating_sub(1),
+                    last_exit: v.last_exit,
+                    reason: v.reason.clone(),
+                }
+            })
+            .collect()
+    }
+
+    /// Emits [`Action::Ready`] once every vassal of the first scan has served,
+    /// failed, or gone: a vassal that cannot start must not hold up the others.
+    fn check_ready(&mut self, actions: &mut Vec<Action>) {
+        if self.ready_sent {
+            return;
+        }
+        let Some(awaiting) = &mut self.awaiting else {
+            return;
+        };
+        awaiting.retain(|name| match self.vassals.get(name) {
+            None => false,
+            Some(v) => match v.state {
+                State::Running { .. } => !v.ready,
+                State::Starting => true,
+                State::Due(_) => v.spawns == 0 && v.backoff.failures == 0,
+                State::Halted(_) => false,
+            },
+        });
+        if awaiting.is_empty() {
+            self.ready_sent = true;
+            actions.push(Action::Ready);
+        }
+    }
+
+    /// Whether a stop is under way.
+    pub fn stopping(&self) -> bool {
+        self.stop_deadline.is_some()
     }
 
     /// Pids of the vassal masters now running (for tests and diagnostics).
@@ -199,18 +349,13 @@ impl Emperor {
         if self.stop_deadline.is_some() {
             return;
         }
+        if self.awaiting.is_none() {
+            self.awaiting = Some(present.clone());
+        }
         for name in present {
             if !self.vassals.contains_key(name) {
                 info!(vassal = %name, "new vassal file");
-                self.vassals.insert(
-                    name.clone(),
-                    Vassal {
-                        state: State::Due(now + SETTLE),
-                        backoff: Backoff::default(),
-                        in_dir: true,
-                        changed_at: Some(now),
-                    },
-                );
+                self.vassals.insert(name.clone(), Vassal::new(now));
             }
         }
         let mut forget = Vec::new();
@@ -275,6 +420,7 @@ impl Emperor {
             return;
         }
         let lived = now.saturating_duration_since(since);
+        v.last_exit = Some(status);
         if self.stop_deadline.is_some() {
             info!(vassal = %name, pid, ?status, "vassal stopped");
             self.vassals.remove(name);
@@ -299,15 +445,18 @@ impl Emperor {
             }
             Exit::Code(EXIT_CONFIG) => {
                 error!(vassal = %name, pid, "vassal config is invalid; not restarted until its file changes");
+                v.reason = Some("config error (exit 2); see the log".into());
                 State::Halted(Halt::ConfigError)
             }
             Exit::Code(0) => {
                 warn!(vassal = %name, pid, "vassal stopped by itself; not restarted until its file changes or SIGHUP");
+                v.reason = Some("stopped by itself (exit 0)".into());
                 State::Halted(Halt::StoppedByItself)
             }
             status => {
                 let delay = v.backoff.record_failure(lived);
                 warn!(vassal = %name, pid, ?status, lived = ?lived, restart_in = ?delay, "vassal died, restarting");
+                v.reason = Some(format!("died ({status:?}); restarting with back-off"));
                 State::Due(now + delay)
             }
         };
@@ -361,6 +510,17 @@ impl Emperor {
                     info!(vassal = %name, state = ?v.state, failures = v.backoff.failures, "vassal");
                 }
             }
+            Sig::Usr2 => {
+                for (name, v) in &self.vassals {
+                    if let State::Running { pid, .. } = v.state {
+                        actions.push(Action::Signal {
+                            name: name.clone(),
+                            pid,
+                            signal: Sig::Usr2,
+                        });
+                    }
+                }
+            }
         }
     }
 
@@ -404,13 +564,20 @@ mod tests {
         }
     }
 
-    /// Scans `name` in, lets it settle, and reports it spawned as `pid`.
+    /// Scans `name` in, lets it settle, and reports it spawned as `pid` and ready.
     fn started(e: &mut Emperor, name: &str, pid: i32, t: Instant) -> Instant {
         e.handle(scan(&[name], &[name]), t);
         let t = t + SETTLE;
         assert_eq!(e.handle(Event::Tick, t), vec![Action::Spawn(name.into())]);
         e.handle(
             Event::Spawned {
+                name: name.into(),
+                pid,
+            },
+            t,
+        );
+        e.handle(
+            Event::Ready {
                 name: name.into(),
                 pid,
             },
@@ -602,6 +769,127 @@ mod tests {
         assert_eq!(
             e.handle(exited("b.ini", 200, Exit::Signal(9)), t + STOP_MERCY),
             vec![Action::Exit(0)]
+        );
+    }
+
+    #[test]
+    fn a_refused_file_waits_for_a_change_and_status_counts_restarts() {
+        let mut e = Emperor::new();
+        let t = Instant::now();
+        e.handle(scan(&["a.ini"], &["a.ini"]), t);
+        assert_eq!(
+            e.handle(Event::Tick, t + SETTLE),
+            vec![Action::Spawn("a.ini".into())]
+        );
+        e.handle(
+            Event::Refused {
+                name: "a.ini".into(),
+                reason: "root-owned".into(),
+            },
+            t + SETTLE,
+        );
+        assert_eq!(e.next_deadline(), None);
+        assert_eq!(e.view()[0].state, "refused");
+        assert_eq!(e.view()[0].reason.as_deref(), Some("root-owned"));
+        e.handle(scan(&["a.ini"], &["a.ini"]), t + SETTLE);
+        let t = t + SETTLE * 2;
+        assert_eq!(
+            e.handle(Event::Tick, t),
+            vec![Action::Spawn("a.ini".into())]
+        );
+        e.handle(
+            Event::Spawned {
+                name: "a.ini".into(),
+                pid: 7,
+            },
+            t,
+        );
+        e.handle(exited("a.ini", 7, Exit::Signal(9)), t);
+        e.handle(Event::Tick, t);
+        e.handle(
+            Event::Spawned {
+                name: "a.ini".into(),
+                pid: 8,
+            },
+            t,
+        );
+        e.handle(
+            Event::Ready {
+                name: "a.ini".into(),
+                pid: 8,
+            },
+            t,
+        );
+        let v = &e.view()[0];
+        assert_eq!((v.state, v.pid, v.restarts), ("running", Some(8), 1));
+        assert_eq!(v.last_exit, Some(Exit::Signal(9)));
+    }
+
+    #[test]
+    fn the_emperor_is_ready_once_every_first_vassal_served_or_failed() {
+        let mut e = Emperor::new();
+        let t = Instant::now();
+        e.handle(scan(&["a.ini", "b.ini"], &[]), t);
+        let t = t + SETTLE;
+        assert_eq!(
+            e.handle(Event::Tick, t),
+            vec![Action::Spawn("a.ini".into()), Action::Spawn("b.ini".into())]
+        );
+        e.handle(
+            Event::Spawned {
+                name: "a.ini".into(),
+                pid: 1,
+            },
+            t,
+        );
+        e.handle(
+            Event::Spawned {
+                name: "b.ini".into(),
+                pid: 2,
+            },
+            t,
+        );
+        assert_eq!(e.view()[0].state, "booting");
+        // A later file does not hold readiness back.
+        e.handle(scan(&["a.ini", "b.ini", "c.ini"], &["c.ini"]), t);
+        assert!(e
+            .handle(
+                Event::Ready {
+                    name: "a.ini".into(),
+                    pid: 1
+                },
+                t
+            )
+            .is_empty());
+        // b fails: config error.
+        assert_eq!(
+            e.handle(exited("b.ini", 2, Exit::Code(EXIT_CONFIG)), t),
+            vec![Action::Ready]
+        );
+        assert_eq!(e.view()[0].state, "running");
+        // Only once.
+        assert!(e
+            .handle(
+                Event::Ready {
+                    name: "a.ini".into(),
+                    pid: 1
+                },
+                t
+            )
+            .is_empty());
+    }
+
+    #[test]
+    fn sigusr2_reaches_every_running_vassal() {
+        let mut e = Emperor::new();
+        let t = started(&mut e, "a.ini", 100, Instant::now());
+        assert_eq!(
+            e.handle(Event::Signal(Sig::Usr2), t),
+            vec![Action::Signal {
+                name: "a.ini".into(),
+                pid: 100,
+                signal: Sig::Usr2
+            }]
         );
     }
 

@@ -34,6 +34,8 @@ pub struct GenerationPlan {
     pub harakiri: Option<Duration>,
     /// Replace one slot at a time instead of starting a full new generation.
     pub one_by_one: bool,
+    /// Preload (no `lazy-apps`): an app template imports the app and forks the workers.
+    pub preload: bool,
 }
 
 /// A worker busy on one request, read from its scoreboard.
@@ -75,6 +77,24 @@ pub enum Event {
     WorkerReady {
         pid: i32,
     },
+    /// The answer to [`Action::SpawnTemplate`]: its process runs.
+    TemplateSpawned {
+        generation: u64,
+        pid: i32,
+    },
+    /// The template of `generation` has imported the app and takes fork requests.
+    TemplateReady {
+        generation: u64,
+        pid: i32,
+    },
+    /// The template of `generation` is gone (`pid` 0: it could not be spawned;
+    /// `detail` is the import traceback or why the spawn failed).
+    TemplateExited {
+        generation: u64,
+        pid: i32,
+        reason: ExitReason,
+        detail: Option<String>,
+    },
     /// `detail` is what the worker said before exiting (an import traceback).
     WorkerExited {
         pid: i32,
@@ -115,8 +135,15 @@ pub enum Action {
     LoadConfig {
         generation: u64,
     },
+    /// Start a worker: a fork+exec (lazy) or a fork request to the generation's
+    /// template (preload; the state machine asks only once the template is ready).
     Spawn {
         slot: usize,
+        generation: u64,
+    },
+    /// Start the app template of a preloaded generation; answered with
+    /// [`Event::TemplateSpawned`] or [`Event::TemplateExited`].
+    SpawnTemplate {
         generation: u64,
     },
     /// Signal the worker's process group (the worker and anything it spawned).

@@ -18,7 +18,10 @@ use super::generations::{plan_of, Generations};
 use super::inbox::{ControlRequest, Inbox, Input};
 use super::state::Supervisor;
 use super::status::{self, MasterFacts, ReloadReport, Status};
-use super::workers::{rss_bytes, signal_group, watch_worker, Workers};
+use super::templates::Templates;
+use super::workers::{
+    rss_bytes, signal_group, watch_template, watch_worker, Pidfd, Process, Workers,
+};
 use crate::config::{Config, LoadOptions};
 use crate::logs::LogSink;
 use crate::pidfile::Pidfile;
@@ -26,7 +29,7 @@ use crate::router::{self, supervise::RouterHandle};
 use crate::runtime::sleep_until;
 use crate::scoreboard::monotonic_now;
 use crate::socket::{self, Listener};
-use crate::worker::spawn::{self, ListenerFd, SharedFds};
+use crate::worker::spawn::{self, ListenerFd, Role, SharedFds};
 use crate::{systemd, watch};
 
 /// Everything `start` prepared before the loop runs.
@@ -56,6 +59,7 @@ struct Master {
     base_env: Vec<(OsString, OsString)>,
     generations: Generations,
     workers: Workers,
+    templates: Templates,
     log_write: OwnedFd,
     alive_read: OwnedFd,
     /// Held, never written: its closing (our death) tells workers to leave.
@@ -92,6 +96,12 @@ pub async fn run(setup: MasterSetup) -> i32 {
 impl Master {
     fn new(setup: MasterSetup) -> std::io::Result<(Master, mpsc::UnboundedReceiver<Input>)> {
         let (tx, rx) = mpsc::unbounded_channel();
+        // Workers a template forks are re-parented to us when the template's
+        // intermediate child exits, so we reap them and get their exit status.
+        // SAFETY: prctl on our own process, no pointers.
+        if unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) } < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
         let crate::logs::LogPipe {
             read: log_read,
             write: log_write,
@@ -134,6 +144,7 @@ impl Master {
             base_env: setup.base_env,
             generations,
             workers: Workers::default(),
+            templates: Templates::default(),
             log_write,
             alive_read,
             _alive_write: alive_write,
@@ -180,6 +191,15 @@ impl Master {
                     Some(Input::Event(event)) => {
                         match &event {
                             Event::WorkerExited { pid, .. } => self.workers.remove(*pid),
+                            Event::TemplateExited { generation, pid, .. } => {
+                                for id in self.templates.remove(*generation, *pid) {
+                                    self.local.push_back(Event::SpawnFailed {
+                                        slot: id - 1,
+                                        generation: *generation,
+                                        reason: "the app template died before forking it".into(),
+                                    });
+                                }
+                            }
                             Event::FilesChanged { .. } => {
                                 if let Some(w) = self.watcher.as_mut() {
                                     w.refresh();
@@ -188,6 +208,9 @@ impl Master {
                             _ => {}
                         }
                         self.local.push_back(event);
+                    }
+                    Some(Input::Forked { generation, id, result }) => {
+                        self.forked(generation, id, result)
                     }
                     Some(Input::Control(request)) => {
                         let id = self.next_request;
@@ -220,6 +243,7 @@ impl Master {
                     .push_back(Event::ConfigLoaded { generation, result });
             }
             Action::Spawn { slot, generation } => self.spawn(slot, generation),
+            Action::SpawnTemplate { generation } => self.spawn_template(generation),
             Action::Signal { pid, signal } => signal_group(pid, signal),
             Action::Activate { generation } => {
                 self.last_reload_at = Some(SystemTime::now());
@@ -324,6 +348,18 @@ impl Master {
             });
             return;
         };
+        if !g.config.lazy_apps {
+            // Preload: the template forks it; the answer comes as Input::Forked.
+            if let Err(reason) = self.templates.request_fork(generation, slot + 1) {
+                error!(worker = slot + 1, generation, %reason, "cannot fork worker");
+                self.local.push_back(Event::SpawnFailed {
+                    slot,
+                    generation,
+                    reason,
+                });
+            }
+            return;
+        }
         let shared = SharedFds {
             log: &self.log_write,
             master_alive: &self.alive_read,
@@ -341,7 +377,7 @@ impl Master {
         match spawn::spawn(
             &g.config,
             &self.base_env,
-            slot + 1,
+            Role::Worker { id: slot + 1 },
             generation,
             &shared,
             &listeners,
@@ -349,8 +385,15 @@ impl Master {
             Ok(spawned) => {
                 let pid = spawned.child.id().map(|p| p as i32).unwrap_or(0);
                 info!(worker = slot + 1, pid, generation, "worker spawned");
-                self.workers.insert(pid, slot, spawned.scoreboard);
-                watch_worker(pid, spawned.child, spawned.control, self.inbox.clone());
+                if let Some(scoreboard) = spawned.scoreboard {
+                    self.workers.insert(pid, slot, scoreboard);
+                }
+                watch_worker(
+                    pid,
+                    Process::Spawned(spawned.child),
+                    spawned.control,
+                    self.inbox.clone(),
+                );
                 self.local.push_back(Event::Spawned {
                     slot,
                     generation,
@@ -365,6 +408,126 @@ impl Master {
                     slot,
                     generation,
                     reason,
+                });
+            }
+        }
+    }
+
+    /// A template answered a fork request: register the worker (we are its
+    /// parent now) and tell the state machine.
+    fn forked(&mut self, generation: u64, id: usize, result: Result<i32, String>) {
+        let slot = id.saturating_sub(1);
+        let Some(request) = self.templates.answered(generation, id) else {
+            if let Ok(pid) = result {
+                // Not asked for (or its template was replaced): not ours to keep.
+                warn!(
+                    pid,
+                    generation, "unexpected worker from the app template, killing it"
+                );
+                signal_group(pid, WorkerSignal::Kill);
+            }
+            return;
+        };
+        let pid = match result {
+            Ok(pid) if pid > 1 => pid,
+            Ok(pid) => {
+                self.fork_failed(
+                    slot,
+                    generation,
+                    format!("the app template answered pid {pid}"),
+                );
+                return;
+            }
+            Err(reason) => {
+                self.fork_failed(slot, generation, reason);
+                return;
+            }
+        };
+        let pidfd = match Pidfd::open(pid) {
+            Ok(p) => p,
+            Err(e) => {
+                signal_group(pid, WorkerSignal::Kill);
+                self.fork_failed(slot, generation, format!("pidfd_open({pid}): {e}"));
+                return;
+            }
+        };
+        info!(worker = id, pid, generation, "worker forked");
+        self.workers.insert(pid, slot, request.scoreboard);
+        watch_worker(
+            pid,
+            Process::Forked(pidfd),
+            request.control,
+            self.inbox.clone(),
+        );
+        self.local.push_back(Event::Spawned {
+            slot,
+            generation,
+            pid,
+        });
+    }
+
+    fn fork_failed(&mut self, slot: usize, generation: u64, reason: String) {
+        error!(worker = slot + 1, generation, %reason, "the app template could not fork a worker");
+        self.local.push_back(Event::SpawnFailed {
+            slot,
+            generation,
+            reason,
+        });
+    }
+
+    fn spawn_template(&mut self, generation: u64) {
+        let Some(g) = self.generations.get(generation) else {
+            self.local.push_back(Event::TemplateExited {
+                generation,
+                pid: 0,
+                reason: crate::worker::contract::ExitReason::Crashed(-1),
+                detail: Some("generation released".into()),
+            });
+            return;
+        };
+        let shared = SharedFds {
+            log: &self.log_write,
+            master_alive: &self.alive_read,
+            source: &self.source,
+        };
+        let listeners: Vec<ListenerFd<'_>> = g
+            .listeners
+            .iter()
+            .map(|l| ListenerFd {
+                fd: &l.fd,
+                protocol: l.spec.protocol,
+                name: socket::describe(&l.spec.address),
+            })
+            .collect();
+        let spawned = spawn::spawn(
+            &g.config,
+            &self.base_env,
+            Role::Template,
+            generation,
+            &shared,
+            &listeners,
+        )
+        .and_then(|s| {
+            let reader = s.control.try_clone()?;
+            Ok((s, reader))
+        });
+        match spawned {
+            Ok((spawned, reader)) => {
+                let pid = spawned.child.id().map(|p| p as i32).unwrap_or(0);
+                self.templates.insert(generation, pid, spawned.control);
+                watch_template(generation, pid, spawned.child, reader, self.inbox.clone());
+                self.local
+                    .push_back(Event::TemplateSpawned { generation, pid });
+            }
+            Err(e) => {
+                let python = spawn::python_for(&g.config);
+                let reason = format!("{}: {e}", python.display());
+                error!(generation, %reason, "cannot spawn the app template");
+                self.local.push_back(Event::TemplateExited {
+                    generation,
+                    pid: 0,
+                    reason: crate::worker::contract::ExitReason::Crashed(-1),
+                    detail: Some(reason),
                 });
             }
         }
@@ -386,6 +549,7 @@ impl Master {
     }
 
     fn status(&self) -> Status {
+        let snap = self.sup.snapshot();
         let master = MasterFacts {
             ini: self.ini.clone(),
             pid: std::process::id(),
@@ -393,9 +557,15 @@ impl Master {
             sockets: self.generations.sockets(),
             master_rss_bytes: rss_bytes(std::process::id() as i32),
             last_reload_at: self.last_reload_at,
+            template_rss: snap
+                .templates
+                .iter()
+                .filter_map(|t| t.pid)
+                .map(|pid| (pid, rss_bytes(pid)))
+                .collect(),
         };
         status::build(
-            &self.sup.snapshot(),
+            &snap,
             master,
             |pid| self.workers.facts(pid),
             monotonic_now(),

@@ -211,6 +211,7 @@ pub fn plan_of(config: &Config) -> GenerationPlan {
         mercy: config.worker_reload_mercy,
         harakiri: config.harakiri,
         one_by_one: config.reload_one_by_one,
+        preload: !config.lazy_apps,
     }
 }
 

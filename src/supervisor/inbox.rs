@@ -12,6 +12,13 @@ pub enum Input {
     Event(Event),
     /// A client (control socket, stats server) waits for the answer on `reply`.
     Control(ControlRequest),
+    /// A template's answer to a fork request, for the executor (which then
+    /// tells the state machine [`Event::Spawned`] or [`Event::SpawnFailed`]).
+    Forked {
+        generation: u64,
+        id: usize,
+        result: Result<i32, String>,
+    },
 }
 
 /// A question that needs the master's answer, with the channel to answer on.

@@ -9,4 +9,5 @@ pub mod inbox;
 pub mod policy;
 pub mod state;
 pub mod status;
+mod templates;
 mod workers;

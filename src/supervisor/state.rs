@@ -16,6 +16,11 @@
 //!   one and retires the old one only when every new worker is ready. If any new
 //!   worker dies or the boot times out, the new generation is killed and the old
 //!   one never notices. Triggers during a reload queue exactly one more.
+//! - Preload (no `lazy-apps`): each generation has an app template that imports
+//!   the app and forks its workers; a spawn of that generation waits (`held`)
+//!   until its template is ready. A template that dies is replaced with back-off
+//!   while its workers serve on; one that fails before it is ready fails its
+//!   generation as a worker would. See `state/template.rs`.
 //! - Stopping signals every worker and exits once none is left.
 
 use std::collections::BTreeMap;
@@ -93,6 +98,46 @@ pub enum WorkerState {
     },
     /// Killed (harakiri, failed generation, stop deadline): waiting for its exit.
     Killed,
+}
+
+/// Where a generation's app template is (preload only).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TemplateState {
+    /// [`Action::SpawnTemplate`] asked, no pid yet.
+    Spawning,
+    /// Running, importing the app.
+    Importing,
+    /// Imported; takes fork requests.
+    Ready,
+    /// Died; a new one starts at `respawn_at` (back-off).
+    Waiting { respawn_at: Instant },
+    /// Asked to exit with its generation.
+    Retiring,
+    /// Killed (failed generation, stop): waiting for its exit.
+    Killed,
+}
+
+impl TemplateState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TemplateState::Spawning => "spawning",
+            TemplateState::Importing => "importing",
+            TemplateState::Ready => "ready",
+            TemplateState::Waiting { .. } => "waiting",
+            TemplateState::Retiring => "retiring",
+            TemplateState::Killed => "killed",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Template {
+    pub generation: u64,
+    pub pid: Option<i32>,
+    pub state: TemplateState,
+    pub spawned_at: Instant,
+    /// Consecutive early deaths of this generation's template.
+    pub backoff: Backoff,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -173,6 +218,10 @@ pub struct Supervisor {
     workers: Vec<Worker>,
     /// Spawns asked for and not yet answered: (generation, slot).
     pending: Vec<(u64, usize)>,
+    /// Spawns of a preloaded generation waiting for its template: (generation, slot).
+    held: Vec<(u64, usize)>,
+    /// The app template of each preloaded generation that has one.
+    templates: BTreeMap<u64, Template>,
     /// Back-off per slot of the current generation.
     slots: Vec<Backoff>,
     reload: ReloadState,
@@ -195,6 +244,7 @@ pub struct Snapshot {
     /// The generation a reload is booting.
     pub booting: Option<u64>,
     pub workers: Vec<Worker>,
+    pub templates: Vec<Template>,
     pub last_reload: Option<ReloadOutcome>,
 }
 
@@ -209,6 +259,8 @@ impl Supervisor {
             plans: BTreeMap::new(),
             workers: Vec::new(),
             pending: Vec::new(),
+            held: Vec::new(),
+            templates: BTreeMap::new(),
             slots: vec![Backoff::default(); plan.processes],
             reload: ReloadState::Idle,
             queued: None,
@@ -219,8 +271,12 @@ impl Supervisor {
             last_traceback: None,
         };
         let processes = plan.processes;
+        let preload = plan.preload;
         sup.plans.insert(1, plan);
         let mut actions = Vec::new();
+        if preload {
+            sup.start_template(1, Backoff::default(), now, &mut actions);
+        }
         for slot in 0..processes {
             sup.spawn(1, slot, &mut actions);
         }
@@ -239,6 +295,7 @@ impl Supervisor {
             reloading: !self.reload.is_idle(),
             booting: self.reload.booting(),
             workers: self.workers.clone(),
+            templates: self.templates.values().cloned().collect(),
             last_reload: self.last_reload.clone(),
         }
     }
@@ -264,6 +321,10 @@ impl Supervisor {
             deadlines.push(deadline);
         }
         deadlines.extend(self.slots.iter().filter_map(|s| s.respawn_at));
+        deadlines.extend(self.templates.values().filter_map(|t| match t.state {
+            TemplateState::Waiting { respawn_at } => Some(respawn_at),
+            _ => None,
+        }));
         deadlines.extend(self.workers.iter().filter_map(|w| match w.state {
             WorkerState::Retiring { kill_at } => Some(kill_at),
             _ => None,
@@ -317,6 +378,18 @@ impl Supervisor {
                 );
             }
             Event::WorkerReady { pid } => self.worker_ready(pid, now, &mut actions),
+            Event::TemplateSpawned { generation, pid } => {
+                self.template_spawned(generation, pid, &mut actions)
+            }
+            Event::TemplateReady { generation, pid } => {
+                self.template_ready(generation, pid, &mut actions)
+            }
+            Event::TemplateExited {
+                generation,
+                pid,
+                reason,
+                detail,
+            } => self.template_exited(generation, pid, reason, detail, now, &mut actions),
             Event::WorkerExited {
                 pid,
                 reason,
@@ -405,12 +478,16 @@ impl Supervisor {
                 } else {
                     plan.processes
                 };
+                let preload = plan.preload;
                 self.plans.insert(generation, plan);
                 self.reload = ReloadState::Booting {
                     generation,
                     deadline: now + BOOT_TIMEOUT,
                     waiters,
                 };
+                if preload {
+                    self.start_template(generation, Backoff::default(), now, actions);
+                }
                 for slot in 0..first_slots {
                     self.spawn(generation, slot, actions);
                 }
@@ -452,6 +529,7 @@ impl Supervisor {
                 kill(w, actions);
             }
         }
+        self.end_templates(|g| g == generation, true, actions);
         self.plans.remove(&generation);
         actions.push(Action::Release { generation });
         self.finish_reload(
@@ -494,6 +572,7 @@ impl Supervisor {
         let old = self.current;
         let old_mercy = self.plans[&old].mercy;
         self.retire_where(|w| w.generation != generation, now + old_mercy, actions);
+        self.end_templates(|g| g != generation, false, actions);
         self.current = generation;
         self.slots = vec![Backoff::default(); plan.processes];
         self.plans.remove(&old);
@@ -525,6 +604,18 @@ impl Supervisor {
     // ---- workers ---------------------------------------------------------------
 
     fn spawn(&mut self, generation: u64, slot: usize, actions: &mut Vec<Action>) {
+        let preload = self.plans.get(&generation).is_some_and(|p| p.preload);
+        let template_ready = self
+            .templates
+            .get(&generation)
+            .is_some_and(|t| t.state == TemplateState::Ready);
+        if preload && !template_ready {
+            // Forked once the template has imported the app (or replaced).
+            if !self.held.contains(&(generation, slot)) {
+                self.held.push((generation, slot));
+            }
+            return;
+        }
         self.pending.push((generation, slot));
         actions.push(Action::Spawn { slot, generation });
     }
@@ -613,6 +704,7 @@ impl Supervisor {
         }
         let describe = || match (&reason, &detail) {
             (ExitReason::AppLoadFailed, Some(d)) => format!("the app failed to load:\n{d}"),
+            (ExitReason::CheckFailed, Some(d)) => format!("the reload check failed: {d}"),
             (ExitReason::AppLoadFailed, None) => "the app failed to load".to_string(),
             (r, _) => format!(
                 "worker {} (pid {pid}) died before it was ready: {r:?}",
@@ -635,17 +727,21 @@ impl Supervisor {
             );
             return;
         }
-        if matches!(self.phase, Phase::Booting { .. }) && reason == ExitReason::AppLoadFailed {
+        if matches!(self.phase, Phase::Booting { .. })
+            && matches!(reason, ExitReason::AppLoadFailed | ExitReason::CheckFailed)
+        {
             error!(
                 traceback = %detail.as_deref().unwrap_or("(none)"),
-                "the app failed to load at start, giving up"
+                "the app failed to load or its check failed at start, giving up"
             );
             self.begin_stop(StopKind::Fast, StopWhy::GaveUp, now, actions);
             return;
         }
         match reason {
             ExitReason::Recycled(why) => info!(worker = w.slot + 1, pid, why, "worker recycled"),
-            ExitReason::AppLoadFailed if detail != self.last_traceback => {
+            ExitReason::AppLoadFailed | ExitReason::CheckFailed
+                if detail != self.last_traceback =>
+            {
                 // Code changed on disk under a running generation: say why once,
                 // not at every back-off retry.
                 warn!(
@@ -793,6 +889,9 @@ impl Supervisor {
         for s in self.slots.iter_mut() {
             s.respawn_at = None;
         }
+        self.held.clear();
+        // A template has nothing to finish: its workers serve on without it.
+        self.end_templates(|_| true, true, actions);
         self.harakiri_at = None;
         let mercy = self
             .plans
@@ -825,6 +924,7 @@ impl Supervisor {
         if let Phase::Stopping { why, .. } = self.phase {
             if self.workers.is_empty()
                 && self.pending.is_empty()
+                && self.templates.is_empty()
                 && !actions.iter().any(|a| matches!(a, Action::Exit(_)))
             {
                 actions.push(Action::Exit(why.exit_code()));
@@ -875,6 +975,7 @@ impl Supervisor {
             self.slots[slot].respawn_at = None;
             self.spawn(current, slot, actions);
         }
+        self.templates_due(now, actions);
         for w in self.workers.iter_mut() {
             if let WorkerState::Retiring { kill_at } = w.state {
                 if now >= kill_at {
@@ -904,6 +1005,7 @@ impl Supervisor {
                 );
                 kill(w, actions);
             }
+            self.end_templates(|_| true, true, actions);
         }
         if self.harakiri_at.is_some_and(|t| now >= t) {
             self.harakiri_at = Some(now + HARAKIRI_PERIOD);
@@ -923,5 +1025,8 @@ fn kill(w: &mut Worker, actions: &mut Vec<Action>) {
     });
 }
 
+mod template;
+#[cfg(test)]
+mod template_tests;
 #[cfg(test)]
 mod tests;

@@ -28,6 +28,10 @@ pub struct Status {
     #[serde(default)]
     pub generations: Vec<GenerationStatus>,
     pub workers: Vec<WorkerStatus>,
+    /// The app template of each preloaded generation (none with `lazy-apps`);
+    /// it serves no request, so it is not among the workers.
+    #[serde(default)]
+    pub templates: Vec<TemplateStatus>,
     pub sockets: Vec<SocketStatus>,
     pub master_rss_bytes: u64,
     pub last_reload: Option<ReloadReport>,
@@ -92,6 +96,17 @@ pub struct WorkerStatus {
     pub respawn_count: u64,
     /// When it was spawned, in Unix seconds (uWSGI's `last_spawn`).
     pub spawned_unix: Option<u64>,
+}
+
+/// A preloaded generation's app template.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TemplateStatus {
+    pub generation: u64,
+    /// `None` while it is being spawned or waits for its back-off.
+    pub pid: Option<i32>,
+    /// spawning, importing, ready, waiting, retiring, killed.
+    pub state: String,
+    pub rss_bytes: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -204,6 +219,8 @@ pub struct MasterFacts {
     pub sockets: Vec<SocketStatus>,
     pub master_rss_bytes: u64,
     pub last_reload_at: Option<SystemTime>,
+    /// RSS of the template processes, by pid.
+    pub template_rss: Vec<(i32, u64)>,
 }
 
 /// Builds the document from the state machine's snapshot and the executor's
@@ -262,6 +279,20 @@ pub fn build(
         reloading: snap.reloading,
         generations: generations_of(snap),
         workers,
+        templates: snap
+            .templates
+            .iter()
+            .map(|t| TemplateStatus {
+                generation: t.generation,
+                pid: t.pid,
+                state: t.state.as_str().to_string(),
+                rss_bytes: t
+                    .pid
+                    .and_then(|pid| master.template_rss.iter().find(|(p, _)| *p == pid))
+                    .map(|(_, rss)| *rss)
+                    .unwrap_or(0),
+            })
+            .collect(),
         sockets: master.sockets,
         master_rss_bytes: master.master_rss_bytes,
         last_reload: snap.last_reload.as_ref().map(ReloadReport::from),
@@ -323,6 +354,7 @@ mod tests {
                 worker(201, 0, 2, WorkerState::Ready),
                 worker(202, 1, 2, WorkerState::Ready),
             ],
+            templates: Vec::new(),
             last_reload: Some(ReloadOutcome::Serving { generation: 2 }),
         }
     }
@@ -337,6 +369,7 @@ mod tests {
                 proto: "uwsgi".into(),
             }],
             master_rss_bytes: 1,
+            template_rss: Vec::new(),
             last_reload_at: None,
         }
     }

@@ -83,8 +83,79 @@ pub fn signal_group(pid: i32, signal: WorkerSignal) {
     }
 }
 
+/// A worker process as the master waits for it: spawned by tokio (lazy), or
+/// forked by a template and re-parented to us (we are a child subreaper), waited
+/// for through a pidfd.
+pub enum Process {
+    Spawned(tokio::process::Child),
+    Forked(Pidfd),
+}
+
+impl Process {
+    async fn wait(&mut self) -> std::io::Result<std::process::ExitStatus> {
+        match self {
+            Process::Spawned(child) => child.wait().await,
+            Process::Forked(pidfd) => pidfd.wait().await,
+        }
+    }
+}
+
+/// A process that is our child but not tokio's: readable when it has exited.
+pub struct Pidfd {
+    pid: i32,
+    fd: tokio::io::unix::AsyncFd<OwnedFd>,
+    status: Option<std::process::ExitStatus>,
+}
+
+impl Pidfd {
+    /// `pid` must be our child, not yet reaped (so the number cannot be reused
+    /// before we have waited for it).
+    pub fn open(pid: i32) -> std::io::Result<Self> {
+        use std::os::fd::FromRawFd;
+        // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
+        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, libc::PIDFD_NONBLOCK) };
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: the syscall returned a fresh descriptor that nothing else owns.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+        // SAFETY: the OwnedFd is moved into the AsyncFd, which alone closes it.
+        let fd = unsafe {
+            tokio::io::unix::AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE)?
+        };
+        Ok(Pidfd {
+            pid,
+            fd,
+            status: None,
+        })
+    }
+
+    pub async fn wait(&mut self) -> std::io::Result<std::process::ExitStatus> {
+        use std::os::unix::process::ExitStatusExt;
+        if let Some(status) = self.status {
+            return Ok(status);
+        }
+        loop {
+            let mut guard = self.fd.readable().await?;
+            let mut raw: libc::c_int = 0;
+            // SAFETY: waitpid on our own child with a valid out pointer; WNOHANG
+            // because readiness can be spurious.
+            let r = unsafe { libc::waitpid(self.pid, &mut raw, libc::WNOHANG) };
+            if r == self.pid {
+                let status = std::process::ExitStatus::from_raw(raw);
+                self.status = Some(status);
+                return Ok(status);
+            }
+            if r < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            guard.clear_ready();
+        }
+    }
+}
+
 /// One task per worker: forwards its readiness, then its exit with what it said.
-pub fn watch_worker(pid: i32, mut child: tokio::process::Child, control: OwnedFd, inbox: Inbox) {
+pub fn watch_worker(pid: i32, mut child: Process, control: OwnedFd, inbox: Inbox) {
     tokio::spawn(async move {
         let mut detail: Option<String> = None;
         let reader = match tokio::net::unix::pipe::Receiver::from_owned_fd(control) {
@@ -130,6 +201,138 @@ fn handle_line(pid: i32, line: &str, detail: &mut Option<String>, inbox: &Inbox)
         *detail = Some(
             serde_json::from_str::<String>(rest.trim()).unwrap_or_else(|_| rest.trim().to_string()),
         );
+    }
+}
+
+/// One task per app template: reads its datagrams (ready, failed, fork answers)
+/// and reports its exit. `control` is the master's end of the seqpacket
+/// socketpair (a clone: the executor keeps one to send fork requests).
+pub fn watch_template(
+    generation: u64,
+    pid: i32,
+    mut child: tokio::process::Child,
+    control: OwnedFd,
+    inbox: Inbox,
+) {
+    tokio::spawn(async move {
+        let mut detail: Option<String> = None;
+        // SAFETY: the OwnedFd is moved into the AsyncFd, which alone closes it;
+        // every read on it is MSG_DONTWAIT.
+        let socket = match unsafe {
+            tokio::io::unix::AsyncFd::register_with_interest(control, tokio::io::Interest::READABLE)
+        } {
+            Ok(s) => Some(s),
+            Err(e) => {
+                warn!(generation, pid, error = %e, "cannot read the app template's socket");
+                None
+            }
+        };
+        let mut buf = vec![0u8; 64 * 1024];
+        let status = match socket {
+            Some(socket) => loop {
+                tokio::select! {
+                    datagram = recv_datagram(&socket, &mut buf) => match datagram {
+                        Ok(n) if n > 0 => template_message(generation, pid, &buf[..n], &mut detail, &inbox),
+                        _ => break child.wait().await,
+                    },
+                    status = child.wait() => {
+                        while let Ok(Ok(n)) = tokio::time::timeout(
+                            std::time::Duration::from_millis(20),
+                            recv_datagram(&socket, &mut buf),
+                        )
+                        .await
+                        {
+                            if n == 0 {
+                                break;
+                            }
+                            template_message(generation, pid, &buf[..n], &mut detail, &inbox);
+                        }
+                        break status;
+                    }
+                }
+            },
+            None => child.wait().await,
+        };
+        let _ = inbox.send(Input::Event(Event::TemplateExited {
+            generation,
+            pid,
+            reason: ExitReason::from_status(status),
+            detail,
+        }));
+    });
+}
+
+async fn recv_datagram(
+    socket: &tokio::io::unix::AsyncFd<OwnedFd>,
+    buf: &mut [u8],
+) -> std::io::Result<usize> {
+    use std::os::fd::AsRawFd;
+    loop {
+        let mut guard = socket.readable().await?;
+        match guard.try_io(|fd| {
+            // SAFETY: recv into a buffer we own, of its length.
+            let n = unsafe {
+                libc::recv(
+                    fd.as_raw_fd(),
+                    buf.as_mut_ptr().cast(),
+                    buf.len(),
+                    libc::MSG_DONTWAIT,
+                )
+            };
+            if n < 0 {
+                Err(std::io::Error::last_os_error())
+            } else {
+                Ok(n as usize)
+            }
+        }) {
+            Ok(result) => return result,
+            Err(_would_block) => continue,
+        }
+    }
+}
+
+fn template_message(
+    generation: u64,
+    pid: i32,
+    datagram: &[u8],
+    detail: &mut Option<String>,
+    inbox: &Inbox,
+) {
+    let text = String::from_utf8_lossy(datagram);
+    let text = text.trim_end();
+    let (word, rest) = text.split_once(' ').unwrap_or((text, ""));
+    match word {
+        "ready" => {
+            let _ = inbox.send(Input::Event(Event::TemplateReady { generation, pid }));
+        }
+        "failed" => {
+            *detail = Some(
+                serde_json::from_str::<String>(rest.trim())
+                    .unwrap_or_else(|_| rest.trim().to_string()),
+            );
+        }
+        "forked" | "forkfailed" => {
+            let (id, answer) = rest.split_once(' ').unwrap_or((rest, ""));
+            let Ok(id) = id.parse::<usize>() else {
+                warn!(generation, pid, message = %text, "unreadable answer from the app template");
+                return;
+            };
+            let result = if word == "forked" {
+                answer
+                    .trim()
+                    .parse::<i32>()
+                    .map_err(|_| format!("bad pid {answer:?} from the app template"))
+            } else {
+                Err(serde_json::from_str::<String>(answer.trim())
+                    .unwrap_or_else(|_| answer.trim().to_string()))
+            };
+            let _ = inbox.send(Input::Forked {
+                generation,
+                id,
+                result,
+            });
+        }
+        _ => warn!(generation, pid, message = %text, "unknown message from the app template"),
     }
 }
 

@@ -24,10 +24,30 @@
 //! | [`FD_SOURCE`] | the worker source (memfd); closed by the bootstrap after reading | |
 //! | [`FD_FIRST_LISTENER`].. | the listening sockets, in the order of `ENV_CONFIG.listeners` | |
 //!
+//! # Preload: the app template
+//! Unless `lazy-apps` is set, each generation first runs one *template*: the same
+//! start, with `"template": true` in [`ENV_CONFIG`], no [`FD_SCOREBOARD`], and at
+//! [`FD_CONTROL`] a `SOCK_SEQPACKET` socketpair instead of a pipe (one message per
+//! datagram, no newline needed). It imports the app, sends [`MSG_READY`] (or
+//! [`MSG_FAILED`] and exits 3, as a worker would), then serves
+//! `fork <id>` requests that carry, by SCM_RIGHTS, the new worker's control pipe
+//! write end and scoreboard memfd; it answers `forked <id> <pid>` once the worker
+//! (a double fork, in its own process group) is the master's child, or
+//! `forkfailed <id> <json reason>`. The forked worker puts those fds at
+//! [`FD_CONTROL`] and [`FD_SCOREBOARD`] and goes on as a worker whose app is loaded
+//! (the reload check, then `ready`). See `python/amy_worker/template.py`.
+//!
+//! # Reload check
+//! With `reload_check` paths in the config, a worker serves `GET PATH` privately
+//! (`python/amy_worker/check.py`) before it sends [`MSG_READY`]; a status other
+//! than 2xx/3xx, an exception or a timeout is `failed <json reason>` and exit
+//! [`exit_code::CHECK_FAILED`].
+//!
 //! # Config
 //! [`ENV_CONFIG`] holds JSON: `{"id", "generation", "module", "wsgi_file", "callable",
 //! "chdir", "pythonpath": [...], "threads", "processes", "buffer_size",
-//! "disable_logging", "max_requests", "reload_on_rss_mb", "harakiri",
+//! "disable_logging", "max_requests", "reload_on_rss_mb", "harakiri", "template",
+//! "reload_check": [paths], "reload_check_host", "reload_check_timeout",
 //! "listeners": [{"fd", "proto": "uwsgi"|"http", "name"}], "serving": {...}}`.
 //! `serving` is [`crate::config::serving::Serving`] serialized as is (static
 //! maps, mounts, routes, post-buffering, add-header, socket-timeout; field names
@@ -87,6 +107,7 @@ pub const WORKER_PACKAGE: &[(&str, &str)] = package![
     "amy_worker/app.py",
     "amy_worker/applog.py",
     "amy_worker/buffering.py",
+    "amy_worker/check.py",
     "amy_worker/contract.py",
     "amy_worker/dispatch.py",
     "amy_worker/errors.py",
@@ -100,6 +121,7 @@ pub const WORKER_PACKAGE: &[(&str, &str)] = package![
     "amy_worker/server.py",
     "amy_worker/state.py",
     "amy_worker/static.py",
+    "amy_worker/template.py",
     "amy_worker/wsgi.py",
 ];
 
@@ -154,6 +176,9 @@ pub mod exit_code {
     pub const MAX_REQUESTS: i32 = 5;
     /// Recycled after `reload-on-rss`: respawn at once, no back-off.
     pub const RELOAD_ON_RSS: i32 = 6;
+    /// The reload check failed (reason already sent as `failed`): the worker
+    /// never took public traffic.
+    pub const CHECK_FAILED: i32 = 7;
 }
 
 /// Why a worker ended, as the master classifies it.
@@ -163,6 +188,8 @@ pub enum ExitReason {
     AppLoadFailed,
     ContractViolation,
     Recycled(&'static str),
+    /// The reload check answered something other than 2xx/3xx, raised or timed out.
+    CheckFailed,
     /// Any other exit status.
     Crashed(i32),
     Signaled(i32),
@@ -176,6 +203,7 @@ impl ExitReason {
             exit_code::CONTRACT => ExitReason::ContractViolation,
             exit_code::MAX_REQUESTS => ExitReason::Recycled("max-requests"),
             exit_code::RELOAD_ON_RSS => ExitReason::Recycled("reload-on-rss"),
+            exit_code::CHECK_FAILED => ExitReason::CheckFailed,
             other => ExitReason::Crashed(other),
         }
     }

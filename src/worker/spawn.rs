@@ -35,11 +35,63 @@ pub struct ListenerFd<'a> {
     pub name: String,
 }
 
-/// A started worker: the process, the read end of its control pipe, its scoreboard.
+/// What a started process is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// A worker (1-based id) that imports the app itself (`lazy-apps`).
+    Worker { id: usize },
+    /// The generation's app template (preload): imports the app and forks workers.
+    Template,
+}
+
+/// A started process: the child, the master's end of its control channel (a
+/// pipe for a worker, the seqpacket socket for a template), its scoreboard
+/// (none for a template).
 pub struct Spawned {
     pub child: Child,
     pub control: OwnedFd,
+    pub scoreboard: Option<Scoreboard>,
+}
+
+/// What the master prepares for a worker the template forks: its control pipe
+/// and scoreboard (the master's ends), and the fds to pass to the template.
+pub struct ForkRequest {
+    pub control: OwnedFd,
     pub scoreboard: Scoreboard,
+    /// Sent by SCM_RIGHTS in this order: control pipe write end, scoreboard
+    /// memfd; dropped once sent (the template has its copies).
+    pub pass: Vec<OwnedFd>,
+}
+
+impl ForkRequest {
+    pub fn new() -> io::Result<Self> {
+        let (control_read, control_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+        let (scoreboard, scoreboard_fd) = Scoreboard::create()?;
+        Ok(ForkRequest {
+            control: control_read,
+            scoreboard,
+            pass: vec![control_write, scoreboard_fd],
+        })
+    }
+}
+
+/// Sends `fork <id>` with the request's fds on the template's socket.
+pub fn send_fork(template: &OwnedFd, id: usize, request: &ForkRequest) -> io::Result<()> {
+    use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
+    let fds: Vec<RawFd> = request.pass.iter().map(|fd| fd.as_raw_fd()).collect();
+    let msg = format!("fork {id}");
+    let iov = [io::IoSlice::new(msg.as_bytes())];
+    let cmsg = [ControlMessage::ScmRights(&fds)];
+    // A datagram on a socketpair whose reader is the template: it does not
+    // block unless the template stopped reading hundreds of requests ago.
+    sendmsg::<()>(
+        template.as_raw_fd(),
+        &iov,
+        &cmsg,
+        MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL,
+        None,
+    )?;
+    Ok(())
 }
 
 /// The interpreter to run: the virtualenv's, else `python3` from PATH.
@@ -76,10 +128,14 @@ pub fn environment(
 /// The JSON the worker reads from [`ENV_CONFIG`].
 pub fn worker_json(
     config: &Config,
-    id: usize,
+    role: Role,
     generation: u64,
     listeners: &[ListenerFd<'_>],
 ) -> String {
+    let (id, template) = match role {
+        Role::Worker { id } => (id, false),
+        Role::Template => (0, true),
+    };
     let listeners: Vec<_> = listeners
         .iter()
         .enumerate()
@@ -102,31 +158,56 @@ pub fn worker_json(
         "harakiri": config.harakiri.map(|d| d.as_secs_f64()),
         "listeners": listeners,
         "serving": config.serving,
+        "template": template,
+        "reload_check": config.reload_check,
+        "reload_check_host": config.reload_check_host,
+        "reload_check_timeout": config.reload_check_timeout.as_secs_f64(),
     })
     .to_string()
 }
 
-/// Forks and execs worker `id` (1-based) of `generation`.
+/// Forks and execs a worker or the template of `generation`.
 pub fn spawn(
     config: &Config,
     base_env: &[(OsString, OsString)],
-    id: usize,
+    role: Role,
     generation: u64,
     shared: &SharedFds<'_>,
     listeners: &[ListenerFd<'_>],
 ) -> io::Result<Spawned> {
-    let (control_read, control_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
-    let (scoreboard, scoreboard_fd) = Scoreboard::create()?;
-    let json = worker_json(config, id, generation, listeners);
+    let (control_read, control_write, scoreboard) = match role {
+        Role::Worker { .. } => {
+            let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+            let (scoreboard, fd) = Scoreboard::create()?;
+            (read, write, Some((scoreboard, fd)))
+        }
+        Role::Template => {
+            use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
+            let (ours, theirs) = socketpair(
+                AddressFamily::Unix,
+                SockType::SeqPacket,
+                None,
+                SockFlag::SOCK_CLOEXEC,
+            )?;
+            (ours, theirs, None)
+        }
+    };
+    let (id, arg0) = match role {
+        Role::Worker { id } => (id, "amy-emperor-worker"),
+        Role::Template => (0, "amy-emperor-template"),
+    };
+    let json = worker_json(config, role, generation, listeners);
 
     // Descriptor moves done in the child, listed here so the child only does
     // syscalls: (source fd in the parent, the fd number the worker expects).
     let mut moves: Vec<(RawFd, RawFd)> = vec![
         (control_write.as_raw_fd(), FD_CONTROL),
         (shared.master_alive.as_raw_fd(), FD_MASTER_ALIVE),
-        (scoreboard_fd.as_raw_fd(), FD_SCOREBOARD),
         (shared.source.as_raw_fd(), FD_SOURCE),
     ];
+    if let Some((_, fd)) = &scoreboard {
+        moves.push((fd.as_raw_fd(), FD_SCOREBOARD));
+    }
     for (i, l) in listeners.iter().enumerate() {
         moves.push((l.fd.as_raw_fd(), FD_FIRST_LISTENER + i as i32));
     }
@@ -134,7 +215,7 @@ pub fn spawn(
     let mut cmd = Command::new(python_for(config));
     cmd.arg("-c")
         .arg(BOOTSTRAP)
-        .arg("amy-emperor-worker")
+        .arg(arg0)
         .arg(id.to_string())
         .arg(generation.to_string())
         .env_clear()
@@ -151,11 +232,10 @@ pub fn spawn(
     }
     let child = cmd.spawn()?;
     drop(control_write);
-    drop(scoreboard_fd);
     Ok(Spawned {
         child,
         control: control_read,
-        scoreboard,
+        scoreboard: scoreboard.map(|(s, _fd)| s),
     })
 }
 

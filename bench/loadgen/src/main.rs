@@ -9,12 +9,15 @@
 //! - `http-unix`: HTTP/1.1 on a unix socket, one request per connection
 //!   (`Connection: close`), for servers that only speak HTTP (gunicorn).
 //! - `http`: HTTP/1.1 to `HOST:PORT` with keep-alive (how browsers reach nginx).
+//! - `http-close`: HTTP/1.1 to `HOST:PORT`, one request per connection (nginx's
+//!   `proxy_pass` without upstream keep-alive, for servers bound to TCP).
 //!
 //! `--trigger-at S` with `--touch FILE` or `--trigger-cmd CMD` fires a reload at
 //! S seconds into the run; the summary then describes the reload window: failed
 //! requests, max/p99 latency, the first answer from a worker pid never seen before
 //! the trigger, the last answer from an old pid and the longest stretch without
-//! any answer. The summary is one JSON object on stdout.
+//! any answer. `--timeline-ms MS` adds per-bucket answers, failures and max
+//! latency (the reload plot). The summary is one JSON object on stdout.
 //!
 //! Every wait is bounded: socket timeouts per request, and the main thread stops
 //! waiting for stuck threads at `duration + req-timeout + 2 s`.
@@ -35,6 +38,7 @@ enum Mode {
     Uwsgi,
     HttpUnix,
     Http,
+    HttpClose,
 }
 
 struct Opts {
@@ -47,6 +51,8 @@ struct Opts {
     trigger_at: Option<Duration>,
     touch: Option<String>,
     trigger_cmd: Option<String>,
+    /// Bucket width of the `timeline` (0: none).
+    timeline: Duration,
 }
 
 /// One finished request. `status` 0 means a socket error (connect, reset, timeout,
@@ -61,9 +67,9 @@ struct Rec {
 
 fn usage() -> ! {
     eprintln!(
-        "usage: loadgen --mode uwsgi|http-unix|http --target PATH|HOST:PORT [--conns 32] \
+        "usage: loadgen --mode uwsgi|http-unix|http|http-close --target PATH|HOST:PORT [--conns 32] \
          [--duration 10] [--path /] [--req-timeout 10] \
-         [--trigger-at S (--touch FILE | --trigger-cmd CMD)]"
+         [--trigger-at S (--touch FILE | --trigger-cmd CMD)] [--timeline-ms MS]"
     );
     std::process::exit(2)
 }
@@ -86,6 +92,7 @@ fn parse_opts() -> Opts {
         trigger_at: None,
         touch: None,
         trigger_cmd: None,
+        timeline: Duration::ZERO,
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -96,6 +103,7 @@ fn parse_opts() -> Opts {
                     "uwsgi" => Mode::Uwsgi,
                     "http-unix" => Mode::HttpUnix,
                     "http" => Mode::Http,
+                    "http-close" => Mode::HttpClose,
                     _ => usage(),
                 }
             }
@@ -107,6 +115,7 @@ fn parse_opts() -> Opts {
             "--trigger-at" => o.trigger_at = Some(parse_secs(&val())),
             "--touch" => o.touch = Some(val()),
             "--trigger-cmd" => o.trigger_cmd = Some(val()),
+            "--timeline-ms" => o.timeline = parse_secs(&val()) / 1000,
             _ => usage(),
         }
     }
@@ -331,6 +340,8 @@ fn run_thread(o: Arc<Opts>, addr: Option<SocketAddr>, t0: Instant, end: Instant)
             Mode::HttpUnix => {
                 unix_conn(&o.target, o.req_timeout).and_then(|s| one_shot(s, close_req.as_bytes()))
             }
+            Mode::HttpClose => tcp_conn(addr.as_ref().unwrap(), o.req_timeout)
+                .and_then(|s| one_shot(s, close_req.as_bytes())),
             Mode::Http => (|| {
                 if conn.is_none() {
                     conn = Some(tcp_conn(addr.as_ref().unwrap(), o.req_timeout)?);
@@ -396,7 +407,7 @@ fn num(v: Option<f64>) -> String {
 
 fn main() {
     let o = Arc::new(parse_opts());
-    let addr = if o.mode == Mode::Http {
+    let addr = if o.mode == Mode::Http || o.mode == Mode::HttpClose {
         match o.target.to_socket_addrs().ok().and_then(|mut a| a.next()) {
             Some(a) => Some(a),
             None => {
@@ -490,6 +501,7 @@ fn main() {
             Mode::Uwsgi => "uwsgi",
             Mode::HttpUnix => "http-unix",
             Mode::Http => "http",
+            Mode::HttpClose => "http-close",
         },
         o.conns,
         elapsed.as_secs_f64(),
@@ -511,6 +523,7 @@ fn main() {
             .len(),
     );
 
+    let trigger_us = trigger.as_ref().map_or(0, |(f, _)| f.as_micros() as u64);
     if let Some((fired, res)) = trigger {
         let tr = fired.as_micros() as u64;
         let done = |r: &Rec| r.start_us + r.lat_us;
@@ -596,6 +609,40 @@ fn main() {
             pct(&wl, 1.0),
             ms(gap),
             steady,
+        );
+    }
+    if !o.timeline.is_zero() {
+        // Buckets by completion time, relative to the trigger (or the start):
+        // [t_ms, answers, failed, max latency ms]. A stall shows as one late
+        // bucket whose max latency is the length of the stall.
+        let zero = trigger_us;
+        let w = o.timeline.as_micros().max(1) as u64;
+        let mut buckets: Vec<(u64, u64, u64)> = Vec::new();
+        for r in &recs {
+            let i = ((r.start_us + r.lat_us) / w) as usize;
+            if buckets.len() <= i {
+                buckets.resize(i + 1, (0, 0, 0));
+            }
+            let b = &mut buckets[i];
+            if r.status == 200 {
+                b.0 += 1;
+            } else {
+                b.1 += 1;
+            }
+            b.2 = b.2.max(r.lat_us);
+        }
+        let cells: Vec<String> = buckets
+            .iter()
+            .enumerate()
+            .map(|(i, b)| {
+                let t = (i as u64 * w) as f64 - zero as f64;
+                format!("[{:.0},{},{},{:.3}]", t / 1e3, b.0, b.1, ms(b.2))
+            })
+            .collect();
+        out += &format!(
+            ",\"timeline_ms\":{},\"timeline\":[{}]",
+            ms(w),
+            cells.join(",")
         );
     }
     out.push('}');

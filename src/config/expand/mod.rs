@@ -165,6 +165,17 @@ impl<'a> Expander<'a> {
         self.add_option("ini".into(), given.into(), origin, false)
     }
 
+    /// An option from uWSGI's command line (`--set K=V`, `--include FILE`), in
+    /// order with the `--ini` of [`Expander::load_main`].
+    pub fn add_command_line(&mut self, key: &str, value: &str) -> Result<(), ConfigError> {
+        let origin = Origin {
+            path: PathBuf::from(format!("--{key} {value}")),
+            line: None,
+            env_line: None,
+        };
+        self.add_option(key.into(), value.into(), origin, false)
+    }
+
     /// `add_exported_option_do`.
     fn add_option(
         &mut self,

@@ -11,6 +11,7 @@ fn plan(processes: usize) -> GenerationPlan {
         mercy: Duration::from_secs(60),
         harakiri: None,
         one_by_one: false,
+        preload: false,
     }
 }
 

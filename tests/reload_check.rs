@@ -1,0 +1,226 @@
+//! The checked, warmed reload (`reload-check = PATH`, amy-emperor's own key): a
+//! new worker serves `GET PATH` privately before it accepts public traffic; a
+//! release that imports but does not answer 2xx/3xx never takes a request.
+//! Real binary, real workers, real nginx, tests/apps/heavy.py.
+
+mod common;
+
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+fn site_with(name: &str, extra: &str) -> Site {
+    let site = Site::new(name, "heavy", 2, "");
+    site.write_ini("heavy", 2, extra);
+    site
+}
+
+fn reload(site: &Site) -> (Option<i32>, String) {
+    let out = Command::new(BIN)
+        .arg("reload")
+        .arg(site.ini())
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr),
+    )
+}
+
+/// One answer seen by the paced load: how long it took, the status and the
+/// release that answered (empty for an error).
+#[derive(Debug, Clone)]
+struct Seen {
+    took: Duration,
+    status: u16,
+    release: String,
+}
+
+/// `threads` clients, each sending a request every `pace` through nginx until
+/// `stop` (bounded: at most 60 s).
+fn paced(
+    port: u16,
+    threads: usize,
+    pace: Duration,
+    stop: Arc<AtomicBool>,
+) -> (Arc<Mutex<Vec<Seen>>>, Vec<std::thread::JoinHandle<()>>) {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let start = Instant::now();
+    let handles = (0..threads)
+        .map(|_| {
+            let (seen, stop) = (seen.clone(), stop.clone());
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::SeqCst) && start.elapsed() < Duration::from_secs(60) {
+                    let sent = Instant::now();
+                    let r = http_get(port, "/");
+                    let took = sent.elapsed();
+                    let (status, release) = match &r {
+                        Ok(r) => (r.status, r.header("X-Release").unwrap_or("").to_string()),
+                        Err(_) => (0, String::new()),
+                    };
+                    seen.lock().unwrap().push(Seen {
+                        took,
+                        status,
+                        release,
+                    });
+                    std::thread::sleep(pace.saturating_sub(took));
+                }
+            })
+        })
+        .collect();
+    (seen, handles)
+}
+
+fn ini_extra(release: &str, mode: &str, more: &str) -> String {
+    format!(
+        "env = HEAVY_RELEASE={release}\nenv = HEAVY_MODE={mode}\nenv = HEAVY_IMPORT_S=0.3\n\
+         env = HEAVY_FIRST_S=1.5\nreload-check = /\nreload-check-host = amy.example.org\n{more}"
+    )
+}
+
+#[test]
+fn with_reload_check_no_request_waits_for_a_cold_worker_during_a_reload() {
+    let site = site_with("chk-warm", &ini_extra("1", "ok", ""));
+    let inst = site.start();
+    let nginx = Nginx::start(&site.sock());
+    let stop = Arc::new(AtomicBool::new(false));
+    let (seen, handles) = paced(nginx.port, 2, Duration::from_millis(25), stop.clone());
+    wait_for("load to flow", Duration::from_secs(10), || {
+        (seen.lock().unwrap().len() > 20).then_some(())
+    });
+    site.write_ini("heavy", 2, &ini_extra("2", "ok", ""));
+    let (code, said) = reload(&site);
+    assert_eq!(code, Some(0), "{said}");
+    wait_for("release 2 to answer", Duration::from_secs(10), || {
+        let seen = seen.lock().unwrap();
+        (seen.iter().filter(|s| s.release == "2").count() > 20).then_some(())
+    });
+    stop.store(true, Ordering::SeqCst);
+    for h in handles {
+        h.join().unwrap();
+    }
+    let seen = seen.lock().unwrap().clone();
+    let failed: Vec<&Seen> = seen.iter().filter(|s| s.status != 200).collect();
+    assert!(failed.is_empty(), "{failed:?}\n{}", nginx.error_log());
+    let slowest = seen.iter().map(|s| s.took).max().unwrap();
+    eprintln!(
+        "{} requests over the reload, slowest {} ms",
+        seen.len(),
+        slowest.as_millis()
+    );
+    // Every first request (1.5 s) was the check's: no public one waited for it.
+    assert!(slowest < Duration::from_millis(1000), "slowest {slowest:?}");
+    // The check arrived with the Host nginx would send and was logged as a request.
+    assert!(site.log_text().contains("GET / =>"));
+    drop(inst);
+}
+
+#[test]
+fn a_release_that_answers_500_or_hangs_never_takes_a_request_then_a_good_one_goes_live() {
+    let site = site_with("chk-broken", &ini_extra("1", "ok", ""));
+    let inst = site.start();
+    let nginx = Nginx::start(&site.sock());
+    let stop = Arc::new(AtomicBool::new(false));
+    let (seen, handles) = paced(nginx.port, 2, Duration::from_millis(25), stop.clone());
+
+    site.write_ini("heavy", 2, &ini_extra("2", "http500", ""));
+    let (code, said) = reload(&site);
+    assert_eq!(code, Some(1), "{said}");
+    assert!(said.contains("reload-check GET /"), "{said}");
+    assert!(said.contains("500"), "{said}");
+    assert!(said.contains("release is broken: settings error"), "{said}");
+    let status = site.status_json();
+    assert_eq!(status["generation"], 1, "{status}");
+    assert!(
+        status["last_reload"]
+            .to_string()
+            .contains("reload-check GET /"),
+        "{status}"
+    );
+
+    site.write_ini(
+        "heavy",
+        2,
+        &ini_extra("3", "hang", "reload-check-timeout = 2\n"),
+    );
+    let (code, said) = reload(&site);
+    assert_eq!(code, Some(1), "{said}");
+    assert!(said.contains("no answer within 2 s"), "{said}");
+
+    site.write_ini("heavy", 2, &ini_extra("4", "ok", ""));
+    let (code, said) = reload(&site);
+    assert_eq!(code, Some(0), "{said}");
+    wait_for("release 4 to answer", Duration::from_secs(10), || {
+        let seen = seen.lock().unwrap();
+        (seen.iter().filter(|s| s.release == "4").count() > 10).then_some(())
+    });
+    stop.store(true, Ordering::SeqCst);
+    for h in handles {
+        h.join().unwrap();
+    }
+    let seen = seen.lock().unwrap().clone();
+    let wrong: Vec<&Seen> = seen
+        .iter()
+        .filter(|s| s.status != 200 || (s.release != "1" && s.release != "4"))
+        .collect();
+    assert!(
+        wrong.is_empty(),
+        "every answer comes from a release that passed: {:?}\n{}",
+        &wrong[..wrong.len().min(5)],
+        nginx.error_log()
+    );
+    assert!(seen.iter().any(|s| s.release == "1"));
+    drop(inst);
+}
+
+#[test]
+fn a_failed_check_at_first_start_is_a_failed_start_in_lazy_mode() {
+    let site = site_with(
+        "chk-start",
+        &ini_extra("1", "http500", "lazy-apps = true\n"),
+    );
+    let mut inst = site.spawn();
+    let code = inst.wait_exit(Duration::from_secs(60));
+    assert_eq!(code, 1, "{}", inst.tail());
+    let log = site.log_text();
+    assert!(
+        log.contains("reload-check GET / (Host: amy.example.org) answered 500"),
+        "{log}"
+    );
+}
+
+#[test]
+fn a_replacement_worker_is_checked_before_it_takes_traffic() {
+    let site = site_with("chk-respawn", &ini_extra("1", "ok", ""));
+    let inst = site.start();
+    let before = inst.worker_pids();
+    assert!(kill(before[0], libc::SIGKILL));
+    let replacement = wait_for("a ready replacement", Duration::from_secs(20), || {
+        let s = site.status_json();
+        s["workers"].as_array()?.iter().find_map(|w| {
+            let pid = w["pid"].as_i64()? as i32;
+            (!before.contains(&pid) && w["state"] == "idle").then_some(pid)
+        })
+    });
+    // Its cold first request (1.5 s) was the check: a public one is quick.
+    let started = Instant::now();
+    wait_for("the replacement to answer", Duration::from_secs(10), || {
+        let r = uwsgi_get(&site.sock(), "/").ok()?;
+        (r.header("X-Worker-Pid")? == replacement.to_string()).then_some(())
+    });
+    assert!(started.elapsed() < Duration::from_millis(1000));
+    let requests = site.status_json()["workers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|w| w["pid"] == replacement)
+        .map(|w| w["requests"].as_u64().unwrap())
+        .unwrap();
+    assert!(
+        requests >= 2,
+        "the check counts as the first request: {requests}"
+    );
+}
