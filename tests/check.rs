@@ -154,12 +154,13 @@ fn unsupported_keys_fail_check_and_start_unless_allowed() {
 #[test]
 fn several_unsupported_keys_are_counted_in_one_message() {
     let case = Case::new("several");
-    let line = case.write("add-header = X-A: 1\npy-autoreload = 1\npost-buffering = 8192\n");
+    let line = case
+        .write("py-autoreload = 1\nresponse-route = ^/x addheader:A: b\nfinal-route = ^/x log:x\n");
     refused(
         &case,
         Some(line),
         &format!(
-            "\"add-header\" is not supported: response headers are not changed: the configured header is missing from every response (and 2 more unsupported keys at lines {}, {}; --allow-unsupported KEY accepts one)",
+            "\"py-autoreload\" is not supported: code changes are not picked up automatically: touch the ini or use touch-reload (and 2 more unsupported keys at lines {}, {}; --allow-unsupported KEY accepts one)",
             line + 1,
             line + 2
         ),
@@ -550,19 +551,22 @@ fn hex(b: &[u8]) -> String {
 fn a_reload_with_an_unsupported_key_is_rejected_and_the_old_generation_serves() {
     let site = Site::new("reloadunsup", "hello", 1, "");
     let _inst = site.start();
-    site.write_ini("hello", 1, "route = ^/x redirect:/y");
+    site.write_ini("hello", 1, "response-route = ^/x addheader:A: b");
     let out = site.cli(&["reload", site.ini().to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
     let said = format!("{}{}", stdout(&out), stderr(&out));
-    assert!(said.contains("\"route\" is not supported"), "{said}");
+    assert!(
+        said.contains("\"response-route\" is not supported"),
+        "{said}"
+    );
     assert_eq!(http_get(site.http_port, "/").unwrap().status, 200);
 }
 
 #[test]
 fn an_allowance_given_to_start_holds_for_its_reloads() {
     let site = Site::new("reloadallow", "hello", 1, "");
-    let _inst = site.start_with(&["--allow-unsupported", "route"]);
-    site.write_ini("hello", 1, "route = ^/x redirect:/y");
+    let _inst = site.start_with(&["--allow-unsupported", "response-route"]);
+    site.write_ini("hello", 1, "response-route = ^/x addheader:A: b");
     let out = site.cli(&["reload", site.ini().to_str().unwrap()]);
     assert_eq!(
         out.status.code(),

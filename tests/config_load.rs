@@ -268,17 +268,17 @@ fn unknown_keys_warn_once_each() {
     let d = dir("unknown");
     write(
         &d.join("a.ini"),
-        "[uwsgi]\nsocket = :1\nproccesses = 4\nproccesses = 5\nstatic-map = /s=/x\n",
+        "[uwsgi]\nsocket = :1\nproccesses = 4\nproccesses = 5\nresponse-route = ^/x addheader:A: b\n",
         0o644,
     );
     let e = load(Path::new("a.ini"), &opts(&d)).unwrap_err();
     assert_eq!(e.kind, ErrorKind::Unsupported);
     assert_eq!(
         e.to_string(),
-        "a.ini:5: \"static-map\" is not supported: static files are not served: those URLs reach the app (or 404) (--allow-unsupported KEY accepts it)"
+        "a.ini:5: \"response-route\" is not supported: routing rules are not applied: requests reach the app unfiltered, rewrites and redirects do not happen (--allow-unsupported KEY accepts it)"
     );
     let allowed = LoadOptions {
-        allow_unsupported: vec!["static-map".into()],
+        allow_unsupported: vec!["response-route".into()],
         ..opts(&d)
     };
     let l = load(Path::new("a.ini"), &allowed).unwrap();
@@ -292,7 +292,7 @@ fn unknown_keys_warn_once_each() {
     assert!(l
         .warnings
         .iter()
-        .any(|w| w.message.contains("static-map") && w.message.contains("not supported")));
+        .any(|w| w.message.contains("response-route") && w.message.contains("not supported")));
 }
 
 #[test]

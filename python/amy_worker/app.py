@@ -6,13 +6,31 @@ import sys
 
 
 def load_app(cfg):
+    """The callable the worker serves: the app (module, wsgi-file), its
+    mounts, and what the serving keys put around it (dispatch.py)."""
+    from .dispatch import apply_socket_timeout, build
+
+    apply_socket_timeout(cfg)
+    main = None
+    if cfg.get("module") or cfg.get("wsgi_file") or not (cfg.get("serving") or {}).get("mounts"):
+        main = _load(cfg.get("module"), cfg.get("wsgi_file"), cfg.get("callable"))
+    return build(cfg, main, load_mount)
+
+
+def load_mount(target):
+    """A `mount` app as uWSGI's mount loader takes it: a .py/.wsgi file
+    (callable `application`) or `module:callable`."""
+    if target.endswith((".py", ".wsgi")):
+        return _load(None, target, None)
+    return _load(target, None, None)
+
+
+def _load(module, wsgi_file, callable_name):
     """Import the app like uWSGI: module `pkg.mod`, `pkg.mod:name`,
     `pkg.mod:factory()`, or exec `wsgi_file`; `callable` defaults to application."""
     import importlib
 
-    name = cfg.get("callable") or "application"
-    module = cfg.get("module")
-    wsgi_file = cfg.get("wsgi_file")
+    name = callable_name or "application"
     if module:
         modname, colon, attr = module.partition(":")
         mod = importlib.import_module(modname)

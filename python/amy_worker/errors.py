@@ -40,3 +40,7 @@ class BadRequest(Exception):
 
 class HeaderError(Exception):
     """The app gave a status or header we refuse to emit."""
+
+
+class Abort(Exception):
+    """A `break` route without a status: close the connection, send nothing (uWSGI)."""

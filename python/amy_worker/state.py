@@ -33,6 +33,11 @@ class Worker(object):
         self.stopping = False
         self.exit_code = EXIT_OK
         self.head_cache = {}
+        from .dispatch import extra_headers
+
+        added = extra_headers(cfg)
+        self.extra_uwsgi = added
+        self.extra_http = added + "Connection: close\r\n"
         self.ctime_cache = (0, "")
         import mmap
 

@@ -25,7 +25,7 @@ from .contract import (
     SB_STATUS_OTHER,
     SCOREBOARD_REQ_MAX,
 )
-from .errors import _ERRORS, ClientGone, HeaderError
+from .errors import _ERRORS, Abort, ClientGone, HeaderError
 from .fdio import CLOSE, _wait, _write_all
 from .limits import BODY_TIMEOUT
 
@@ -193,6 +193,8 @@ class Request(object):
         self.extra = ""
         self.http = False
         self.head_only = False
+        self.extra_http = worker.extra_http
+        self.extra_uwsgi = worker.extra_uwsgi
         self.start_response = self._start_response
         self.write = self._write
         # Set while the thread waits for a connection's first bytes.
@@ -222,7 +224,8 @@ class Request(object):
         self.head_count = 0
         self.body_bytes = 0
         self.http = http
-        self.extra = "Connection: close\r\n" if http else ""
+        # `add-header` lines are in both (Worker.extra_http/extra_uwsgi).
+        self.extra = self.extra_http if http else self.extra_uwsgi
         self.head_only = False
 
     def _start_response(self, status, headers, exc_info=None):
@@ -352,6 +355,9 @@ def run_app(worker, req, env, wsgi_input, pairs, block_size):
                 result.close()
     except ClientGone as e:
         log("client gone while sending %s %s: %s" % (method, env.get("REQUEST_URI", ""), e))
+    except Abort:
+        # a `break` route without a status: uWSGI closes without a response
+        req.status = None
     except Exception as e:
         if counters is not None:
             with counters:
@@ -473,6 +479,9 @@ def _sendfile(req, wrapper):
         return False
     req.send(b"")
     left = st.st_size - offset
+    length = getattr(wrapper, "length", None)
+    if length is not None and length < left:
+        left = length  # a Range served by static.py
     while left > 0 and not req.head_only:
         try:
             sent = os.sendfile(req.fd, in_fd, offset, min(left, 1 << 30))

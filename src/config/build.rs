@@ -18,6 +18,7 @@ use super::classes::{self, KeyClass};
 use super::envfile::{self, LineKind};
 use super::expand::{Expander, Opt, Origin};
 use super::keys;
+use super::serving;
 use super::values::{self, NumberError};
 use super::{
     site, ChownSpec, Config, ConfigError, EnvVar, ErrorKind, HttpRouterSpec, LoadOptions, Protocol,
@@ -301,6 +302,7 @@ pub fn build(
         need_app: false,
         reload_one_by_one: false,
         around: Default::default(),
+        serving: Default::default(),
         reload_check: Vec::new(),
         reload_check_host: "localhost".into(),
         reload_check_timeout: Duration::from_secs(10),
@@ -542,6 +544,9 @@ pub fn build(
             }
             "reload-check-timeout" => {
                 c.reload_check_timeout = Duration::from_secs(number(opt, 1, 3600)?)
+            }
+            k if serving::handles(k) => {
+                serving::apply(&mut c.serving, k, opt, &app_base, &mut warnings)?
             }
             "strict" => {}
             k if around::is_around_key(k) => around::apply(&mut c.around, k, opt, &app_base)?,

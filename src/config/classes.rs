@@ -164,14 +164,10 @@ mod tests {
     #[test]
     fn keys_that_do_nothing_yet_are_not_called_honoured() {
         for k in [
-            "add-header",
             "py-autoreload",
-            "post-buffering",
             "https",
             "http-websockets",
-            "static-map",
-            "route",
-            "mount",
+            "response-route",
             "legion-cron",
             "hook-accepting1",
             "logger",
@@ -182,7 +178,14 @@ mod tests {
             assert_eq!(entry(k).unwrap().class, KeyClass::Unsupported, "{k}");
         }
         assert_eq!(entry("lazy-apps").unwrap().class, KeyClass::Honoured);
+        // Implemented in config/serving.rs and the worker (tests/static_files.rs,
+        // tests/mounts_routes.rs); http by src/router/.
         for k in [
+            "add-header",
+            "post-buffering",
+            "static-map",
+            "route",
+            "mount",
             "http",
             "httprouter",
             "http-to",

@@ -13,6 +13,7 @@ pub mod ini;
 pub mod keys;
 pub mod magic;
 mod model;
+pub mod serving;
 pub mod show;
 mod site;
 pub mod source;

@@ -172,6 +172,9 @@ pub struct Config {
     pub reload_one_by_one: bool,
     /// Attached daemons, cron jobs, hooks, imports, the master fifo (`around.rs`).
     pub around: super::around::Around,
+    /// Static files, mounts, routes, post-buffering, add-header, socket-timeout
+    /// (`serving.rs`); the worker carries them out.
+    pub serving: super::serving::Serving,
     /// amy-emperor's own `reload-check = PATH` (repeatable): before a new worker
     /// accepts public traffic it serves `GET PATH` privately; anything but 2xx/3xx
     /// fails it. Empty: no check.

@@ -48,7 +48,10 @@
 //! "chdir", "pythonpath": [...], "threads", "processes", "buffer_size",
 //! "disable_logging", "max_requests", "reload_on_rss_mb", "harakiri", "log_slow_ms", "template",
 //! "reload_check": [paths], "reload_check_host", "reload_check_timeout",
-//! "listeners": [{"fd", "proto": "uwsgi"|"http", "name"}]}`. The worker removes it
+//! "listeners": [{"fd", "proto": "uwsgi"|"http", "name"}], "serving": {...}}`.
+//! `serving` is [`crate::config::serving::Serving`] serialized as is (static
+//! maps, mounts, routes, post-buffering, add-header, socket-timeout; field names
+//! are the struct's), read by `python/amy_worker/dispatch.py`. The worker removes it
 //! from `os.environ` before importing the app.
 //!
 //! # Scoreboard (little-endian, written only by the worker, read by the master)
@@ -145,18 +148,23 @@ pub const WORKER_PACKAGE: &[(&str, &str)] = package![
     "amy_worker/__main__.py",
     "amy_worker/app.py",
     "amy_worker/applog.py",
+    "amy_worker/buffering.py",
     "amy_worker/check.py",
     "amy_worker/contract.py",
+    "amy_worker/dispatch.py",
     "amy_worker/errors.py",
     "amy_worker/harakiri.py",
     "amy_worker/fdio.py",
     "amy_worker/hooks.py",
     "amy_worker/http.py",
     "amy_worker/limits.py",
+    "amy_worker/mounts.py",
     "amy_worker/proctitle.py",
     "amy_worker/protocol.py",
+    "amy_worker/routes.py",
     "amy_worker/server.py",
     "amy_worker/state.py",
+    "amy_worker/static.py",
     "amy_worker/template.py",
     "amy_worker/wsgi.py",
 ];

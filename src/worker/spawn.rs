@@ -165,6 +165,7 @@ pub fn worker_json(
         "listeners": listeners,
         "hooks": crate::around::hooks::worker_json(config),
         "imports": config.around.imports,
+        "serving": config.serving,
         "template": template,
         "reload_check": config.reload_check,
         "reload_check_host": config.reload_check_host,
