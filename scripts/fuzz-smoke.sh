@@ -22,7 +22,7 @@ for target in ini_reader expand env_file; do
     # Seeds and regressions are read, new inputs go to a scratch directory.
     rc=0
     cargo +nightly fuzz run -s none "$target" "$work/$target" "fuzz/corpus/$target" "fuzz/regressions/$target" -- \
-        -max_total_time="$SECONDS_PER_TARGET" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
+        -max_total_time="$SECONDS_PER_TARGET" -timeout=30 -rss_limit_mb=2048 -print_final_stats=1 \
         >"$work/$target.log" 2>&1 || rc=$?
     grep -E "^stat::number_of_executed_units" "$work/$target.log" | sed "s/^/$target: /" || true
     if [ "$rc" -ne 0 ]; then
