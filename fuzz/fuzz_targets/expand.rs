@@ -39,6 +39,8 @@ fuzz_target!(|data: &[u8]| {
         allow_root_workers: false,
         exec: ExecPolicy::Refuse,
         as_root: Some(false),
+        // Fields added later (vassal extras …) keep their defaults.
+        ..LoadOptions::default()
     };
     let (_, outcome) = config::load_with_resolved(&ini, &options);
     if let Ok(loaded) = outcome {
