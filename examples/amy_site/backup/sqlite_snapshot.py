@@ -76,14 +76,26 @@ def snapshot(db, dest, name):
     return final
 
 
-def prune(dest, name, keep):
-    snaps = sorted(
-        f
-        for f in os.listdir(dest)
-        if f.startswith(name + "-") and f.endswith(".sqlite3") and f != "%s-latest.sqlite3" % name
-    )
-    for f in snaps[:-keep] if keep > 0 else []:
-        os.unlink(os.path.join(dest, f))
+def prune(dest, name, keep, current):
+    """Keeps the newest `keep` snapshots, oldest first out, never `current`.
+    Ordered by modification time: names alone misorder two snapshots taken in
+    the same second (`amy-…Z-1.sqlite3` sorts before `amy-…Z.sqlite3`)."""
+    snaps = []
+    for f in os.listdir(dest):
+        if f.startswith(name + "-") and f.endswith(".sqlite3") and f != "%s-latest.sqlite3" % name:
+            try:
+                snaps.append((os.stat(os.path.join(dest, f)).st_mtime_ns, f))
+            except FileNotFoundError:
+                continue  # pruned by a run beside this one
+    snaps.sort()
+    for _, f in snaps[:-keep] if keep > 0 else []:
+        path = os.path.join(dest, f)
+        if path == current:
+            continue
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
     # Partials left by a run that was killed (harakiri, power loss).
     for f in os.listdir(dest):
         if f.startswith("." + name + "-") and f.endswith(".partial"):
@@ -106,11 +118,9 @@ def main(argv=None):
     except (sqlite3.Error, OSError, RuntimeError) as e:
         print("sqlite-snapshot: FAILED %s: %s" % (args.db, e), file=sys.stderr)
         return 1
-    prune(args.dest, args.name, args.keep)
-    print(
-        "sqlite-snapshot: wrote %s (%d bytes) in %.2fs"
-        % (path, os.path.getsize(path), time.monotonic() - started)
-    )
+    size = os.path.getsize(path)
+    prune(args.dest, args.name, args.keep, path)
+    print("sqlite-snapshot: wrote %s (%d bytes) in %.2fs" % (path, size, time.monotonic() - started))
     return 0
 
 
