@@ -88,9 +88,15 @@ def prune(dest, name, keep, current):
             except FileNotFoundError:
                 continue  # pruned by a run beside this one
     snaps.sort()
+    # Nor the one `-latest` names: a run beside this one may have just pointed
+    # it there, and a backup server may be fetching through it.
+    try:
+        latest = os.path.join(dest, os.readlink(os.path.join(dest, "%s-latest.sqlite3" % name)))
+    except OSError:
+        latest = None
     for _, f in snaps[:-keep] if keep > 0 else []:
         path = os.path.join(dest, f)
-        if path == current:
+        if path in (current, latest):
             continue
         try:
             os.unlink(path)
