@@ -63,13 +63,28 @@ pub fn temp_dir(name: &str) -> PathBuf {
     dir
 }
 
-/// A free loopback TCP port.
+/// A free loopback TCP port for a server the test starts later.
+///
+/// Not one the kernel picks (`bind :0`): those come from the ephemeral range
+/// that every outgoing connection of every test also draws from, so between
+/// this probe and the server's own bind another test's client could take it
+/// (seen in CI: `bind: Address already in use`). Ports below the ephemeral
+/// range are only ever taken by this function; a per-process offset and
+/// counter keep parallel tests and test binaries apart.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const LOW: u32 = 20_000;
+    const SPAN: u32 = 12_000; // below 32768, the start of Linux's default ephemeral range
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let offset = std::process::id().wrapping_mul(2_654_435_761) % SPAN;
+    for _ in 0..SPAN {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = (LOW + (offset + n * 7) % SPAN) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free loopback port in {LOW}..{}", LOW + SPAN)
 }
 
 /// A site folder like AMY's `amy_site`: an ini, `uwsgi_env`, the apps.

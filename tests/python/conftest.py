@@ -51,6 +51,28 @@ FD_FIRST_LISTENER = int(_contract_constant("FD_FIRST_LISTENER"))
 SCOREBOARD_SIZE = int(_contract_constant("SCOREBOARD_SIZE"))
 SCOREBOARD = struct.Struct("<dQQdQH")
 _serial = itertools.count(1)
+_port_serial = itertools.count()
+
+
+def free_port():
+    """A loopback port below the ephemeral range (which every test's outgoing
+    connections draw from, so a kernel-picked port can be taken before nginx
+    binds it); a per-process offset keeps parallel runs apart."""
+    span = 12000
+    base = (os.getpid() * 2654435761) % span
+    for _ in range(span):
+        port = 20000 + (base + 7 * next(_port_serial)) % span
+        probe = socket.socket()
+        try:
+            probe.bind(("127.0.0.1", port))
+            return port
+        except OSError:
+            continue
+        finally:
+            probe.close()
+    raise RuntimeError("no free loopback port")
+
+
 
 
 def package_bundle():
@@ -335,10 +357,7 @@ class Nginx:
     def __init__(self, tmp_path, upstream):
         self.dir = os.path.join(str(tmp_path), "nginx-%d" % next(_serial))
         os.makedirs(os.path.join(self.dir, "logs"))
-        probe = socket.socket()
-        probe.bind(("127.0.0.1", 0))
-        self.port = probe.getsockname()[1]
-        probe.close()
+        self.port = free_port()
         conf = os.path.join(self.dir, "nginx.conf")
         with open(conf, "w") as f:
             f.write(
