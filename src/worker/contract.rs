@@ -158,6 +158,7 @@ pub const WORKER_PACKAGE: &[(&str, &str)] = package![
     "amy_worker/hooks.py",
     "amy_worker/http.py",
     "amy_worker/limits.py",
+    "amy_worker/logvars.py",
     "amy_worker/mounts.py",
     "amy_worker/proctitle.py",
     "amy_worker/protocol.py",
