@@ -45,7 +45,7 @@ fn accumulates(canonical: &str) -> bool {
     matches!(
         canonical,
         "socket" | "http-socket" | "env" | "pythonpath" | "touch-reload" | "reload-check"
-    )
+    ) || super::logging::accumulates(canonical)
 }
 
 fn number(opt: &Opt, min: u64, max: u64) -> Result<u64, ConfigError> {
@@ -291,6 +291,7 @@ pub fn build(
         log_maxsize: 0,
         log_reopen: false,
         disable_logging: false,
+        logging: Default::default(),
         daemonize: None,
         touch_reload: Vec::new(),
         stats: None,
@@ -550,6 +551,9 @@ pub fn build(
             }
             "strict" => {}
             k if around::is_around_key(k) => around::apply(&mut c.around, k, opt, &app_base)?,
+            k if super::logging::is_logging_key(k) => {
+                super::logging::apply(&mut c.logging, k, opt, cwd, &mut warnings)?
+            }
             other => {
                 // A key the table calls honoured that this match does not read
                 // is a bug in the table: fail closed rather than ignore it.
@@ -567,6 +571,7 @@ pub fn build(
             .map_err(|e| origin.error(ErrorKind::InvalidValue, e.to_string()))?;
     }
     around::finish(&mut c.around);
+    super::logging::finish(&mut c.logging);
     for key in &options.allow_unsupported {
         let unsupported = classes::entry(key).is_some_and(|e| e.class == KeyClass::Unsupported);
         if !unsupported {

@@ -11,6 +11,7 @@ mod error;
 mod expand;
 pub mod ini;
 pub mod keys;
+pub mod logging;
 pub mod magic;
 mod model;
 pub mod serving;

@@ -162,6 +162,7 @@ pub fn worker_json(
         "reload_on_rss_mb": config.reload_on_rss_mb,
         "harakiri": config.harakiri.map(|d| d.as_secs_f64()),
         "log_slow_ms": config.log_slow_ms,
+        "logging": config.logging.request,
         "listeners": listeners,
         "hooks": crate::around::hooks::worker_json(config),
         "imports": config.around.imports,
