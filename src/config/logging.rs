@@ -196,6 +196,12 @@ pub fn apply(
                     ),
                 ));
             }
+            if v.contains("%(metric.") {
+                return Err(opt.origin.error(
+                    ErrorKind::Unsupported,
+                    format!("\"{}\": %(metric.NAME) is not supported (amy-emperor has no uWSGI metrics subsystem): the value would be missing from every line", opt.key),
+                ));
+            }
             r.format = (!v.is_empty()).then(|| v.to_string())
         }
         "log-format-strftime" | "logformat-strftime" => r.format_strftime = flag,
