@@ -25,7 +25,7 @@ def application(environ, start_response):
     if path == "/print":
         sys.stdout.write("app says hello\n")
         sys.stdout.flush()
-    if path == "/nf":
+    if path.startswith("/nf"):
         status, body = "404 Not Found", b"nope"
     elif path == "/err":
         status, body = "500 Internal Server Error", b"broken"
