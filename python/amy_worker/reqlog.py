@@ -231,6 +231,7 @@ class RequestLog(object):
         self.mark = MARK if lg.get("mark") else ""
         fmt = lg.get("format")
         self.render = compile_format(worker, lg, fmt, self.xff) if fmt else None
+        self.write = self._formatted if self.render is not None else _default_writer(self)
 
     def wanted(self, code, body_bytes):
         """log_request's conditions, for a request disable-logging would skip."""
@@ -242,57 +243,75 @@ class RequestLog(object):
             return True
         return bool(self.big and body_bytes >= self.big)
 
-    def write(self, worker, env, req, count, pairs, block_size, end, took, via, code, lvars):
-        t0 = time.time() - took
-        if self.render is None:
-            addr = env.get("REMOTE_ADDR", "")
-            if self.xff:
-                addr = env.get("HTTP_X_FORWARDED_FOR") or addr
-            line = "%s[pid: %d|app: 0|req: %d/%d] %s (%s) {%d vars in %d bytes} [%s] %s %s => generated %d bytes in %d %s%s(%s %s) %d headers in %d bytes (1 switches on core %d)\n" % (
-                self.mark,
-                worker.pid,
-                count,
-                count,
-                addr,
-                env.get("REMOTE_USER", ""),
-                pairs * 2,
-                block_size,
-                worker.ctime(t0),
-                env["REQUEST_METHOD"],
-                env.get("REQUEST_URI", ""),
-                req.body_bytes,
-                int(took * self.scale),
-                self.unit,
-                via,
-                req.proto,
-                code,
-                req.head_count,
-                req.head_len,
-                req.core,
-            )
-            if len(line) > PIPE_BUF:
-                line = line[: PIPE_BUF - 100] + "...\n"
-            data = line.encode("latin-1", "replace")
-        else:
-            c = Ctx()
-            c.env = env
-            c.req = req
-            c.t0 = t0
-            c.took = took
-            c.pairs = pairs
-            c.block = block_size
-            c.count = count
-            c.logvars = lvars
-            c.status = code
-            data = (self.mark + self.render(c)).encode("latin-1", "replace")
+    def _formatted(self, worker, env, req, count, pairs, block_size, end, took, via, code, lvars):
+        c = Ctx()
+        c.env = env
+        c.req = req
+        c.t0 = time.time() - took
+        c.took = took
+        c.pairs = pairs
+        c.block = block_size
+        c.count = count
+        c.logvars = lvars
+        c.status = code
+        data = (self.mark + self.render(c)).encode("latin-1", "replace")
+        if len(data) > PIPE_BUF:
+            data = (self.mark + self.render(c, _CUT)).encode("latin-1", "replace")
             if len(data) > PIPE_BUF:
-                data = (self.mark + self.render(c, _CUT)).encode("latin-1", "replace")
-                if len(data) > PIPE_BUF:
-                    data = data[: PIPE_BUF - 4] + b"...\n"
+                data = data[: PIPE_BUF - 4] + b"...\n"
         try:
             os.write(2, data)
         except OSError:
             pass
+
+
+def _default_writer(rl):
+    """uWSGI's default line; a closure so the hot path reads its settings as
+    cell variables, not attributes."""
+    mark = rl.mark
+    unit = rl.unit
+    scale = rl.scale
+    xff = rl.xff
+    now = time.time
+    write = os.write
+    fmt = mark.replace("%", "%%") + (
+        "[pid: %d|app: 0|req: %d/%d] %s (%s) {%d vars in %d bytes} [%s] %s %s => generated %d bytes in %d "
+        + unit
+        + "%s(%s %s) %d headers in %d bytes (1 switches on core %d)\n"
+    )
+
+    def default(worker, env, req, count, pairs, block_size, end, took, via, code, lvars):
+        addr = env.get("REMOTE_ADDR", "")
+        if xff:
+            addr = env.get("HTTP_X_FORWARDED_FOR") or addr
+        line = fmt % (
+            worker.pid,
+            count,
+            count,
+            addr,
+            env.get("REMOTE_USER", ""),
+            pairs * 2,
+            block_size,
+            worker.ctime(now() - took),
+            env["REQUEST_METHOD"],
+            env.get("REQUEST_URI", ""),
+            req.body_bytes,
+            int(took * scale),
+            via,
+            req.proto,
+            code,
+            req.head_count,
+            req.head_len,
+            req.core,
+        )
+        if len(line) > 4096:
+            line = line[:3996] + "...\n"
+        try:
+            write(2, line.encode("latin-1", "replace"))
+        except OSError:
+            pass
+
+    return default
 
 
 def take_logvars():

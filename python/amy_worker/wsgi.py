@@ -426,9 +426,9 @@ def run_app(worker, req, env, wsgi_input, pairs, block_size):
     lvars = _take_logvars()
     rl = worker.reqlog
     # `log-slow`, `log-4xx`… log a line even with `disable-logging`, as uWSGI does.
-    if rl.enabled or slow or rl.conditional:
+    if worker.logging or slow or rl.conditional:
         code = status[:3] if type(status) is str and status[:3].isdigit() else "0"
-        if rl.enabled or slow or rl.wanted(code, req.body_bytes):
+        if worker.logging or slow or rl.wanted(code, req.body_bytes):
             rl.write(worker, env, req, count, pairs, block_size, end, end - start, via, code, lvars)
     unread = wsgi_input.unread()
     return unread if unread > 0 else CLOSE
