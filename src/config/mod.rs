@@ -11,6 +11,7 @@ mod error;
 mod expand;
 pub mod ini;
 pub mod keys;
+pub mod lifetimes;
 pub mod magic;
 mod model;
 pub mod serving;

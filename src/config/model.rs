@@ -143,6 +143,8 @@ pub struct Config {
     pub max_requests: u64,
     /// Megabytes, 0 = off.
     pub reload_on_rss_mb: u64,
+    /// Worker lifetimes, memory limits, `cheaper` (`lifetimes.rs`).
+    pub lifetimes: super::lifetimes::Lifetimes,
     /// Default 60 s.
     pub worker_reload_mercy: Duration,
     /// `buffer-size` when set (clamped to 65535 as uWSGI does); `None` accepts 65535.
