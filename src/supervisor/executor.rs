@@ -351,6 +351,10 @@ impl Master {
                 let busy = self.workers.busy(monotonic_now());
                 self.local.push_back(Event::BusyWorkers(busy));
             }
+            Action::CheckMemory => {
+                let readings = self.workers.memory();
+                self.local.push_back(Event::WorkerMemory(readings));
+            }
             Action::ReplyReload { requests, outcome } => {
                 if let ReloadOutcome::Rejected { .. } | ReloadOutcome::Failed { .. } = outcome {
                     self.last_reload_at = Some(SystemTime::now());
