@@ -355,6 +355,7 @@ mod tests {
             generation,
             state,
             spawned_at: now,
+            retire_why: None,
         };
         Snapshot {
             phase: Phase::Running,
