@@ -100,7 +100,11 @@ fn cheaper_starts_few_workers_grows_under_load_and_shrinks_after() {
         report.failed
     );
     let log = site.log_text();
-    assert!(log.contains("cheaper: workers busy, adding workers"), "{}", inst.tail());
+    assert!(
+        log.contains("cheaper: workers busy, adding workers"),
+        "{}",
+        inst.tail()
+    );
 
     // Idle: back down to cheaper = 1, one worker a cheaper-overload cycle.
     wait_for("cheaper to shrink to 1", Duration::from_secs(30), || {
@@ -158,16 +162,25 @@ fn a_reload_with_cheaper_starts_cheaper_initial_workers() {
 fn cheaper_keys_are_checked_and_other_algorithms_fail_closed() {
     for (extra, needle) in [
         ("cheaper = 6", "must be lower than processes"),
-        ("cheaper = 2\ncheaper-algo = busyness", "cheaper-algo = busyness"),
+        (
+            "cheaper = 2\ncheaper-algo = busyness",
+            "cheaper-algo = busyness",
+        ),
         ("cheaper = 2\ncheaper-algo = backlog", "not supported"),
-        ("cheaper = 2\ncheaper-busyness-max = 50", "cheaper-busyness-max"),
+        (
+            "cheaper = 2\ncheaper-busyness-max = 50",
+            "cheaper-busyness-max",
+        ),
     ] {
         let site = Site::new("cheaper-check", "memapp", 6, extra);
         let out = site.cli(&["check", site.ini().to_str().unwrap()]);
         let err = String::from_utf8_lossy(&out.stderr).to_string()
             + &String::from_utf8_lossy(&out.stdout);
         assert_eq!(out.status.code(), Some(2), "{extra}: {err}");
-        assert!(err.contains("amy_uwsgi.ini:"), "{extra}: path:line in {err}");
+        assert!(
+            err.contains("amy_uwsgi.ini:"),
+            "{extra}: path:line in {err}"
+        );
         assert!(err.contains(needle), "{extra}: {err}");
     }
     let site = Site::new(
@@ -177,8 +190,8 @@ fn cheaper_keys_are_checked_and_other_algorithms_fail_closed() {
         "cheaper = 2\ncheaper-initial = 1\ncheaper-algo = spare2\ncheaper-idle = 5",
     );
     let out = site.cli(&["check", site.ini().to_str().unwrap()]);
-    let text = String::from_utf8_lossy(&out.stderr).to_string()
-        + &String::from_utf8_lossy(&out.stdout);
+    let text =
+        String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "{text}");
     assert!(
         text.contains("cheaper-initial = 1: below cheaper"),

@@ -143,7 +143,11 @@ fn limit_as_sets_rlimit_as_and_the_worker_recycles_before_allocations_fail() {
             pids.push(p);
         }
     }
-    assert!(pids.len() >= 2, "recycled near limit-as: {pids:?}\n{}", inst.tail());
+    assert!(
+        pids.len() >= 2,
+        "recycled near limit-as: {pids:?}\n{}",
+        inst.tail()
+    );
     assert!(
         site.log_text().contains("limit-as"),
         "the recycle is logged with its reason\n{}",
@@ -201,7 +205,11 @@ fn evil_reload_on_rss_recycles_a_worker_mid_request_and_the_others_serve_on() {
         "recycled mid-request (its request would take 60 s): {took:?}"
     );
     // The held request was cut: its worker is gone.
-    assert!(hold.join().unwrap().map(|r| r.status != 200).unwrap_or(true));
+    assert!(hold
+        .join()
+        .unwrap()
+        .map(|r| r.status != 200)
+        .unwrap_or(true));
     assert!(
         report.failed.is_empty(),
         "other requests failed: {:?}",
@@ -253,7 +261,11 @@ fn max_requests_delta_gives_each_worker_its_own_limit() {
     for h in handles {
         seen.extend(h.join().unwrap());
     }
-    assert!(seen.len() >= 3, "worker 1 recycled: {seen:?}\n{}", inst.tail());
+    assert!(
+        seen.len() >= 3,
+        "worker 1 recycled: {seen:?}\n{}",
+        inst.tail()
+    );
     assert_eq!(id_pid(2), second, "worker 2's limit is 103: never reached");
 }
 
@@ -274,10 +286,14 @@ fn min_worker_lifetime_holds_max_requests_until_the_worker_is_old_enough() {
         assert_eq!(pid, first, "recycled before min-worker-lifetime");
         std::thread::sleep(Duration::from_millis(100));
     }
-    let next = wait_for("the recycle once old enough", Duration::from_secs(20), || {
-        let p = pid_of(&uwsgi_get(&site.sock(), "/").ok()?);
-        (p != pid).then_some(p)
-    });
+    let next = wait_for(
+        "the recycle once old enough",
+        Duration::from_secs(20),
+        || {
+            let p = pid_of(&uwsgi_get(&site.sock(), "/").ok()?);
+            (p != pid).then_some(p)
+        },
+    );
     assert_ne!(next, first);
 }
 
@@ -297,7 +313,10 @@ fn lifetime_and_memory_keys_are_checked_with_path_and_line() {
         let err = String::from_utf8_lossy(&out.stderr).to_string()
             + &String::from_utf8_lossy(&out.stdout);
         assert_eq!(out.status.code(), Some(2), "{extra}: {err}");
-        assert!(err.contains("amy_uwsgi.ini:"), "{extra}: path:line in {err}");
+        assert!(
+            err.contains("amy_uwsgi.ini:"),
+            "{extra}: path:line in {err}"
+        );
         assert!(err.contains(needle), "{extra}: {err}");
     }
     let site = Site::new(

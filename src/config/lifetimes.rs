@@ -186,7 +186,9 @@ pub fn finish(
     if count >= processes {
         return Err(origin.error(
             ErrorKind::InvalidValue,
-            format!("cheaper = {count}: must be lower than processes ({processes}), as uWSGI requires"),
+            format!(
+                "cheaper = {count}: must be lower than processes ({processes}), as uWSGI requires"
+            ),
         ));
     }
     let initial = match &raw.initial {

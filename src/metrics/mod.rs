@@ -186,11 +186,12 @@ pub fn render(s: &Scrape<'_>) -> String {
     e.sample("amy_requests_in_flight", &[], s.in_flight as f64);
 
     e.family("amy_workers", "gauge", "Worker processes, by state.");
-    let mut states: BTreeMap<&str, usize> =
-        ["booting", "idle", "busy", "retiring", "harakiri", "killed", "cheap"]
-            .iter()
-            .map(|k| (*k, 0))
-            .collect();
+    let mut states: BTreeMap<&str, usize> = [
+        "booting", "idle", "busy", "retiring", "harakiri", "killed", "cheap",
+    ]
+    .iter()
+    .map(|k| (*k, 0))
+    .collect();
     for w in &s.snapshot.workers {
         let k = match w.state {
             WorkerState::Booting => "booting",

@@ -1062,11 +1062,7 @@ impl Supervisor {
         {
             self.harakiri_at.get_or_insert(now + SCAN_PERIOD);
         }
-        if self
-            .plans
-            .values()
-            .any(|p| p.evil_rss > 0 || p.evil_as > 0)
-        {
+        if self.plans.values().any(|p| p.evil_rss > 0 || p.evil_as > 0) {
             self.memory_at.get_or_insert(now + MEMORY_PERIOD);
         }
     }
@@ -1180,9 +1176,9 @@ fn kill(w: &mut Worker, actions: &mut Vec<Action>) {
 }
 
 mod recycle;
-mod template;
 #[cfg(test)]
 mod recycle_tests;
+mod template;
 #[cfg(test)]
 mod template_tests;
 #[cfg(test)]

@@ -316,7 +316,12 @@ impl Supervisor {
     // ---- cheaper ---------------------------------------------------------------
 
     /// One cheaper cycle over the scoreboard reading (`busy`: pids in a request).
-    pub(super) fn cheaper(&mut self, busy: &BTreeSet<i32>, now: Instant, actions: &mut Vec<Action>) {
+    pub(super) fn cheaper(
+        &mut self,
+        busy: &BTreeSet<i32>,
+        now: Instant,
+        actions: &mut Vec<Action>,
+    ) {
         if self.phase != Phase::Running || !self.reload.is_idle() {
             return;
         }

@@ -138,7 +138,10 @@ fn an_aged_worker_leaves_only_once_its_replacement_is_ready() {
         },
         due + secs(1),
     );
-    assert!(spawns(&a).is_empty(), "the retired worker is not replaced twice");
+    assert!(
+        spawns(&a).is_empty(),
+        "the retired worker is not replaced twice"
+    );
     assert_eq!(sup.snapshot().tally.exits["max-worker-lifetime"], 1);
 }
 
@@ -172,8 +175,7 @@ fn a_replacement_that_dies_is_retried_with_back_off_while_the_aged_worker_serves
     let (mut sup, _) = running_with(p, t0);
     let t = t0 + secs(60);
     sup.handle(Event::Tick, t);
-    let mut pid = 200;
-    for attempt in 0..3 {
+    for (attempt, pid) in (200..203).enumerate() {
         sup.handle(
             Event::Spawned {
                 slot: 0,
@@ -197,9 +199,11 @@ fn a_replacement_that_dies_is_retried_with_back_off_while_the_aged_worker_serves
         if attempt > 0 {
             assert!(due > t, "backs off");
         }
-        pid += 1;
     }
-    assert_eq!(sup.worker(101).map(|w| w.state.clone()), Some(WorkerState::Ready));
+    assert_eq!(
+        sup.worker(101).map(|w| w.state.clone()),
+        Some(WorkerState::Ready)
+    );
 }
 
 #[test]
