@@ -346,7 +346,9 @@ fn one_per_slot(status: &Status) -> Vec<&WorkerStatus> {
 }
 
 /// `cheaper`: an empty slot is listed as uWSGI lists it (pid 0, status
-/// "cheap"), unless a worker still finishes there; ids stay in order.
+/// "cheap", accepting 0), unless a worker still finishes there. uWSGI gives a
+/// slot that never had a worker id 0; here it keeps its own id, so exporters
+/// that label by id see no duplicates.
 fn cheaped_slots(status: &Status, workers: &mut Vec<Value>) {
     for id in &status.cheaped {
         if workers.iter().any(|w| w["id"] == *id) {
