@@ -79,6 +79,12 @@ fn cheaper_starts_few_workers_grows_under_load_and_shrinks_after() {
         .collect();
     assert_eq!(cheap, vec![3, 4, 5, 6]);
     assert_eq!(workers_metric(metrics, "cheap"), 4.0);
+    let text = site.cli(&["status", site.ini().to_str().unwrap()]);
+    assert!(
+        String::from_utf8_lossy(&text.stdout).contains("cheaper: no worker in slots 3, 4, 5, 6"),
+        "{}",
+        String::from_utf8_lossy(&text.stdout)
+    );
 
     // All busy: 8 clients on requests of 0.3 s for at most 25 s.
     let stop = Arc::new(AtomicBool::new(false));
@@ -86,13 +92,23 @@ fn cheaper_starts_few_workers_grows_under_load_and_shrinks_after() {
     let load = load(8, Duration::from_secs(25), stop.clone(), move || {
         uwsgi_get(&sock, "/?sleep=0.3")
     });
-    let grown = wait_for("cheaper to grow", Duration::from_secs(20), || {
-        let n = active(&site.status_json());
-        (n >= 4).then_some(n)
-    });
+    // 8 clients keep 6 workers busy: 2 -> 4 -> 6 by cheaper-step.
+    let grown = wait_for(
+        "cheaper to grow to processes",
+        Duration::from_secs(20),
+        || {
+            let n = active(&site.status_json());
+            (n >= 6).then_some(n)
+        },
+    );
     stop.store(true, Ordering::SeqCst);
     let report = load.join().unwrap();
-    assert!(grown >= 4, "{grown}");
+    eprintln!(
+        "cheaper under load: grew 2 -> 4 -> {grown}, {} ok, {} failed",
+        report.ok,
+        report.failed.len()
+    );
+    assert_eq!(grown, 6);
     assert!(report.ok > 10, "{}", report.ok);
     assert!(
         report.failed.is_empty(),

@@ -91,6 +91,17 @@ fn max_worker_lifetime_recycles_every_worker_with_0_failed_requests() {
     }
     stop.store(true, Ordering::SeqCst);
     let report = load.join().unwrap();
+    eprintln!(
+        "max-worker-lifetime under load: {} ok, {} failed, lowest accepting {min_accepting} of 2, {} distinct pids",
+        report.ok,
+        report.failed.len(),
+        report
+            .pids
+            .iter()
+            .map(|(_, p)| *p)
+            .collect::<std::collections::BTreeSet<_>>()
+            .len()
+    );
     assert!(replaced, "both workers recycled by age\n{}", inst.tail());
     assert!(report.ok > 50, "load ran: {}", report.ok);
     assert!(
