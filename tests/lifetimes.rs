@@ -347,3 +347,29 @@ fn lifetime_and_memory_keys_are_checked_with_path_and_line() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn max_worker_lifetime_under_wrk_through_nginx_gets_only_2xx() {
+    let site = Site::new("lifetime-wrk", "memapp", 2, "max-worker-lifetime = 2");
+    let inst = site.start();
+    let nginx = Nginx::start(&site.sock());
+    let out = std::process::Command::new("wrk")
+        .args(["-t2", "-c16", "-d8s", "--timeout", "5s"])
+        .arg(format!("http://127.0.0.1:{}/", nginx.port))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    eprintln!("wrk through nginx with max-worker-lifetime = 2:\n{text}");
+    assert!(out.status.success(), "{text}");
+    assert!(!text.contains("Non-2xx"), "{text}\n{}", inst.tail());
+    assert!(!text.contains("Socket errors"), "{text}");
+    let recycles = site
+        .log_text()
+        .matches("replacement ready, retiring the aged worker")
+        .count();
+    assert!(
+        recycles >= 4,
+        "{recycles} lifetime recycles in 8 s\n{}",
+        inst.tail()
+    );
+}
