@@ -51,8 +51,11 @@
 //! "listeners": [{"fd", "proto": "uwsgi"|"http", "name"}], "serving": {...}}`.
 //! `serving` is [`crate::config::serving::Serving`] serialized as is (static
 //! maps, mounts, routes, post-buffering, add-header, socket-timeout; field names
-//! are the struct's), read by `python/amy_worker/dispatch.py`. The worker removes it
-//! from `os.environ` before importing the app.
+//! are the struct's), read by `python/amy_worker/dispatch.py`. `uwsgi` is what the
+//! app's `import uwsgi` reports (`python/amy_worker/uwsgi_api.py`): `{"master_pid",
+//! "started_on" (Unix seconds), "pidfile", "opt": [[key, value], ...]}`, `opt` being
+//! the resolved options with secrets redacted (`config::show::redacted`). The
+//! worker removes the variable from `os.environ` before importing the app.
 //!
 //! # Scoreboard (little-endian, written only by the worker, read by the master)
 //! | offset | type | field |
