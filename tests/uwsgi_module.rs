@@ -136,8 +136,14 @@ fn preload_reports_what_real_uwsgi_reports() {
         "the venv's uwsgidecorators was imported"
     );
 
-    // `opt`: the same keys and values (bytes) as uWSGI, but no secret.
-    let (oa, ob) = (normalized_opt(&a, &ours), normalized_opt(&b, &theirs));
+    // `opt`: the same keys and values (bytes) as uWSGI, but no secret, and
+    // `enable-threads` (always so here) even where the ini does not set it.
+    let (mut oa, ob) = (normalized_opt(&a, &ours), normalized_opt(&b, &theirs));
+    assert!(!ob.contains_key("enable-threads"));
+    assert_eq!(
+        oa.remove("enable-threads"),
+        Some(serde_json::json!({"b": "true"}))
+    );
     assert_eq!(
         oa.keys().collect::<Vec<_>>(),
         ob.keys().collect::<Vec<_>>(),

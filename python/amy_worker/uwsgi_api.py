@@ -15,6 +15,8 @@ What it reports (checked against uWSGI 2.0.31 by tests/uwsgi_module.rs):
   `bytes` (b"" for a bare key); a repeated key shows its last value, as uWSGI
   2.0.31 on Python 3 does (its list-building code never matches a key). `env`
   values show as `NAME=***`: apps and APM agents log `uwsgi.opt` whole.
+  `master` and `enable-threads` are b"true" when the ini does not set them
+  (both always hold here; agents read them to decide whether threads work).
 - `reload()` sends SIGHUP to the master (a graceful reload, as uWSGI does),
   `stop()` SIGQUIT (a fast stop).
 - `set_logvar`/`get_logvar`: per request and thread (`logvars.py`), read by

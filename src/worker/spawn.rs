@@ -184,8 +184,22 @@ fn uwsgi_module_json(config: &Config) -> serde_json::Value {
         "master_pid": std::process::id(),
         "started_on": master_started_on(),
         "pidfile": config.pidfile,
-        "opt": config.uwsgi_opt,
+        "opt": module_opt(&config.uwsgi_opt),
     })
+}
+
+/// `uwsgi.opt`: the resolved options, plus `master` and `enable-threads` when
+/// the ini does not set them. Both are always so here, and APM agents (Sentry,
+/// Datadog, Instana, New Relic) read exactly these keys to decide whether
+/// their background threads and post-fork hooks can work.
+fn module_opt(resolved: &[(String, String)]) -> Vec<(String, String)> {
+    let mut opt = resolved.to_vec();
+    for key in ["master", "enable-threads"] {
+        if !opt.iter().any(|(k, _)| k == key) {
+            opt.push((key.to_string(), "true".to_string()));
+        }
+    }
+    opt
 }
 
 /// The master's start as a Unix time in seconds (uWSGI's `uwsgi.started_on`):
@@ -385,6 +399,19 @@ pub fn source_memfd() -> io::Result<OwnedFd> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn module_opt_says_master_and_threads_are_on_unless_the_ini_says() {
+        let kv = |k: &str, v: &str| (k.to_string(), v.to_string());
+        assert_eq!(
+            module_opt(&[kv("module", "app"), kv("enable-threads", "1")]),
+            vec![
+                kv("module", "app"),
+                kv("enable-threads", "1"),
+                kv("master", "true")
+            ]
+        );
+    }
 
     #[test]
     fn master_started_on_is_this_process_start() {
