@@ -2,7 +2,8 @@
 //! workers, next to real uWSGI 2.0.31 running the same ini and the same probe
 //! app (`tests/apps/uwsgi_probe.py`): what the module reports in preload and
 //! lazy-apps mode, `@postfork` once per forked worker (never with lazy-apps, as
-//! uWSGI), `@timer` in one worker, `uwsgi.reload()` reloading the instance,
+//! uWSGI), `@timer` in one worker, `uwsgi.lock()` excluding every thread of
+//! every worker, `uwsgi.reload()` reloading the instance,
 //! secrets kept out of `uwsgi.opt`, and no `uwsgi` module in a hook, daemon,
 //! cron command or subprocess of the app.
 
@@ -272,6 +273,38 @@ fn timer_runs_in_one_worker_every_second() {
         .all(|l| l.ends_with(" 0")));
     // The app still serves beside it.
     assert_eq!(info(site.http_port)["numproc"], 2);
+}
+
+#[test]
+fn lock_excludes_every_thread_of_every_worker() {
+    let site = probe_site("uwsgimod-lock", 2, "threads = 2\n", "");
+    let _inst = site.start();
+    let port = site.http_port;
+    let clients: Vec<_> = (0..8)
+        .map(|_| std::thread::spawn(move || http_get(port, "/locked").map(|r| r.status)))
+        .collect();
+    for c in clients {
+        assert_eq!(c.join().unwrap().unwrap(), 200);
+    }
+    let lines: Vec<String> = events(&site.dir)
+        .into_iter()
+        .filter(|l| l.starts_with("enter ") || l.starts_with("exit "))
+        .collect();
+    assert_eq!(lines.len(), 16, "{lines:?}");
+    // Strictly enter, exit of the same holder, enter, …: never two inside.
+    for pair in lines.chunks(2) {
+        let (a, b) = (&pair[0], &pair[1]);
+        assert!(
+            a.starts_with("enter ") && b.starts_with("exit "),
+            "{lines:?}"
+        );
+        assert_eq!(a["enter ".len()..], b["exit ".len()..], "{lines:?}");
+    }
+    let pids: std::collections::BTreeSet<&str> = lines
+        .iter()
+        .map(|l| l.split_whitespace().nth(1).unwrap())
+        .collect();
+    assert!(pids.len() >= 2, "both workers took the lock: {lines:?}");
 }
 
 #[test]

@@ -25,6 +25,9 @@ What it reports (checked against uWSGI 2.0.31 by tests/uwsgi_module.rs):
 - `total_requests()`, `request_id()`: the requests this worker process has
   completed (uWSGI: `total_requests` is the instance's; a worker here does
   not know the other workers' counts).
+- `lock()`, `unlock()`, `is_locked()`: uWSGI's user lock 0, held by one
+  thread of one process of the instance at a time (every generation: during a
+  reload old and new workers exclude each other too).
 - `register_signal` + `add_timer` (what `@timer` uses): the handler runs every
   N seconds, called with the signal number, in a thread of its own of one
   worker (target "" or "worker": worker 1, as uWSGI delivers each tick to one
@@ -203,6 +206,59 @@ def setprocname(name):
     set_title(name, name)
 
 
+# uWSGI's user lock 0 (`locks` is refused, so there is only that one): a POSIX
+# record lock on the first byte of the worker source memfd, which every worker
+# of the instance holds (contract.rs FD_SOURCE) — record locks exclude other
+# processes — plus a thread lock, since they do not exclude threads of one.
+_LOCK_FD = 6
+_thread_lock = _threading.Lock()
+
+
+def _lock_number(num):
+    num = int(num)
+    if num != 0:
+        raise ValueError("Invalid lock number")
+    return num
+
+
+def lock(num=0):
+    import fcntl
+
+    _lock_number(num)
+    _thread_lock.acquire()
+    try:
+        fcntl.lockf(_LOCK_FD, fcntl.LOCK_EX, 1, 0)
+    except BaseException:
+        _thread_lock.release()
+        raise
+
+
+def unlock(num=0):
+    import fcntl
+
+    _lock_number(num)
+    if not _thread_lock.locked():
+        return
+    try:
+        fcntl.lockf(_LOCK_FD, fcntl.LOCK_UN, 1, 0)
+    finally:
+        _thread_lock.release()
+
+
+def is_locked(num=0):
+    import fcntl
+
+    _lock_number(num)
+    if _thread_lock.locked():
+        return True
+    try:
+        fcntl.lockf(_LOCK_FD, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, 0)
+    except OSError:
+        return True
+    fcntl.lockf(_LOCK_FD, fcntl.LOCK_UN, 1, 0)
+    return False
+
+
 def register_signal(signum, target, handler):
     """Registers `handler(signum)` for a uWSGI signal; only timers raise them here."""
     signum = int(signum)
@@ -307,7 +363,7 @@ class _Unsupported(NotImplementedError, AttributeError):
 # tables) that amy-emperor does not carry out: present, so feature tests by
 # `hasattr` see uWSGI, but a call says plainly it is not supported.
 _UNSUPPORTED_CALLS = frozenset(
-    """workers log_this_request alarm disconnect lock is_locked unlock cl accepting
+    """workers log_this_request alarm disconnect cl accepting
     listen_queue signal signal_wait signal_received add_file_monitor add_rb_timer
     add_cron register_rpc rpc rpc_list call sendfile offload set_warning_message
     logsize i_am_the_lord lord_scroll scrolls async_sleep async_connect

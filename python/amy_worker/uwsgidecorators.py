@@ -10,7 +10,8 @@ module (uwsgi_api.py). Served by the bootstrap under the top-level name
 - `@signal(num, target=...)`: registers the handler (only timers raise
   signals here).
 - `@thread`: runs the function in a daemon thread per call.
-Every other decorator of uWSGI's module (spooler, mules, farms, rpc, lock,
+- `@lock`: each call holds `uwsgi.lock()`.
+Every other decorator of uWSGI's module (spooler, mules, farms, rpc,
 harakiri, cron, filemon, rbtimer, mstimer, erlang) raises NotImplementedError
 naming itself where it is applied, so an app never silently loses a job.
 """
@@ -84,6 +85,20 @@ class timer(object):
         return f
 
 
+class lock(object):
+    """`@lock`: each call holds uWSGI's lock 0 (one caller in the instance at a time)."""
+
+    def __init__(self, f):
+        self.f = f
+
+    def __call__(self, *args, **kwargs):
+        uwsgi.lock()
+        try:
+            return self.f(*args, **kwargs)
+        finally:
+            uwsgi.unlock()
+
+
 class thread(object):
     """Each call runs the function in a new daemon thread (returns the function)."""
 
@@ -115,7 +130,6 @@ mulemsg = _unsupported("mulemsg", "there are no mules")
 farm = _unsupported("farm", "there are no mule farms")
 rpc = _unsupported("rpc", "there is no uWSGI RPC")
 erlang = _unsupported("erlang", "there is no Erlang bridge")
-lock = _unsupported("lock", "there is no lock shared by the workers")
 harakiri = _unsupported("harakiri", "a per-call harakiri (set_user_harakiri) is not carried out")
 cron = _unsupported("cron", "signal crons are not raised (use the ini's cron2 with a command)")
 rbtimer = _unsupported("rbtimer", "red-black timers are not raised (use @timer)")

@@ -21,7 +21,7 @@
 //! | [`FD_CONTROL`] | this worker's control pipe, newline-terminated messages: [`MSG_READY`] once the app is imported; on an import failure, [`MSG_FAILED`] followed by the traceback as one JSON string, before exit 3 (so `reload` and `status` can show why) | worker → master |
 //! | [`FD_MASTER_ALIVE`] | read end of a pipe whose write end only the master holds: EOF means the master is gone → finish the current request and exit | master → worker |
 //! | [`FD_SCOREBOARD`] | this worker's scoreboard page (memfd, [`SCOREBOARD_SIZE`] bytes), see below | shared memory |
-//! | [`FD_SOURCE`] | the worker source (memfd); closed by the bootstrap after reading | |
+//! | [`FD_SOURCE`] | the worker source (sealed memfd, the same for every worker of every generation); kept open close-on-exec after reading: `uwsgi.lock()` takes POSIX record locks on it, which exclude across processes | |
 //! | [`FD_FIRST_LISTENER`].. | the listening sockets, in the order of `ENV_CONFIG.listeners` | |
 //!
 //! # Preload: the app template
@@ -176,7 +176,8 @@ pub const WORKER_PACKAGE: &[(&str, &str)] = package![
 ];
 
 /// Executed with `python -c`: reads the package from [`FD_SOURCE`] (`pread` from
-/// offset 0 because every worker shares the memfd's file offset), closes it, and
+/// offset 0 because every worker shares the memfd's file offset), marks it
+/// close-on-exec (it stays open: `uwsgi.lock()` locks a byte of it), and
 /// installs a meta-path finder that serves `amy_worker.*` from memory, and the
 /// top-level names of [`TOP_LEVEL_MODULES`] from their files in the package
 /// (first on `sys.meta_path`, so a `uwsgidecorators.py` a pip-installed uWSGI
@@ -187,7 +188,7 @@ pub const WORKER_PACKAGE: &[(&str, &str)] = package![
 pub const BOOTSTRAP: &str = r#"import os,sys,json,linecache
 from importlib.machinery import ModuleSpec
 B=json.loads(os.pread(6,os.fstat(6).st_size,0))
-os.close(6)
+os.set_inheritable(6,False)
 T={'uwsgi':'amy_worker/uwsgi_api.py','uwsgidecorators':'amy_worker/uwsgidecorators.py'}
 class AmyWorkerImporter:
     def find_spec(self,name,path=None,target=None):

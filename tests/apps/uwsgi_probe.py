@@ -97,6 +97,20 @@ def application(environ, start_response):
     path = environ.get("PATH_INFO", "/")
     if path == "/reload":
         body = json.dumps({"reload": uwsgi.reload()})
+    elif path == "/locked":
+        import threading
+        import time
+
+        with_lock = uwsgi.lock
+        with_lock()
+        try:
+            assert uwsgi.is_locked()
+            _note("enter %d %d" % (os.getpid(), threading.get_ident()))
+            time.sleep(0.2)
+            _note("exit %d %d" % (os.getpid(), threading.get_ident()))
+        finally:
+            uwsgi.unlock()
+        body = json.dumps({"pid": os.getpid()})
     elif path == "/procname":
         uwsgi.setprocname("probe-renamed-%d" % uwsgi.worker_id())
         body = json.dumps({"pid": os.getpid()})

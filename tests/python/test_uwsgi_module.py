@@ -58,7 +58,7 @@ def test_values_from_the_worker_config(uwsgi):
 
 
 def test_unsupported_functions_exist_and_refuse_by_name(uwsgi):
-    assert hasattr(uwsgi, "cache_get") and "lock" in dir(uwsgi)
+    assert hasattr(uwsgi, "cache_get") and "cache_get" in dir(uwsgi)
     with pytest.raises(NotImplementedError, match=r"uwsgi\.cache_get\(\) is not supported"):
         uwsgi.cache_get("k")
     # A value uWSGI has and we do not: not there for hasattr, a clear error otherwise.
@@ -141,3 +141,19 @@ def test_unsupported_decorators_refuse_where_applied(decorators):
         decorators.spool(lambda: None)
     with pytest.raises(NotImplementedError, match="harakiri"):
         decorators.harakiri(10)
+
+
+def test_lock_is_exclusive_and_refuses_other_numbers(uwsgi, monkeypatch, tmp_path):
+    fd = os.open(str(tmp_path / "lockfile"), os.O_RDWR | os.O_CREAT)
+    monkeypatch.setattr(uwsgi, "_LOCK_FD", fd)
+    try:
+        assert uwsgi.is_locked() is False
+        uwsgi.lock()
+        assert uwsgi.is_locked() is True
+        uwsgi.unlock()
+        assert uwsgi.is_locked() is False
+        uwsgi.unlock()  # not held: nothing to do, as uWSGI
+        with pytest.raises(ValueError, match="Invalid lock number"):
+            uwsgi.lock(1)
+    finally:
+        os.close(fd)
