@@ -328,6 +328,7 @@ pub fn build(
         reload_check: Vec::new(),
         reload_check_host: "localhost".into(),
         reload_check_timeout: Duration::from_secs(10),
+        uwsgi_opt: Vec::new(),
     };
     let mut origins = site::Origins::default();
     let mut ini_env: Vec<(EnvVar, Origin)> = Vec::new();

@@ -188,4 +188,7 @@ pub struct Config {
     pub reload_check_host: String,
     /// `reload-check-timeout` (seconds, default 10): longer fails the check.
     pub reload_check_timeout: Duration,
+    /// The resolved options in `--show-config` order with secrets redacted
+    /// (`show::redacted`): the worker's `uwsgi.opt`. Filled by `load`.
+    pub uwsgi_opt: Vec<(String, String)>,
 }
