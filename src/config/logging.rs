@@ -123,11 +123,6 @@ pub fn is_logging_key(key: &str) -> bool {
     )
 }
 
-/// Repeats of these add a logger; every other logging key is a scalar.
-pub fn accumulates(key: &str) -> bool {
-    matches!(key, "logger" | "req-logger" | "logger-req" | "log-syslog")
-}
-
 /// uWSGI's syslog facility names (plugins/syslog), as their numeric codes.
 const FACILITIES: &[(&str, u8)] = &[
     ("kern", 0),
