@@ -1,6 +1,7 @@
 """Per-request log variables: `uwsgi.set_logvar(name, value)` stores one for
-the request the calling thread is serving, `%(var.NAME)` in `log-format`
-reads it back when the request line is written.
+the request the calling thread is serving, `%(NAME)` in `log-format` reads
+it back when the request line is written (as in uWSGI's core/logging.c, an
+unknown `%(NAME)` is a logvar; `%(var.NAME)` is the request variable NAME).
 
 Kept in a thread-local so serving threads never see each other's variables;
 the request log takes them (`take`) once per request, which also clears them,
