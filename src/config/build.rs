@@ -18,6 +18,7 @@ use super::classes::{self, KeyClass};
 use super::envfile::{self, LineKind};
 use super::expand::{Expander, Opt, Origin};
 use super::keys;
+use super::lifetimes;
 use super::serving;
 use super::values::{self, NumberError};
 use super::{
@@ -39,13 +40,21 @@ pub const MAX_SECONDS: u64 = 86_400;
 /// `sun_path` holds 108 bytes, the final NUL included.
 pub const MAX_UNIX_PATH: usize = 107;
 
-/// Keys whose repeats accumulate; every other honoured key is a scalar
-/// (last wins, and a repeat gets a warning naming both lines).
+/// Keys whose repeats accumulate, as uWSGI's option handlers do
+/// (`repeatable_keys.txt`, taken from uWSGI's option tables); every other key
+/// is a scalar: last wins, and a repeat gets a warning naming both lines.
+/// Every honoured repeatable key either keeps each value or refuses the
+/// second one itself (`http`), so the warning is never wrong about what runs.
 fn accumulates(canonical: &str) -> bool {
-    matches!(
-        canonical,
-        "socket" | "http-socket" | "env" | "pythonpath" | "touch-reload" | "reload-check"
-    )
+    static KEYS: std::sync::OnceLock<HashSet<&'static str>> = std::sync::OnceLock::new();
+    KEYS.get_or_init(|| {
+        include_str!("repeatable_keys.txt")
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+            .collect()
+    })
+    .contains(canonical)
 }
 
 fn number(opt: &Opt, min: u64, max: u64) -> Result<u64, ConfigError> {
@@ -91,6 +100,16 @@ fn comment_tail(v: &str) -> Option<usize> {
         .min()
 }
 
+/// The colon before the port: the first one, or for `[v6addr]:port` the one
+/// after the closing bracket (uWSGI binds those as TCP6).
+fn port_colon(v: &str) -> Option<usize> {
+    if v.starts_with('[') {
+        v.find("]:").map(|i| i + 1)
+    } else {
+        v.find(':')
+    }
+}
+
 fn parse_socket(
     opt: &Opt,
     protocol: Protocol,
@@ -110,9 +129,10 @@ fn parse_socket(
             ErrorKind::Unsupported,
             format!("{} = {v}: abstract unix sockets are not supported", opt.key),
         ));
-    } else if let (false, Some(colon)) = (v.starts_with('/') || v.starts_with('.'), v.find(':')) {
-        // uWSGI: the host is what precedes the first ':', the port is atoi() of
-        // the rest, so `127.0.0.1:8080 # web` binds port 8080.
+    } else if let (false, Some(colon)) = (v.starts_with('/') || v.starts_with('.'), port_colon(v)) {
+        // uWSGI: the host is what precedes the first ':' (after `]` for an IPv6
+        // address in brackets), the port is atoi() of the rest, so
+        // `127.0.0.1:8080 # web` binds port 8080.
         let port_text = &v[colon + 1..];
         let digits = port_text.bytes().take_while(u8::is_ascii_digit).count();
         let tail = &port_text[digits..];
@@ -278,6 +298,7 @@ pub fn build(
         vacuum: false,
         uid: None,
         gid: None,
+        max_fd: None,
         env: Vec::new(),
         harakiri: None,
         harakiri_graceful_timeout: None,
@@ -285,6 +306,7 @@ pub fn build(
         log_slow_ms: 0,
         max_requests: 0,
         reload_on_rss_mb: 0,
+        lifetimes: Default::default(),
         worker_reload_mercy: Duration::from_secs(60),
         buffer_size: None,
         logto: None,
@@ -306,6 +328,7 @@ pub fn build(
         reload_check: Vec::new(),
         reload_check_host: "localhost".into(),
         reload_check_timeout: Duration::from_secs(10),
+        uwsgi_opt: Vec::new(),
     };
     let mut origins = site::Origins::default();
     let mut ini_env: Vec<(EnvVar, Origin)> = Vec::new();
@@ -449,6 +472,11 @@ pub fn build(
                 origins.gid = Some(opt.origin.clone());
                 c.gid = Some(v.into())
             }
+            // Linux caps RLIMIT_NOFILE at fs.nr_open (1048576 by default).
+            "max-fd" => {
+                origins.max_fd = Some(opt.origin.clone());
+                c.max_fd = Some(number(opt, 1, u64::from(u32::MAX))?);
+            }
             "env" => {
                 if let Some(var) = env_var(opt, &mut warnings, &mut env_duplicates)? {
                     ini_env.push((var, opt.origin.clone()));
@@ -550,6 +578,7 @@ pub fn build(
             }
             "strict" => {}
             k if around::is_around_key(k) => around::apply(&mut c.around, k, opt, &app_base)?,
+            k if lifetimes::is_lifetime_key(k) => lifetimes::apply(&mut c.lifetimes, k, opt)?,
             other => {
                 // A key the table calls honoured that this match does not read
                 // is a bug in the table: fail closed rather than ignore it.
@@ -567,6 +596,7 @@ pub fn build(
             .map_err(|e| origin.error(ErrorKind::InvalidValue, e.to_string()))?;
     }
     around::finish(&mut c.around);
+    lifetimes::finish(&mut c.lifetimes, c.processes, &mut warnings)?;
     for key in &options.allow_unsupported {
         let unsupported = classes::entry(key).is_some_and(|e| e.class == KeyClass::Unsupported);
         if !unsupported {
