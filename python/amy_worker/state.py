@@ -78,6 +78,9 @@ class Worker(object):
 
         applog.configure(cfg.get("logging") or {})
         self.reqlog = RequestLog(self, cfg)
+        # server.run's pipes: `wake_w` is written on stop (threads idle in poll()
+        # wake up), `signal_r` is the signal wake-up fd; -1 until then.
+        self.wake_r = self.wake_w = self.signal_r = -1
 
     def ctime(self, t):
         sec = int(t)
@@ -92,6 +95,11 @@ class Worker(object):
         if not self.stopping:
             self.stopping = True
             self.exit_code = code
+            if self.wake_w >= 0:
+                try:
+                    os.write(self.wake_w, b"s")
+                except OSError:
+                    pass
 
     def after_request(self):
         """Recycling checks; called with the request fully done."""
