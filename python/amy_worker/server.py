@@ -160,6 +160,10 @@ def _exit(code):
 
 
 def run(worker, listeners):
+    if (worker.cfg.get("serving") or {}).get("gevent"):
+        from .gevent_loop import run as run_gevent
+
+        return run_gevent(worker, listeners)
     main_ident = threading.main_thread().ident
 
     def on_term(signum, frame):

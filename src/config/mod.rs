@@ -13,6 +13,7 @@ pub mod ini;
 pub mod keys;
 pub mod magic;
 mod model;
+mod python_probe;
 pub mod serving;
 pub mod show;
 mod site;

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use super::expand::Opt;
+use super::expand::{Opt, Origin};
 use super::{ConfigError, ErrorKind, Warning};
 
 /// Everything the serving keys configure; all empty/off by default, and then
@@ -50,6 +50,20 @@ pub struct Serving {
     /// `add-header = Name: value`, as (name, value).
     pub add_headers: Vec<(String, String)>,
     pub routes: Vec<Route>,
+    /// `gevent = N`: each worker serves up to N requests at once on greenlets
+    /// (`python/amy_worker/gevent_loop.py`); 0 = off.
+    pub gevent: u64,
+    /// `gevent-monkey-patch` / `gevent-early-monkey-patch`: `patch_all()` before
+    /// the app import (uWSGI patches after it for the first; see gevent_loop.py).
+    pub gevent_monkey_patch: bool,
+    pub gevent_early_monkey_patch: bool,
+    /// Where `gevent` was set, for the messages of [`check_with_python`].
+    #[serde(skip)]
+    pub gevent_origin: Option<Origin>,
+    /// Each route regexp and where it was written: compiled by the app's Python
+    /// at load ([`check_with_python`]), so `check` fails where the worker would.
+    #[serde(skip)]
+    pub regexps: Vec<(Origin, String)>,
 }
 
 impl Serving {
@@ -105,6 +119,9 @@ pub struct Route {
     pub arg: String,
     pub line: usize,
 }
+
+/// `gevent = N` at most: the acceptor's slot pipe holds N tokens (a pipe holds 64 KiB).
+const MAX_GEVENT: u64 = 50_000;
 
 /// Route actions the worker implements (uWSGI names, aliases included).
 const ACTIONS: &[&str] = &[
@@ -186,6 +203,10 @@ pub fn handles(key: &str) -> bool {
             | "post-buffering"
             | "socket-timeout"
             | "add-header"
+            | "gevent"
+            | "gevent-monkey-patch"
+            | "gevent-early-monkey-patch"
+            | "gevent-wait-for-hub"
     ) || route_subject(key).is_some()
 }
 
@@ -358,7 +379,16 @@ pub fn apply(
                 ));
             }
             let app = if app.ends_with(".py") || app.ends_with(".wsgi") {
-                resolve(app_base, app).display().to_string()
+                let file = resolve(app_base, app);
+                // As `wsgi-file`: the worker could not load it, and the prefix
+                // would never be served.
+                if !file.is_file() {
+                    return Err(opt.origin.error(
+                        ErrorKind::Missing,
+                        format!("mount = {v}: {}: no such file", file.display()),
+                    ));
+                }
+                file.display().to_string()
             } else {
                 app.to_string()
             };
@@ -393,9 +423,29 @@ pub fn apply(
             })?;
             s.add_headers.push(h);
         }
+        "gevent" => {
+            let n = number(opt)?;
+            if !(1..=MAX_GEVENT).contains(&n) {
+                return Err(opt.origin.error(
+                    ErrorKind::OutOfRange,
+                    format!("gevent = {v}: the number of greenlets per worker must be 1..={MAX_GEVENT}"),
+                ));
+            }
+            s.gevent = n;
+            s.gevent_origin = Some(opt.origin.clone());
+        }
+        "gevent-monkey-patch" => s.gevent_monkey_patch = flag,
+        "gevent-early-monkey-patch" => s.gevent_early_monkey_patch = flag,
+        // uWSGI: wait for the hub's death instead of its control greenlet at
+        // shutdown; here the worker stops once its requests are done either way.
+        "gevent-wait-for-hub" => {}
         _ => {
             let subject = route_subject(key).expect("handles() checked the key");
-            s.routes.push(parse_route(opt, key, subject, v, line)?);
+            let route = parse_route(opt, key, subject, v, line)?;
+            if let Some(re) = route_regexp(&route) {
+                s.regexps.push((opt.origin.clone(), re.to_string()));
+            }
+            s.routes.push(route);
         }
     }
     Ok(())
@@ -503,6 +553,18 @@ fn parse_route(
     route.action = action.to_string();
     route.arg = arg.to_string();
     Ok(route)
+}
+
+/// The regexp the worker compiles for a route (`routes.py`: subject routes,
+/// and the right side of a `regexp`/`re` condition).
+fn route_regexp(route: &Route) -> Option<&str> {
+    match route.subject {
+        "if" | "if-not" if matches!(route.condition.as_str(), "regexp" | "re") => {
+            Some(route.pattern.split_once(';').map_or("", |(_, re)| re))
+        }
+        "if" | "if-not" | "run" | "label" => None,
+        _ => Some(route.pattern.as_str()),
+    }
 }
 
 fn is_status(arg: &str) -> bool {
