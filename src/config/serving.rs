@@ -441,7 +441,10 @@ pub fn apply(
         "gevent-wait-for-hub" => {}
         _ => {
             let subject = route_subject(key).expect("handles() checked the key");
-            let route = parse_route(opt, key, subject, v, line)?;
+            let mut route = parse_route(opt, key, subject, v, line)?;
+            if route.condition.is_empty() || matches!(route.condition.as_str(), "regexp" | "re") {
+                route.pattern = pcre_names_to_python(&route.pattern);
+            }
             if let Some(re) = route_regexp(&route) {
                 s.regexps.push((opt.origin.clone(), re.to_string()));
             }
@@ -555,6 +558,89 @@ fn parse_route(
     Ok(route)
 }
 
+/// PCRE's named-group spellings that Python's `re` spells otherwise:
+/// `(?<name>…)` and `(?'name'…)` become `(?P<name>…)`, `\k<name>`/`\k'name'`/
+/// `\k{name}` become `(?P=name)`. Group numbers (`$1`) do not change. Lookbehinds
+/// `(?<=`/`(?<!`, escapes and character classes are left as written.
+pub fn pcre_names_to_python(re: &str) -> String {
+    let b = re.as_bytes();
+    let mut out = String::with_capacity(re.len() + 4);
+    let mut i = 0;
+    let mut in_class = false;
+    let name_end = |from: usize, close: u8| -> Option<usize> {
+        let mut j = from;
+        while j < b.len() && (b[j].is_ascii_alphanumeric() || b[j] == b'_') {
+            j += 1;
+        }
+        (j > from && j < b.len() && b[j] == close && !b[from].is_ascii_digit()).then_some(j)
+    };
+    while i < b.len() {
+        let c = b[i];
+        if c == b'\\' && i + 1 < b.len() {
+            if !in_class && b[i + 1] == b'k' && i + 2 < b.len() {
+                let close = match b[i + 2] {
+                    b'<' => b'>',
+                    b'\'' => b'\'',
+                    b'{' => b'}',
+                    _ => 0,
+                };
+                if let Some(j) = (close != 0).then(|| name_end(i + 3, close)).flatten() {
+                    out.push_str("(?P=");
+                    out.push_str(&re[i + 3..j]);
+                    out.push(')');
+                    i = j + 1;
+                    continue;
+                }
+            }
+            out.push_str(&re[i..i + 2 + utf8_extra(b[i + 1])]);
+            i += 2 + utf8_extra(b[i + 1]);
+            continue;
+        }
+        if in_class {
+            in_class = c != b']';
+        } else if c == b'[' {
+            in_class = true;
+            // `[]…]` and `[^]…]`: a leading `]` is a literal.
+            let mut j = i + 1;
+            if j < b.len() && b[j] == b'^' {
+                j += 1;
+            }
+            if j < b.len() && b[j] == b']' {
+                out.push_str(&re[i..=j]);
+                i = j + 1;
+                continue;
+            }
+        } else if c == b'(' && b.get(i + 1) == Some(&b'?') {
+            let close = match b.get(i + 2) {
+                Some(b'<') => b'>',
+                Some(b'\'') => b'\'',
+                _ => 0,
+            };
+            if let Some(j) = (close != 0).then(|| name_end(i + 3, close)).flatten() {
+                out.push_str("(?P<");
+                out.push_str(&re[i + 3..j]);
+                out.push('>');
+                i = j + 1;
+                continue;
+            }
+        }
+        let len = 1 + utf8_extra(c);
+        out.push_str(&re[i..i + len]);
+        i += len;
+    }
+    out
+}
+
+/// Continuation bytes after a UTF-8 lead byte (so slices stay on char boundaries).
+fn utf8_extra(lead: u8) -> usize {
+    match lead {
+        0xF0..=0xFF => 3,
+        0xE0..=0xEF => 2,
+        0xC0..=0xDF => 1,
+        _ => 0,
+    }
+}
+
 /// The regexp the worker compiles for a route (`routes.py`: subject routes,
 /// and the right side of a `regexp`/`re` condition).
 fn route_regexp(route: &Route) -> Option<&str> {
@@ -584,6 +670,26 @@ mod tests {
         assert_eq!(parse_header("no colon"), None);
         assert_eq!(parse_header("Bad Name: x"), None);
         assert_eq!(parse_header(": x"), None);
+    }
+
+    #[test]
+    fn pcre_named_groups_become_python_ones() {
+        assert_eq!(
+            pcre_names_to_python(r"^/(?<year>\d{4})/(?'slug'[a-z]+)$"),
+            r"^/(?P<year>\d{4})/(?P<slug>[a-z]+)$"
+        );
+        assert_eq!(pcre_names_to_python(r"(?<w>a)\k<w>\k{w}"), r"(?P<w>a)(?P=w)(?P=w)");
+        // Lookbehinds, escapes, classes and Python's own spelling stay as written.
+        for same in [
+            r"(?<=a)b(?<!c)",
+            r"\(?<x>",
+            r"[(?<x>]",
+            r"[]](?P<x>y)",
+            r"(?<1x>)",
+            "é(?:ü)",
+        ] {
+            assert_eq!(pcre_names_to_python(same), same);
+        }
     }
 
     #[test]

@@ -16,6 +16,9 @@ def application(environ, start_response):
     head = [("Content-Type", "text/plain"), ("X-Worker-Pid", str(os.getpid()))]
     if path == "/sleep":
         s = float(q.get("s", ["1"])[0])
+        if "mark" in q:
+            # Tells the test this request is in flight.
+            open(os.path.join(q["mark"][0], "%d-%d" % (os.getpid(), id(environ))), "w").close()
         t0 = time.monotonic()
         sleep(s)
         start_response("200 OK", head)
