@@ -125,7 +125,11 @@ fn a_streaming_response_arrives_chunk_by_chunk_while_other_requests_are_served()
             let t1 = Instant::now();
             let r = http_get(site.http_port, "/").unwrap();
             assert_eq!(r.text(), "hello from gevent\n");
-            assert!(t1.elapsed() < Duration::from_millis(500), "{:?}", t1.elapsed());
+            assert!(
+                t1.elapsed() < Duration::from_millis(500),
+                "{:?}",
+                t1.elapsed()
+            );
         }
     }
     let total = t0.elapsed();
@@ -189,7 +193,12 @@ fn graceful_stop_lets_the_greenlets_in_flight_finish() {
         assert_eq!(*status, 200, "{body}\n{}", inst.tail());
         assert!(body.starts_with("slept 2.0"), "{body}");
     }
-    assert_eq!(inst.wait_exit(Duration::from_secs(30)), 0, "{}", inst.tail());
+    assert_eq!(
+        inst.wait_exit(Duration::from_secs(30)),
+        0,
+        "{}",
+        inst.tail()
+    );
     assert!(t0.elapsed() < Duration::from_secs(10), "{:?}", t0.elapsed());
     // Stopped accepting: nothing listens any more.
     assert!(TcpStream::connect(("127.0.0.1", site.http_port)).is_err());
@@ -197,7 +206,12 @@ fn graceful_stop_lets_the_greenlets_in_flight_finish() {
 
 #[test]
 fn max_requests_recycles_a_gevent_worker_without_failing_a_request() {
-    let site = Site::new("gevent-maxreq", "geventapp", 1, &format!("{PATCHED}max-requests = 5\n"));
+    let site = Site::new(
+        "gevent-maxreq",
+        "geventapp",
+        1,
+        &format!("{PATCHED}max-requests = 5\n"),
+    );
     let inst = site.start();
     let mut pids = std::collections::BTreeSet::new();
     for i in 0..16 {
@@ -212,7 +226,12 @@ fn max_requests_recycles_a_gevent_worker_without_failing_a_request() {
 
 #[test]
 fn harakiri_cuts_a_stuck_greenlet_with_a_504_and_replaces_the_worker() {
-    let site = Site::new("gevent-harakiri", "geventapp", 1, &format!("{PATCHED}harakiri = 2\n"));
+    let site = Site::new(
+        "gevent-harakiri",
+        "geventapp",
+        1,
+        &format!("{PATCHED}harakiri = 2\n"),
+    );
     let inst = site.start();
     let before = inst.worker_pids();
     let t0 = Instant::now();
@@ -274,8 +293,54 @@ fn a_venv_without_gevent_is_refused_by_check_and_start_with_path_line() {
 
 #[test]
 fn gevent_with_threads_is_refused() {
-    let site = Site::new("gevent-threads", "geventapp", 1, "gevent = 10\nthreads = 4\n");
+    let site = Site::new(
+        "gevent-threads",
+        "geventapp",
+        1,
+        "gevent = 10\nthreads = 4\n",
+    );
     let out = site.cli(&["check", site.ini().to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("with threads = 4 is not supported"));
+}
+
+/// `loop = gevent` + `async = N` is uWSGI's long form of `gevent = N`.
+#[test]
+fn loop_gevent_with_async_cores_serves_like_gevent() {
+    let extra = "async = 20\nloop = gevent\ngevent-monkey-patch = true\n";
+    let site = Site::new("gevent-loop", "geventapp", 1, extra);
+    let inst = site.start();
+    let port = site.http_port;
+    let t0 = Instant::now();
+    let answers = concurrently(6, move || http_get(port, "/sleep?s=1"));
+    assert!(
+        answers.iter().all(|a| a.0 == 200),
+        "{answers:?}\n{}",
+        inst.tail()
+    );
+    assert!(t0.elapsed() < Duration::from_secs(3), "{:?}", t0.elapsed());
+}
+
+#[test]
+fn async_without_the_gevent_loop_and_other_loops_fail_closed() {
+    for (extra, needle) in [
+        (
+            "async = 10\n",
+            "\"async\" = 10 is not supported without loop = gevent",
+        ),
+        (
+            "loop = ugreen\nasync = 10\n",
+            "\"loop\" = ugreen is not supported",
+        ),
+        ("ugreen = true\n", "\"ugreen\" is not supported"),
+        ("loop = gevent\n", "loop = gevent needs async = N"),
+        ("gevent = 0\n", "must be 1..="),
+    ] {
+        let site = Site::new("gevent-async", "geventapp", 1, extra);
+        let out = site.cli(&["check", site.ini().to_str().unwrap()]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{extra}: {err}");
+        assert!(err.contains(needle), "{extra}: {err}");
+        assert!(err.contains(&format!("{}:", site.ini().display())), "{err}");
+    }
 }

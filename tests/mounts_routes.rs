@@ -280,13 +280,22 @@ fn unsupported_route_actions_and_conditions_fail_closed() {
 #[test]
 fn check_compiles_route_regexps_with_the_workers_re_and_names_the_line() {
     for (line, needle) in [
-        (r"route = ^/a\h+b$ break:403", r#"route regexp "^/a\\h+b$" does not compile"#),
-        (r"route = ^/(x$ break:403", "missing ), unterminated subpattern"),
+        (
+            r"route = ^/a\h+b$ break:403",
+            r#"route regexp "^/a\\h+b$" does not compile"#,
+        ),
+        (
+            r"route = ^/(x$ break:403",
+            "missing ), unterminated subpattern",
+        ),
         (
             r"route-if = regexp:${PATH_INFO};^/[z-a]$ break:403",
             "bad character range z-a",
         ),
-        ("mount = /m=no_such_file.py", "no_such_file.py: no such file"),
+        (
+            "mount = /m=no_such_file.py",
+            "no_such_file.py: no such file",
+        ),
         ("mount = /m=no_such_dir/app.wsgi", "app.wsgi: no such file"),
     ] {
         let site = Site::new("re-check", "hello", 1, line);
@@ -307,7 +316,12 @@ fn pcre_named_groups_in_routes_work() {
     let extra = "route = ^/(?<year>\\d{4})/old$ redirect:/new/$1\nroute-if = regexp:${PATH_INFO};^/(?'w'q)$ return:204\n";
     let site = Site::new("re-named", "hello", 1, extra);
     let out = site.cli(&["check", site.ini().to_str().unwrap()]);
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let inst = site.start();
     let r = get(site.http_port, "/2024/old");
     assert_eq!(r.status, 302, "{}", inst.tail());

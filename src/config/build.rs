@@ -18,8 +18,8 @@ use super::classes::{self, KeyClass};
 use super::envfile::{self, LineKind};
 use super::expand::{Expander, Opt, Origin};
 use super::keys;
-use super::serving;
 use super::python_probe;
+use super::serving;
 use super::values::{self, NumberError};
 use super::{
     site, ChownSpec, Config, ConfigError, EnvVar, ErrorKind, HttpRouterSpec, LoadOptions, Protocol,

@@ -63,6 +63,19 @@ fn python_of(c: &Config) -> PathBuf {
 /// config has neither `gevent` nor a route regexp.
 pub fn check(c: &Config, environment: &[(OsString, OsString)]) -> Result<(), ConfigError> {
     let s = &c.serving;
+    if let (Some((n, origin)), false) = (&s.async_cores, s.loop_gevent) {
+        return Err(origin.error(
+            ErrorKind::Unsupported,
+            format!("\"async\" = {n} is not supported without loop = gevent: uWSGI's plain async mode needs an app written for uwsgi.suspend(); each worker would serve one request at a time (use gevent = {n})"),
+        ));
+    }
+    if s.loop_gevent && s.gevent == 0 {
+        return Err(at_gevent(
+            c,
+            ErrorKind::InvalidValue,
+            "loop = gevent needs async = N, the greenlets per worker (uWSGI: \"the gevent loop engine requires async mode\")".to_string(),
+        ));
+    }
     if s.gevent > 0 && c.threads > 1 {
         return Err(at_gevent(
             c,

@@ -57,9 +57,16 @@ pub struct Serving {
     /// the app import (uWSGI patches after it for the first; see gevent_loop.py).
     pub gevent_monkey_patch: bool,
     pub gevent_early_monkey_patch: bool,
-    /// Where `gevent` was set, for the messages of [`check_with_python`].
+    /// Where `gevent` (or `loop = gevent`) was set, for the messages of `python_probe`.
     #[serde(skip)]
     pub gevent_origin: Option<Origin>,
+    /// `async = N` as read (uWSGI's async cores; `gevent = N` sets it too), and
+    /// where, so `python_probe` can refuse it without `loop = gevent`.
+    #[serde(skip)]
+    pub async_cores: Option<(u64, Origin)>,
+    /// `loop = gevent` (or `gevent = N`) was read.
+    #[serde(skip)]
+    pub loop_gevent: bool,
     /// Each route regexp and where it was written: compiled by the app's Python
     /// at load ([`check_with_python`]), so `check` fails where the worker would.
     #[serde(skip)]
@@ -207,6 +214,8 @@ pub fn handles(key: &str) -> bool {
             | "gevent-monkey-patch"
             | "gevent-early-monkey-patch"
             | "gevent-wait-for-hub"
+            | "async"
+            | "loop"
     ) || route_subject(key).is_some()
 }
 
@@ -428,11 +437,47 @@ pub fn apply(
             if !(1..=MAX_GEVENT).contains(&n) {
                 return Err(opt.origin.error(
                     ErrorKind::OutOfRange,
-                    format!("gevent = {v}: the number of greenlets per worker must be 1..={MAX_GEVENT}"),
+                    format!(
+                        "gevent = {v}: the number of greenlets per worker must be 1..={MAX_GEVENT}"
+                    ),
                 ));
             }
+            // uwsgi_opt_setup_gevent: async cores, the gevent loop, and a
+            // socket timeout of at least 30 s (a later socket-timeout wins).
             s.gevent = n;
             s.gevent_origin = Some(opt.origin.clone());
+            s.async_cores = Some((n, opt.origin.clone()));
+            s.loop_gevent = true;
+            if s.socket_timeout.map_or(true, |t| t < 30) {
+                s.socket_timeout = Some(30);
+            }
+        }
+        // `loop = gevent` + `async = N` is the long form of `gevent = N`.
+        "async" => {
+            let n = number(opt)?;
+            if !(1..=MAX_GEVENT).contains(&n) {
+                return Err(opt.origin.error(
+                    ErrorKind::OutOfRange,
+                    format!("async = {v}: the number of async cores must be 1..={MAX_GEVENT}"),
+                ));
+            }
+            s.async_cores = Some((n, opt.origin.clone()));
+            if s.loop_gevent {
+                s.gevent = n;
+            }
+        }
+        "loop" => {
+            if v != "gevent" {
+                return Err(opt.origin.error(
+                    ErrorKind::Unsupported,
+                    format!("\"loop\" = {v} is not supported: only the gevent loop is (each worker would serve `threads` requests at a time)"),
+                ));
+            }
+            s.loop_gevent = true;
+            s.gevent_origin = Some(opt.origin.clone());
+            if let Some((n, _)) = &s.async_cores {
+                s.gevent = *n;
+            }
         }
         "gevent-monkey-patch" => s.gevent_monkey_patch = flag,
         "gevent-early-monkey-patch" => s.gevent_early_monkey_patch = flag,
@@ -443,7 +488,10 @@ pub fn apply(
             let subject = route_subject(key).expect("handles() checked the key");
             let mut route = parse_route(opt, key, subject, v, line)?;
             if route.condition.is_empty() || matches!(route.condition.as_str(), "regexp" | "re") {
-                route.pattern = pcre_names_to_python(&route.pattern);
+                route.pattern = pcre_names_to_python(&route.pattern).map_err(|why| {
+                    opt.origin
+                        .error(ErrorKind::InvalidValue, format!("{key} = {v}: {why}"))
+                })?;
             }
             if let Some(re) = route_regexp(&route) {
                 s.regexps.push((opt.origin.clone(), re.to_string()));
@@ -561,8 +609,9 @@ fn parse_route(
 /// PCRE's named-group spellings that Python's `re` spells otherwise:
 /// `(?<name>…)` and `(?'name'…)` become `(?P<name>…)`, `\k<name>`/`\k'name'`/
 /// `\k{name}` become `(?P=name)`. Group numbers (`$1`) do not change. Lookbehinds
-/// `(?<=`/`(?<!`, escapes and character classes are left as written.
-pub fn pcre_names_to_python(re: &str) -> String {
+/// `(?<=`/`(?<!`, escapes and character classes are left as written. A POSIX
+/// bracket class (`[[:alpha:]]`) is refused: `re` compiles it as a different set.
+pub fn pcre_names_to_python(re: &str) -> Result<String, String> {
     let b = re.as_bytes();
     let mut out = String::with_capacity(re.len() + 4);
     let mut i = 0;
@@ -597,6 +646,11 @@ pub fn pcre_names_to_python(re: &str) -> String {
             continue;
         }
         if in_class {
+            if c == b'[' && matches!(b.get(i + 1), Some(b':' | b'=' | b'.')) {
+                return Err(format!(
+                    "the POSIX class in {re:?} is PCRE only: Python's re (the worker's) reads it as a set of characters; spell it out ([a-zA-Z], [0-9], \\s)"
+                ));
+            }
             in_class = c != b']';
         } else if c == b'[' {
             in_class = true;
@@ -628,7 +682,7 @@ pub fn pcre_names_to_python(re: &str) -> String {
         out.push_str(&re[i..i + len]);
         i += len;
     }
-    out
+    Ok(out)
 }
 
 /// Continuation bytes after a UTF-8 lead byte (so slices stay on char boundaries).
@@ -675,10 +729,14 @@ mod tests {
     #[test]
     fn pcre_named_groups_become_python_ones() {
         assert_eq!(
-            pcre_names_to_python(r"^/(?<year>\d{4})/(?'slug'[a-z]+)$"),
+            pcre_names_to_python(r"^/(?<year>\d{4})/(?'slug'[a-z]+)$").unwrap(),
             r"^/(?P<year>\d{4})/(?P<slug>[a-z]+)$"
         );
-        assert_eq!(pcre_names_to_python(r"(?<w>a)\k<w>\k{w}"), r"(?P<w>a)(?P=w)(?P=w)");
+        assert_eq!(
+            pcre_names_to_python(r"(?<w>a)\k<w>\k{w}").unwrap(),
+            r"(?P<w>a)(?P=w)(?P=w)"
+        );
+        assert!(pcre_names_to_python(r"^/[[:alpha:]]+$").is_err());
         // Lookbehinds, escapes, classes and Python's own spelling stay as written.
         for same in [
             r"(?<=a)b(?<!c)",
@@ -688,7 +746,7 @@ mod tests {
             r"(?<1x>)",
             "é(?:ü)",
         ] {
-            assert_eq!(pcre_names_to_python(same), same);
+            assert_eq!(pcre_names_to_python(same).unwrap(), same);
         }
     }
 
