@@ -612,6 +612,7 @@ pub fn build(
     site::check_environment_size(ini, &options.environment, &c.env)?;
 
     site::check(&c, &origins, ini, options, root, &mut warnings)?;
+    serving::check_on_host(&c.serving)?;
     python_probe::check(&c, &options.environment)?;
 
     c.watch_paths.extend(ex.inis_read.iter().cloned());

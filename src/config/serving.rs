@@ -64,6 +64,9 @@ pub struct Serving {
     /// where, so `python_probe` can refuse it without `loop = gevent`.
     #[serde(skip)]
     pub async_cores: Option<(u64, Origin)>,
+    /// Each mounted file, with its line and value, for [`check_on_host`].
+    #[serde(skip)]
+    pub mount_files: Vec<(Origin, String, PathBuf)>,
     /// `loop = gevent` (or `gevent = N`) was read.
     #[serde(skip)]
     pub loop_gevent: bool,
@@ -125,6 +128,21 @@ pub struct Route {
     pub action: String,
     pub arg: String,
     pub line: usize,
+}
+
+/// What the host must provide for the serving keys (as `site::check` does for
+/// `wsgi-file`): a mounted file that is missing would leave its prefix unserved
+/// (the worker could not load it).
+pub fn check_on_host(s: &Serving) -> Result<(), ConfigError> {
+    for (origin, value, file) in &s.mount_files {
+        if !file.is_file() {
+            return Err(origin.error(
+                ErrorKind::Missing,
+                format!("mount = {value}: {}: no such file", file.display()),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// `gevent = N` at most: the acceptor's slot pipe holds N tokens (a pipe holds 64 KiB).
@@ -389,14 +407,9 @@ pub fn apply(
             }
             let app = if app.ends_with(".py") || app.ends_with(".wsgi") {
                 let file = resolve(app_base, app);
-                // As `wsgi-file`: the worker could not load it, and the prefix
-                // would never be served.
-                if !file.is_file() {
-                    return Err(opt.origin.error(
-                        ErrorKind::Missing,
-                        format!("mount = {v}: {}: no such file", file.display()),
-                    ));
-                }
+                // As `wsgi-file`, checked once every key is read (check_on_host).
+                s.mount_files
+                    .push((opt.origin.clone(), v.to_string(), file.clone()));
                 file.display().to_string()
             } else {
                 app.to_string()
