@@ -128,6 +128,9 @@ pub struct Config {
     pub vacuum: bool,
     pub uid: Option<String>,
     pub gid: Option<String>,
+    /// `max-fd`: RLIMIT_NOFILE (soft and hard) the master sets on itself
+    /// before the privilege drop, so every process it starts inherits it.
+    pub max_fd: Option<u64>,
     /// Worker environment additions in order: the env file first, then `env =` lines.
     pub env: Vec<EnvVar>,
     pub harakiri: Option<Duration>,
