@@ -53,6 +53,8 @@ from .limits import ACCEPT_WAKEUP, READ_SLACK
 
 # Connections the acceptor hands over per wake-up at most.
 BATCH = 64
+# How often the idle hub wakes (see run()).
+IDLE_TICK = 0.01
 
 
 def settings(cfg):
@@ -282,7 +284,12 @@ def run(worker, listeners):
     os.write(FD_CONTROL, MSG_READY)
     while not worker.stopping:
         # Harakiri's thread and after_request set `stopping` without a wake-up.
-        stop_ev.wait(0.25)
+        # The short tick is a workaround: with the hub idle longer, a connection
+        # the acceptor thread has been handed by accept() was measured to wait
+        # up to the whole tick before it reached the hub (250 ms with 0.25 s;
+        # not explained yet, see the report of issue 8). 100 wake-ups/s per
+        # idle worker is the price.
+        stop_ev.wait(IDLE_TICK)
     # Every accepted connection is served: the acceptor leaves within
     # ACCEPT_WAKEUP (or when a slot frees), then the greenlets finish.
     acceptor_done.wait()
