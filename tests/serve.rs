@@ -622,7 +622,13 @@ fn max_fd_sets_the_open_file_limit_of_the_master_and_its_workers() {
         let text = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
         text.lines()
             .find(|l| l.starts_with("Max open files"))
-            .map(|l| l.split_whitespace().skip(3).take(2).collect::<Vec<_>>().join(" "))
+            .map(|l| {
+                l.split_whitespace()
+                    .skip(3)
+                    .take(2)
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            })
             .unwrap()
     };
     assert_eq!(limit(inst.pid()), "1000 1000");
@@ -634,5 +640,8 @@ fn max_fd_sets_the_open_file_limit_of_the_master_and_its_workers() {
     let out = site.cli(&["check", site.ini().to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("max-fd = 4294967295: above the kernel's limit"), "{err}");
+    assert!(
+        err.contains("max-fd = 4294967295: above the kernel's limit"),
+        "{err}"
+    );
 }

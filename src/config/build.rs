@@ -18,6 +18,7 @@ use super::classes::{self, KeyClass};
 use super::envfile::{self, LineKind};
 use super::expand::{Expander, Opt, Origin};
 use super::keys;
+use super::lifetimes;
 use super::python_probe;
 use super::serving;
 use super::values::{self, NumberError};
@@ -306,6 +307,7 @@ pub fn build(
         log_slow_ms: 0,
         max_requests: 0,
         reload_on_rss_mb: 0,
+        lifetimes: Default::default(),
         worker_reload_mercy: Duration::from_secs(60),
         buffer_size: None,
         logto: None,
@@ -327,6 +329,7 @@ pub fn build(
         reload_check: Vec::new(),
         reload_check_host: "localhost".into(),
         reload_check_timeout: Duration::from_secs(10),
+        uwsgi_opt: Vec::new(),
     };
     let mut origins = site::Origins::default();
     let mut ini_env: Vec<(EnvVar, Origin)> = Vec::new();
@@ -576,6 +579,7 @@ pub fn build(
             }
             "strict" => {}
             k if around::is_around_key(k) => around::apply(&mut c.around, k, opt, &app_base)?,
+            k if lifetimes::is_lifetime_key(k) => lifetimes::apply(&mut c.lifetimes, k, opt)?,
             other => {
                 // A key the table calls honoured that this match does not read
                 // is a bug in the table: fail closed rather than ignore it.
@@ -593,6 +597,7 @@ pub fn build(
             .map_err(|e| origin.error(ErrorKind::InvalidValue, e.to_string()))?;
     }
     around::finish(&mut c.around);
+    lifetimes::finish(&mut c.lifetimes, c.processes, &mut warnings)?;
     for key in &options.allow_unsupported {
         let unsupported = classes::entry(key).is_some_and(|e| e.class == KeyClass::Unsupported);
         if !unsupported {

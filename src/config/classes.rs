@@ -171,7 +171,7 @@ mod tests {
             "legion-cron",
             "hook-accepting1",
             "logger",
-            "cheaper",
+            "cheaper-busyness-max",
             "ugreen",
             "emperor",
         ] {

@@ -146,6 +146,8 @@ pub struct Config {
     pub max_requests: u64,
     /// Megabytes, 0 = off.
     pub reload_on_rss_mb: u64,
+    /// Worker lifetimes, memory limits, `cheaper` (`lifetimes.rs`).
+    pub lifetimes: super::lifetimes::Lifetimes,
     /// Default 60 s.
     pub worker_reload_mercy: Duration,
     /// `buffer-size` when set (clamped to 65535 as uWSGI does); `None` accepts 65535.
@@ -186,4 +188,7 @@ pub struct Config {
     pub reload_check_host: String,
     /// `reload-check-timeout` (seconds, default 10): longer fails the check.
     pub reload_check_timeout: Duration,
+    /// The resolved options in `--show-config` order with secrets redacted
+    /// (`show::redacted`): the worker's `uwsgi.opt`. Filled by `load`.
+    pub uwsgi_opt: Vec<(String, String)>,
 }

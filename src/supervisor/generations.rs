@@ -6,6 +6,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tracing::{info, warn};
 
@@ -236,6 +237,12 @@ pub fn plan_of(config: &Config) -> GenerationPlan {
             .map(|_| config.harakiri_graceful_signal),
         one_by_one: config.reload_one_by_one,
         preload: !config.lazy_apps,
+        lifetime: (config.lifetimes.max_worker_lifetime > 0)
+            .then(|| Duration::from_secs(config.lifetimes.max_worker_lifetime)),
+        lifetime_delta: Duration::from_secs(config.lifetimes.max_worker_lifetime_delta),
+        evil_rss: config.lifetimes.evil_reload_on_rss_mb << 20,
+        evil_as: config.lifetimes.evil_reload_on_as_mb << 20,
+        cheaper: config.lifetimes.cheaper.clone(),
     }
 }
 
