@@ -47,7 +47,8 @@ fn ten_slow_requests_are_served_at_once_by_one_worker_behind_nginx() {
     let took = t0.elapsed();
     for (status, _, body) in &answers {
         assert_eq!(*status, 200, "{body}\n{}", inst.tail());
-        assert!(body.starts_with("slept 1.0"), "{body}");
+        let slept: f64 = body.trim().trim_start_matches("slept ").parse().unwrap();
+        assert!(slept >= 0.99, "{body}");
     }
     let pids: std::collections::BTreeSet<_> = answers.iter().map(|a| a.1.clone()).collect();
     assert_eq!(pids.len(), 1, "one worker served them all: {pids:?}");
@@ -191,7 +192,9 @@ fn graceful_stop_lets_the_greenlets_in_flight_finish() {
     let answers = clients.join().unwrap();
     for (status, _, body) in &answers {
         assert_eq!(*status, 200, "{body}\n{}", inst.tail());
-        assert!(body.starts_with("slept 2.0"), "{body}");
+        // The whole sleep, however loaded the machine is (2.0xx or more).
+        let slept: f64 = body.trim().trim_start_matches("slept ").parse().unwrap();
+        assert!(slept >= 1.99, "{body}");
     }
     assert_eq!(
         inst.wait_exit(Duration::from_secs(30)),
