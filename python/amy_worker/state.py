@@ -72,6 +72,12 @@ class Worker(object):
         self.counters = None
         self.main_idle = False
         self.requests_objs = []
+        # The request log (reqlog.py) and the date prefix of our own lines (applog.py).
+        from . import applog
+        from .reqlog import RequestLog
+
+        applog.configure(cfg.get("logging") or {})
+        self.reqlog = RequestLog(self, cfg)
 
     def ctime(self, t):
         sec = int(t)

@@ -314,6 +314,7 @@ pub fn build(
         log_maxsize: 0,
         log_reopen: false,
         disable_logging: false,
+        logging: Default::default(),
         daemonize: None,
         touch_reload: Vec::new(),
         stats: None,
@@ -579,6 +580,9 @@ pub fn build(
             }
             "strict" => {}
             k if around::is_around_key(k) => around::apply(&mut c.around, k, opt, &app_base)?,
+            k if super::logging::is_logging_key(k) => {
+                super::logging::apply(&mut c.logging, k, opt, cwd, &mut warnings)?
+            }
             k if lifetimes::is_lifetime_key(k) => lifetimes::apply(&mut c.lifetimes, k, opt)?,
             other => {
                 // A key the table calls honoured that this match does not read
@@ -597,6 +601,7 @@ pub fn build(
             .map_err(|e| origin.error(ErrorKind::InvalidValue, e.to_string()))?;
     }
     around::finish(&mut c.around);
+    super::logging::finish(&mut c.logging);
     lifetimes::finish(&mut c.lifetimes, c.processes, &mut warnings)?;
     for key in &options.allow_unsupported {
         let unsupported = classes::entry(key).is_some_and(|e| e.class == KeyClass::Unsupported);

@@ -170,7 +170,7 @@ mod tests {
             "response-route",
             "legion-cron",
             "hook-accepting1",
-            "logger",
+            "log-route",
             "cheaper-busyness-max",
             "ugreen",
             "emperor",

@@ -12,6 +12,7 @@ mod expand;
 pub mod ini;
 pub mod keys;
 pub mod lifetimes;
+pub mod logging;
 pub mod magic;
 mod model;
 mod python_probe;

@@ -157,6 +157,8 @@ pub struct Config {
     pub log_maxsize: u64,
     pub log_reopen: bool,
     pub disable_logging: bool,
+    /// `logger`, `req-logger`, `log-format`, `log-date`, `log-4xx`… (`logging.rs`).
+    pub logging: super::logging::Logging,
     pub daemonize: Option<PathBuf>,
     pub touch_reload: Vec<PathBuf>,
     /// `stats`: a unix path (absolute) or `host:port`, as written.

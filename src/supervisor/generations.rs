@@ -257,6 +257,12 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<(&'static str, bool)>
         ("daemonize", old.daemonize != new.daemonize),
         ("logto", old.logto != new.logto),
         ("log-maxsize", old.log_maxsize != new.log_maxsize),
+        ("logger", old.logging.loggers != new.logging.loggers),
+        (
+            "req-logger",
+            old.logging.req_loggers != new.logging.req_loggers,
+        ),
+        ("log-date", old.logging.date != new.logging.date),
         (
             "chmod-socket (for sockets kept open)",
             old.chmod_socket != new.chmod_socket,

@@ -167,6 +167,7 @@ pub const WORKER_PACKAGE: &[(&str, &str)] = package![
     "amy_worker/mounts.py",
     "amy_worker/proctitle.py",
     "amy_worker/protocol.py",
+    "amy_worker/reqlog.py",
     "amy_worker/routes.py",
     "amy_worker/server.py",
     "amy_worker/state.py",

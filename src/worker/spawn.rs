@@ -166,6 +166,7 @@ pub fn worker_json(
         "limit_as_mb": config.lifetimes.limit_as_mb,
         "harakiri": config.harakiri.map(|d| d.as_secs_f64()),
         "log_slow_ms": config.log_slow_ms,
+        "logging": config.logging.request,
         "listeners": listeners,
         "hooks": crate::around::hooks::worker_json(config),
         "imports": config.around.imports,
