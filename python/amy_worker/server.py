@@ -213,6 +213,10 @@ def _open_wake_pipes(worker):
 
 
 def run(worker, listeners):
+    if (worker.cfg.get("serving") or {}).get("gevent"):
+        from .gevent_loop import run as run_gevent
+
+        return run_gevent(worker, listeners)
     main_ident = threading.main_thread().ident
 
     def on_term(signum, frame):

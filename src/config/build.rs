@@ -19,6 +19,7 @@ use super::envfile::{self, LineKind};
 use super::expand::{Expander, Opt, Origin};
 use super::keys;
 use super::lifetimes;
+use super::python_probe;
 use super::serving;
 use super::values::{self, NumberError};
 use super::{
@@ -646,6 +647,8 @@ pub fn build(
     site::check_environment_size(ini, &options.environment, &c.env)?;
 
     site::check(&c, &origins, ini, options, root, &mut warnings)?;
+    serving::check_on_host(&c.serving)?;
+    python_probe::check(&c, &options.environment)?;
 
     c.watch_paths.extend(ex.inis_read.iter().cloned());
     c.watch_paths.extend(env_files);

@@ -15,6 +15,7 @@ pub mod lifetimes;
 pub mod logging;
 pub mod magic;
 mod model;
+mod python_probe;
 pub mod serving;
 pub mod show;
 mod site;

@@ -159,6 +159,7 @@ pub const WORKER_PACKAGE: &[(&str, &str)] = package![
     "amy_worker/errors.py",
     "amy_worker/harakiri.py",
     "amy_worker/fdio.py",
+    "amy_worker/gevent_loop.py",
     "amy_worker/hooks.py",
     "amy_worker/http.py",
     "amy_worker/limits.py",
