@@ -105,7 +105,11 @@ impl Expander<'_> {
         origin: &Origin,
     ) -> Result<Option<String>, ConfigError> {
         match symbol {
-            b'$' => Ok(self.getenv(key)),
+            b'$' => {
+                let found = self.getenv(key);
+                self.charge(found.as_ref().map_or(0, String::len), origin)?;
+                Ok(found)
+            }
             b'@' => {
                 let mut raw = match key.strip_prefix("exec://") {
                     Some(command) => self.run_exec(command, origin)?,
@@ -133,6 +137,7 @@ impl Expander<'_> {
                         )?
                     }
                 };
+                self.charge(raw.len(), origin)?;
                 if matches!(raw.last(), Some(b'\n' | b'\r')) {
                     raw.pop();
                 }
@@ -141,7 +146,7 @@ impl Expander<'_> {
                 }
                 Ok(Some(String::from_utf8_lossy(&raw).into_owned()))
             }
-            _ => Ok(self.placeholder(key)),
+            _ => self.placeholder(key, origin),
         }
     }
 
@@ -168,10 +173,12 @@ impl Expander<'_> {
     }
 
     /// `uwsgi_manage_placeholder`: a name, or the math/concat form when the
-    /// reference holds a space (`%(processes cores + 2)`).
-    fn placeholder(&self, key: &str) -> Option<String> {
+    /// reference holds a space (`%(processes cores + 2)`). Every copy is
+    /// accounted for, and a concatenation is bounded by [`MAX_VALUE_LEN`]
+    /// before it is built.
+    fn placeholder(&mut self, key: &str, origin: &Origin) -> Result<Option<String>, ConfigError> {
         if !key.contains(' ') {
-            return self.first_value(key);
+            return self.first_value_charged(key, origin);
         }
         #[derive(Clone, Copy, PartialEq)]
         enum Op {
@@ -215,10 +222,20 @@ impl Expander<'_> {
                     continue;
                 }
                 t if is_a_number(t) => t.to_string(),
-                t => self.first_value(t).unwrap_or_default(),
+                t => self.first_value_charged(t, origin)?.unwrap_or_default(),
             };
             let a = current.as_deref().map_or(0, strtoll);
             let b = strtoll(&value);
+            if state == Op::Concat {
+                let len = current.as_ref().map_or(0, String::len) + value.len();
+                if len > MAX_VALUE_LEN {
+                    return Err(origin.error(
+                        ErrorKind::TooLarge,
+                        format!("%({key}): the placeholder grows past {MAX_VALUE_LEN} bytes"),
+                    ));
+                }
+                self.charge(len, origin)?;
+            }
             current = Some(match state {
                 Op::Concat => format!("{}{}", current.as_deref().unwrap_or(""), value),
                 Op::Sum => a.wrapping_add(b).to_string(),
@@ -228,13 +245,14 @@ impl Expander<'_> {
             });
             state = Op::Concat;
         }
-        current
+        Ok(current)
     }
 
     /// `uwsgi_apply_config_pass` on one option, byte for byte: after each
     /// substitution the scan restarts at index 1 (uWSGI sets `j = 0` before `j++`).
     fn expand_one(&mut self, i: usize, symbol: u8) -> Result<(), ConfigError> {
         let origin = self.opts[i].origin.clone();
+        self.charge(self.opts[i].value.len(), &origin)?;
         let mut substitutions = 0;
         let mut has: usize = 0;
         let mut depth: usize = 0;
@@ -268,9 +286,11 @@ impl Expander<'_> {
                         j += 1;
                         continue;
                     }
-                    let value = self.opts[i].value.clone();
                     let key_len = has - 2;
-                    let key = &value[key_start..key_start + key_len];
+                    // The key alone is copied (the hook needs `&mut self`);
+                    // the value is rebuilt below only once its size is known.
+                    let key = self.opts[i].value[key_start..key_start + key_len].to_string();
+                    let key = key.as_str();
                     has = 0;
                     let Some(replacement) = self.hook(symbol, key, &origin)? else {
                         j += 1;
@@ -290,6 +310,7 @@ impl Expander<'_> {
                     // definition doubles at each pass: bound the size, not only
                     // the count, or a typo eats the host's memory (on a reload,
                     // the master's).
+                    let value = &self.opts[i].value;
                     let grown = value.len() - key_len - 3 + replacement.len();
                     if grown > MAX_VALUE_LEN {
                         return Err(origin.error(ErrorKind::TooLarge, format!(
@@ -299,6 +320,9 @@ impl Expander<'_> {
                             MAX_VALUE_LEN
                         )));
                     }
+                    // The rebuild, and the rescan from the start that follows it.
+                    self.charge(2 * grown, &origin)?;
+                    let value = &self.opts[i].value;
                     let new = format!(
                         "{}{}{}",
                         &value[..key_start - 2],
