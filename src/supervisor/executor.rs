@@ -86,6 +86,9 @@ struct Master {
     /// The `http` router (`router::supervise`), matched to the serving generation.
     router: Option<RouterHandle>,
     router_stopping: Option<tokio::task::JoinHandle<()>>,
+    /// The generation whose config a thread is reading; cleared at stop, so a
+    /// read that finishes during the stop binds nothing.
+    reading: Option<u64>,
 }
 
 /// Runs the master until it stops; returns the process exit code.
@@ -197,6 +200,7 @@ impl Master {
             around_generation: 1,
             router: None,
             router_stopping: None,
+            reading: None,
         };
         info!(pid = std::process::id(), workers = config.processes, ini = %master.ini.display(), "master started");
         if let Err(why) = master.begin_around(&config) {
@@ -277,6 +281,15 @@ impl Master {
                     Some(Input::Forked { generation, id, result }) => {
                         self.forked(generation, id, result)
                     }
+                    Some(Input::ConfigRead { generation, result }) => {
+                        if self.reading == Some(generation) {
+                            self.reading = None;
+                            let result = result
+                                .and_then(|loaded| self.generations.prepare(generation, loaded));
+                            self.local
+                                .push_back(Event::ConfigLoaded { generation, result });
+                        }
+                    }
                     Some(Input::Control(request)) => {
                         let id = self.next_request;
                         self.next_request += 1;
@@ -318,11 +331,24 @@ impl Master {
     fn execute(&mut self, action: Action) {
         match action {
             Action::LoadConfig { generation } => {
-                let result = self
-                    .generations
-                    .load(generation, &self.ini, &self.load_options);
-                self.local
-                    .push_back(Event::ConfigLoaded { generation, result });
+                // Off the loop: the master keeps answering signals, status and
+                // worker exits while the ini is read; the result comes back
+                // as [`Input::ConfigRead`]. (A stop meanwhile drops it.)
+                self.reading = Some(generation);
+                let ini = self.ini.clone();
+                let options = self.load_options.clone();
+                let inbox = self.inbox.clone();
+                let spawned = std::thread::Builder::new()
+                    .name("config-load".into())
+                    .spawn(move || {
+                        let result = Generations::read(&ini, &options);
+                        let _ = inbox.send(Input::ConfigRead { generation, result });
+                    });
+                if let Err(e) = spawned {
+                    let result = Err(format!("cannot start reading the config: {e}"));
+                    self.local
+                        .push_back(Event::ConfigLoaded { generation, result });
+                }
             }
             Action::Spawn { slot, generation } => self.spawn(slot, generation),
             Action::SpawnTemplate { generation } => self.spawn_template(generation),
@@ -381,6 +407,7 @@ impl Master {
                 }
                 self.generations.close_listeners();
                 self.watcher = None;
+                self.reading = None;
             }
             Action::LogStats => self.log_stats(),
             Action::ReapOrphans => {

@@ -21,6 +21,13 @@ pub enum Input {
         id: usize,
         result: Result<i32, String>,
     },
+    /// A reload's config, read off the loop (an `@(exec://…)` in it may run
+    /// for up to 30 s): the executor prepares its sockets, then tells the
+    /// state machine [`Event::ConfigLoaded`].
+    ConfigRead {
+        generation: u64,
+        result: Result<crate::config::Loaded, String>,
+    },
 }
 
 /// A question that needs the master's answer, with the channel to answer on.

@@ -150,6 +150,7 @@ impl<'a> Expander<'a> {
     }
 
     /// The work done so far (see [`MAX_WORK`]).
+    #[cfg(test)]
     pub fn work(&self) -> usize {
         self.work
     }

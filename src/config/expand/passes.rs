@@ -33,12 +33,19 @@ const EXEC_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Runs `/bin/sh -c command` in `cwd` with `environment`, stdin from /dev/null,
 /// and returns its stdout (at most [`MAX_VALUE_LEN`] bytes), within [`EXEC_TIMEOUT`].
+///
+/// A reload reads its config on a thread while the master loop runs on, so the
+/// command is made like any process of the instance: its own process group
+/// (killed whole at the timeout), owned for the orphan reaper (which would
+/// otherwise take its exit status), and carrying the instance marker, so a
+/// stop in the middle of it stops it too (`crate::leftovers`).
 fn exec_output(
     command: &str,
     cwd: &Path,
     environment: &[(OsString, OsString)],
 ) -> Result<Vec<u8>, String> {
     use std::io::Read;
+    use std::os::unix::process::CommandExt;
     use std::process::{Command, Stdio};
     let mut child = Command::new("/bin/sh")
         .arg("-c")
@@ -46,20 +53,38 @@ fn exec_output(
         .current_dir(cwd)
         .env_clear()
         .envs(environment.iter().map(|(k, v)| (k, v)))
+        .env(crate::leftovers::MARKER, crate::leftovers::marker())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
+        .process_group(0)
         .spawn()
         .map_err(|e| format!("cannot run /bin/sh: {e}"))?;
+    let pid = child.id() as i32;
+    crate::reaper::adopt(pid);
     let mut stdout = child.stdout.take().expect("piped");
-    let reader = std::thread::spawn(move || {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
         let mut out = Vec::new();
         let _ = (&mut stdout)
             .take(MAX_VALUE_LEN as u64 + 1)
             .read_to_end(&mut out);
-        out
+        let _ = tx.send(out);
     });
     let deadline = std::time::Instant::now() + EXEC_TIMEOUT;
+    let kill_group = || {
+        // The whole group: what the shell started holds the pipe too.
+        let _ = nix::sys::signal::killpg(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    };
+    let timed_out = || {
+        format!(
+            "the command did not finish within {} s",
+            EXEC_TIMEOUT.as_secs()
+        )
+    };
     loop {
         match child.try_wait() {
             Ok(Some(_)) => break,
@@ -67,16 +92,19 @@ fn exec_output(
                 std::thread::sleep(std::time::Duration::from_millis(10))
             }
             _ => {
-                let _ = child.kill();
+                kill_group();
                 let _ = child.wait();
-                return Err(format!(
-                    "the command did not finish within {} s",
-                    EXEC_TIMEOUT.as_secs()
-                ));
+                return Err(timed_out());
             }
         }
     }
-    let out = reader.join().unwrap_or_default();
+    // The shell is gone, but a process it left in the background may still
+    // hold its stdout open: wait for EOF only until the deadline.
+    let remaining = deadline.saturating_duration_since(std::time::Instant::now());
+    let Ok(out) = rx.recv_timeout(remaining) else {
+        kill_group();
+        return Err(timed_out());
+    };
     if out.len() > MAX_VALUE_LEN {
         return Err(format!(
             "the command printed more than {MAX_VALUE_LEN} bytes"
