@@ -34,12 +34,12 @@ pub use passes::ExecPolicy;
 
 /// The work one load may do, in bytes read, built or scanned (the ini files,
 /// every option added, every value the passes scan or build). A real config
-/// costs a few KiB; this lets one hold a dozen values near the 64 KiB value
-/// limit, and bounds what an ini that repeats or grows itself can cost
-/// (includes fanning out, a loop re-emitting, a placeholder that reintroduces
-/// itself, each substitution rescanning the value as uWSGI does) to well under
-/// a second, whatever its size.
-pub const MAX_WORK: usize = 64 * 1024 * 1024;
+/// costs a few KiB; an ini at the 4 MiB file limit about 24 MiB (read, magic,
+/// listed, three passes). This bounds what an ini that repeats or grows itself
+/// can cost (includes fanning out, a loop re-emitting, a placeholder that
+/// reintroduces itself, each substitution rescanning the value as uWSGI does)
+/// to well under a second, whatever its size.
+pub const MAX_WORK: usize = 32 * 1024 * 1024;
 /// The most options one load may hold (uWSGI has no limit; real ones hold a
 /// few hundred, a `for-readline` over a full env file about 4100).
 pub const MAX_OPTIONS: usize = 65_536;
@@ -465,6 +465,17 @@ mod tests {
         let (r, work) = load(&d, "a.ini");
         r.unwrap();
         assert!(work < 4096, "work {work}");
+    }
+
+    #[test]
+    fn an_ini_just_under_the_file_size_limit_is_within_the_work_bound() {
+        let d = dir("biggest");
+        let line = format!("k = {}\n", "v".repeat(1020));
+        let lines = (crate::config::source::MAX_INI_SIZE as usize - 16) / line.len();
+        write(&d, "a.ini", &format!("[uwsgi]\n{}", line.repeat(lines)));
+        let (r, work) = load(&d, "a.ini");
+        r.unwrap();
+        assert!(work <= MAX_WORK, "work {work}");
     }
 
     #[test]
