@@ -357,7 +357,7 @@ fn worker_json(w: &WorkerStatus) -> Value {
         "requests": requests,
         "delta_requests": 0,
         "exceptions": w.exceptions,
-        "harakiri_count": 0,
+        "harakiri_count": w.harakiri_count,
         "signals": 0,
         "signal_queue": 0,
         "status": if in_request { "busy" } else { "idle" },

@@ -352,7 +352,13 @@ impl Master {
             }
             Action::Spawn { slot, generation } => self.spawn(slot, generation),
             Action::SpawnTemplate { generation } => self.spawn_template(generation),
-            Action::Signal { pid, signal } => signal_group(pid, signal),
+            Action::Signal { pid, signal } => {
+                // Sent once per harakiri the state machine rules.
+                if signal == WorkerSignal::HarakiriDump {
+                    self.workers.count_harakiri(pid);
+                }
+                signal_group(pid, signal)
+            }
             Action::Activate { generation } => {
                 self.last_reload_at = Some(SystemTime::now());
                 if let Some(config) = self.generations.activate(generation) {

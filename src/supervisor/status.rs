@@ -100,6 +100,9 @@ pub struct WorkerStatus {
     pub busy_s: f64,
     /// Workers this slot has had, this one included (uWSGI's `respawn_count`).
     pub respawn_count: u64,
+    /// Requests of this slot cut by harakiri so far (uWSGI's `harakiri_count`).
+    #[serde(default)]
+    pub harakiri_count: u64,
     /// When it was spawned, in Unix seconds (uWSGI's `last_spawn`).
     pub spawned_unix: Option<u64>,
 }
@@ -214,6 +217,8 @@ impl From<&ReloadOutcome> for ReloadReport {
 pub struct WorkerFacts {
     pub reading: Reading,
     pub spawns: u64,
+    /// Harakiris of its slot so far.
+    pub harakiris: u64,
     pub rss_bytes: u64,
 }
 
@@ -266,6 +271,7 @@ pub fn build(
                 tx_bytes: facts.reading.tx_bytes,
                 busy_s: facts.reading.busy_seconds,
                 respawn_count: if facts.spawns == 0 { 1 } else { facts.spawns },
+                harakiri_count: facts.harakiris,
                 spawned_unix: unix_secs(wall_now.checked_sub(lived)),
             }
         })
