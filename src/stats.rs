@@ -454,6 +454,7 @@ mod tests {
             tx_bytes: 1234,
             busy_s: 0.5,
             respawn_count: 1,
+            harakiri_count: 3,
             spawned_unix: Some(1_700_000_000),
         }
     }
@@ -545,6 +546,7 @@ mod tests {
         assert_eq!(w["avg_rt"], 125_000);
         assert_eq!(w["last_spawn"], 1_700_000_000u64);
         assert_eq!(w["respawn_count"], 1);
+        assert_eq!(w["harakiri_count"], 3);
         assert_eq!(doc["sockets"][1]["proto"], "http");
     }
 

@@ -403,6 +403,7 @@ mod tests {
                 (pid == 202).then(|| WorkerFacts {
                     reading: busy.clone(),
                     spawns: 2,
+                    harakiris: 1,
                     rss_bytes: 5,
                 })
             },
@@ -427,6 +428,7 @@ mod tests {
         assert_eq!(w["id"], 2);
         assert_eq!(w["request_age_s"], 2.5);
         assert_eq!(w["respawn_count"], 2);
+        assert_eq!(w["harakiri_count"], 1);
         assert_eq!(w["rss_bytes"], 5);
         assert!(v["workers"][0]["request_age_s"].is_null());
         assert_eq!(v["workers"][0]["respawn_count"], 1);
