@@ -89,6 +89,10 @@ struct Master {
     /// The generation whose config a thread is reading; cleared at stop, so a
     /// read that finishes during the stop binds nothing.
     reading: Option<u64>,
+    /// Stopping with an `http` router: until it has drained, the workers keep
+    /// serving (the requests it accepted still need them). Their graceful stop
+    /// signals and the closing of the sockets wait here.
+    draining: Option<Vec<i32>>,
 }
 
 /// Runs the master until it stops; returns the process exit code.
@@ -201,6 +205,7 @@ impl Master {
             router: None,
             router_stopping: None,
             reading: None,
+            draining: None,
         };
         info!(pid = std::process::id(), workers = config.processes, ini = %master.ini.display(), "master started");
         if let Err(why) = master.begin_around(&config) {
@@ -281,6 +286,7 @@ impl Master {
                     Some(Input::Forked { generation, id, result }) => {
                         self.forked(generation, id, result)
                     }
+                    Some(Input::RouterStopped) => self.router_drained(),
                     Some(Input::ConfigRead { generation, result }) => {
                         if self.reading == Some(generation) {
                             self.reading = None;
@@ -357,7 +363,18 @@ impl Master {
                 if signal == WorkerSignal::HarakiriDump {
                     self.workers.count_harakiri(pid);
                 }
-                signal_group(pid, signal)
+                match (&mut self.draining, signal) {
+                    (Some(held), WorkerSignal::Graceful) => held.push(pid),
+                    // A fast stop (or its escalation, or the mercy's end) waits
+                    // for nothing. (A template's kill is not a worker's.)
+                    (Some(_), WorkerSignal::Now | WorkerSignal::Kill)
+                        if self.workers.contains(pid) =>
+                    {
+                        self.router_drained();
+                        signal_group(pid, signal)
+                    }
+                    _ => signal_group(pid, signal),
+                }
             }
             Action::Activate { generation } => {
                 self.last_reload_at = Some(SystemTime::now());
@@ -407,13 +424,22 @@ impl Master {
                 self.notify(state)
             }
             Action::CloseListeners => {
-                // Stopping: the router finishes its requests while the workers do.
-                if let Some(router) = self.router.take() {
-                    self.router_stopping = Some(tokio::spawn(router.stop(true)));
-                }
-                self.generations.close_listeners();
+                // Stopping: the router stops accepting first and forwards what
+                // it has accepted; the workers (and their sockets, which it
+                // connects to) stay until it has drained.
                 self.watcher = None;
                 self.reading = None;
+                match self.router.take() {
+                    Some(router) => {
+                        let inbox = self.inbox.clone();
+                        self.router_stopping = Some(tokio::spawn(async move {
+                            router.stop(true).await;
+                            let _ = inbox.send(Input::RouterStopped);
+                        }));
+                        self.draining = Some(Vec::new());
+                    }
+                    None => self.generations.close_listeners(),
+                }
             }
             Action::LogStats => self.log_stats(),
             Action::ReapOrphans => {
@@ -453,6 +479,21 @@ impl Master {
                 }
             }
             (Err(e), _) => error!(error = %e, "cannot prepare the http router"),
+        }
+    }
+
+    /// The router has drained (or a fast stop will not wait for it): the
+    /// workers get the stop signals held for them, the sockets close.
+    fn router_drained(&mut self) {
+        if let Some(held) = self.draining.take() {
+            info!(
+                workers = held.len(),
+                "http router drained; stopping the workers"
+            );
+            for pid in held {
+                signal_group(pid, WorkerSignal::Graceful);
+            }
+            self.generations.close_listeners();
         }
     }
 

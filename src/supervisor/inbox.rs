@@ -28,6 +28,9 @@ pub enum Input {
         generation: u64,
         result: Result<crate::config::Loaded, String>,
     },
+    /// The `http` router, asked to stop at the instance's stop, has drained
+    /// its requests and exited: the workers may stop now.
+    RouterStopped,
 }
 
 /// A question that needs the master's answer, with the channel to answer on.

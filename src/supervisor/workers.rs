@@ -60,6 +60,10 @@ impl Workers {
         );
     }
 
+    pub fn contains(&self, pid: i32) -> bool {
+        self.by_pid.contains_key(&pid)
+    }
+
     /// The state machine ruled a harakiri on `pid` (its one stack-dump signal).
     pub fn count_harakiri(&mut self, pid: i32) {
         if let Some(h) = self.by_pid.get(&pid) {
