@@ -343,6 +343,56 @@ fn warning_texts(l: &amy_emperor::config::Loaded) -> Vec<String> {
 }
 
 #[test]
+fn keys_uwsgi_accumulates_repeat_without_a_last_value_wins_warning() {
+    // Seen on real inis: two static-maps, crons, daemons, mounts and routes all
+    // run, so a warning that "the last value wins" would be false.
+    let d = dir("repeats");
+    std::fs::create_dir_all(d.join("static")).unwrap();
+    write(&d.join("app.py"), "def application(e, s): pass\n", 0o644);
+    write(
+        &d.join("a.ini"),
+        "[uwsgi]\nsocket = s.sock\nstatic-map = /a=static\nstatic-map = /b=static\n\
+         cron = -1 -1 -1 -1 -1 true\ncron = -5 -1 -1 -1 -1 true\n\
+         attach-daemon = sleep 100\nattach-daemon = sleep 200\n\
+         mount = /x=app.py\nmount = /y=app.py\n\
+         route = ^/old redirect:/new\nroute = ^/older redirect:/new\n\
+         static-expires-type = text/css=3600\nstatic-expires-type = image/png=3600\n\
+         processes = 2\nprocesses = 3\n",
+        0o644,
+    );
+    let l = load(Path::new("a.ini"), &opts(&d)).unwrap();
+    let w = warning_texts(&l);
+    let again: Vec<&String> = w.iter().filter(|w| w.contains("is given again")).collect();
+    assert_eq!(again.len(), 1, "{again:#?}");
+    assert!(again[0].contains("\"processes\" is given again"), "{again:#?}");
+}
+
+#[test]
+fn ipv6_addresses_in_brackets_bind_as_uwsgi_binds_them() {
+    let d = dir("ipv6");
+    write(
+        &d.join("a.ini"),
+        "[uwsgi]\nsocket = [::1]:18124\nhttp-socket = [::]:18125 # web\n",
+        0o644,
+    );
+    let l = load(Path::new("a.ini"), &opts(&d)).unwrap();
+    let addrs: Vec<&SocketAddress> = l.config.sockets.iter().map(|s| &s.address).collect();
+    assert_eq!(
+        addrs,
+        [
+            &SocketAddress::Tcp {
+                host: "[::1]".into(),
+                port: 18124
+            },
+            &SocketAddress::Tcp {
+                host: "[::]".into(),
+                port: 18125
+            }
+        ]
+    );
+}
+
+#[test]
 fn dialect_warnings_have_exact_text_and_the_full_path() {
     let d = dir("dialect");
     write(

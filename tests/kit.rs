@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 mod common;
 
-use common::{alive, free_port, kill, repo, temp_dir, uwsgi_get, wait_for, BIN};
+use common::{alive, free_port, kill, repo, request_in_flight, temp_dir, uwsgi_get, wait_for, BIN};
 
 const READY: Duration = Duration::from_secs(60);
 
@@ -282,9 +282,7 @@ fn upstart_jobs_run_as_written_and_stop_gracefully_on_their_kill_signal() {
             });
         }
         // A slow request in flight when the job is stopped completes.
-        let sock = root.sock();
-        let slow = std::thread::spawn(move || uwsgi_get(&sock, "/sleep?s=2"));
-        std::thread::sleep(Duration::from_millis(300));
+        let slow = request_in_flight(&root.sock(), 2.0);
         kill(job_proc.pid(), libc::SIGTERM);
         let answer = slow.join().unwrap().expect("the in-flight request");
         assert_eq!(answer.status, 200, "{job_file}");
@@ -652,9 +650,7 @@ fn the_container_entrypoint_runs_as_pid_1_and_the_kubernetes_probes_use_its_stat
     assert!(k8s.contains("kind: Service") && k8s.contains("terminationGracePeriodSeconds: 75"));
 
     // docker stop: SIGTERM to PID 1; the in-flight request completes, exit 0.
-    let sock = root.sock();
-    let slow = std::thread::spawn(move || uwsgi_get(&sock, "/sleep?s=2"));
-    std::thread::sleep(Duration::from_millis(300));
+    let slow = request_in_flight(&root.sock(), 2.0);
     kill(emperor, libc::SIGTERM);
     assert_eq!(slow.join().unwrap().expect("in-flight").status, 200);
     assert_eq!(container.wait_exit(Duration::from_secs(75)), Some(0));

@@ -39,13 +39,21 @@ pub const MAX_SECONDS: u64 = 86_400;
 /// `sun_path` holds 108 bytes, the final NUL included.
 pub const MAX_UNIX_PATH: usize = 107;
 
-/// Keys whose repeats accumulate; every other honoured key is a scalar
-/// (last wins, and a repeat gets a warning naming both lines).
+/// Keys whose repeats accumulate, as uWSGI's option handlers do
+/// (`repeatable_keys.txt`, taken from uWSGI's option tables); every other key
+/// is a scalar: last wins, and a repeat gets a warning naming both lines.
+/// Every honoured repeatable key either keeps each value or refuses the
+/// second one itself (`http`), so the warning is never wrong about what runs.
 fn accumulates(canonical: &str) -> bool {
-    matches!(
-        canonical,
-        "socket" | "http-socket" | "env" | "pythonpath" | "touch-reload" | "reload-check"
-    )
+    static KEYS: std::sync::OnceLock<HashSet<&'static str>> = std::sync::OnceLock::new();
+    KEYS.get_or_init(|| {
+        include_str!("repeatable_keys.txt")
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+            .collect()
+    })
+    .contains(canonical)
 }
 
 fn number(opt: &Opt, min: u64, max: u64) -> Result<u64, ConfigError> {
@@ -91,6 +99,16 @@ fn comment_tail(v: &str) -> Option<usize> {
         .min()
 }
 
+/// The colon before the port: the first one, or for `[v6addr]:port` the one
+/// after the closing bracket (uWSGI binds those as TCP6).
+fn port_colon(v: &str) -> Option<usize> {
+    if v.starts_with('[') {
+        v.find("]:").map(|i| i + 1)
+    } else {
+        v.find(':')
+    }
+}
+
 fn parse_socket(
     opt: &Opt,
     protocol: Protocol,
@@ -110,9 +128,10 @@ fn parse_socket(
             ErrorKind::Unsupported,
             format!("{} = {v}: abstract unix sockets are not supported", opt.key),
         ));
-    } else if let (false, Some(colon)) = (v.starts_with('/') || v.starts_with('.'), v.find(':')) {
-        // uWSGI: the host is what precedes the first ':', the port is atoi() of
-        // the rest, so `127.0.0.1:8080 # web` binds port 8080.
+    } else if let (false, Some(colon)) = (v.starts_with('/') || v.starts_with('.'), port_colon(v)) {
+        // uWSGI: the host is what precedes the first ':' (after `]` for an IPv6
+        // address in brackets), the port is atoi() of the rest, so
+        // `127.0.0.1:8080 # web` binds port 8080.
         let port_text = &v[colon + 1..];
         let digits = port_text.bytes().take_while(u8::is_ascii_digit).count();
         let tail = &port_text[digits..];

@@ -119,6 +119,11 @@ def app(environ, start_response):
             start_response("503 Service Unavailable", [("Content-Type", "text/plain")], sys.exc_info())
         return [b"error page"]
     if path == "/sleep":
+        # `mark=PATH`: created once the request has reached the app, so a test
+        # can wait for "in flight" instead of sleeping and hoping.
+        mark = _qs(environ, "mark", "")
+        if mark:
+            open(mark, "w").close()
         time.sleep(float(_qs(environ, "s", "1")))
         return _text(start_response, "slept")
     if path == "/reject":

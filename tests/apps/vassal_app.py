@@ -1,5 +1,7 @@
 """The emperor tests' app: the serving worker's pid on every answer, and
-`/sleep?s=N` for an in-flight request that must complete across a stop."""
+`/sleep?s=N` for an in-flight request that must complete across a stop
+(`/sleep?s=N&mark=PATH` also creates PATH when the request has reached the
+app, so a test knows it is in flight instead of sleeping and hoping)."""
 import os
 import time
 
@@ -7,9 +9,10 @@ import time
 def application(environ, start_response):
     body = b"Hello, World!\n"
     if environ.get("PATH_INFO") == "/sleep":
-        query = environ.get("QUERY_STRING", "")
-        seconds = float(query[2:]) if query.startswith("s=") else 1.0
-        time.sleep(seconds)
+        query = dict(p.split("=", 1) for p in environ.get("QUERY_STRING", "").split("&") if "=" in p)
+        if "mark" in query:
+            open(query["mark"], "w").close()
+        time.sleep(float(query.get("s", "1")))
         body = b"slept\n"
     start_response(
         "200 OK",

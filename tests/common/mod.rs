@@ -63,6 +63,29 @@ pub fn temp_dir(name: &str) -> PathBuf {
     dir
 }
 
+/// Starts `GET /sleep?s=SECS` on `sock` in a thread and returns once the
+/// request has reached the app (the test apps create the `mark` file then),
+/// so a stop or kill that follows really has a request in flight.
+pub fn request_in_flight(
+    sock: &Path,
+    secs: f64,
+) -> std::thread::JoinHandle<std::io::Result<Response>> {
+    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let mark = std::env::temp_dir().join(format!("amy-inflight-{}-{n}", std::process::id()));
+    let _ = std::fs::remove_file(&mark);
+    let uri = format!("/sleep?s={secs}&mark={}", mark.display());
+    let sock = sock.to_path_buf();
+    let handle = std::thread::spawn(move || uwsgi_get(&sock, &uri));
+    wait_for(
+        "the request to reach the app",
+        Duration::from_secs(30),
+        || mark.exists().then_some(()),
+    );
+    let _ = std::fs::remove_file(&mark);
+    handle
+}
+
 /// A free loopback TCP port for a server the test starts later.
 ///
 /// Not one the kernel picks (`bind :0`): those come from the ephemeral range
