@@ -364,7 +364,10 @@ fn keys_uwsgi_accumulates_repeat_without_a_last_value_wins_warning() {
     let w = warning_texts(&l);
     let again: Vec<&String> = w.iter().filter(|w| w.contains("is given again")).collect();
     assert_eq!(again.len(), 1, "{again:#?}");
-    assert!(again[0].contains("\"processes\" is given again"), "{again:#?}");
+    assert!(
+        again[0].contains("\"processes\" is given again"),
+        "{again:#?}"
+    );
 }
 
 #[test]

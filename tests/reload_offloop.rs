@@ -51,7 +51,7 @@ fn slow_commands_of(master: i32) -> Vec<i32> {
 #[test]
 fn a_slow_exec_in_the_ini_at_reload_does_not_block_the_master() {
     let site = Site::new("reload-offloop", "hello", 1, "");
-    let inst = site.start();
+    let _inst = site.start();
     let marker = site.dir.join("exec-began");
     std::fs::write(site.ini(), slow_ini(&site, &marker)).unwrap();
     wait_for(

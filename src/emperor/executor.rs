@@ -840,10 +840,9 @@ fn other_formats(monitors: &[Monitor]) -> BTreeMap<PathBuf, &'static str> {
             let Some(format) = other_format(&name) else {
                 continue;
             };
-            let pattern_matches = m
-                .pattern
-                .as_ref()
-                .is_none_or(|p| super::config::glob_match(p.as_bytes(), name.as_bytes()));
+            let pattern_matches = m.pattern.as_ref().as_ref().map_or(true, |p| {
+                super::config::glob_match(p.as_bytes(), name.as_bytes())
+            });
             if pattern_matches && entry.path().metadata().is_ok_and(|md| md.is_file()) {
                 found.insert(m.dir.join(&name), format);
             }

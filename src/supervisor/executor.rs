@@ -291,7 +291,7 @@ impl Master {
                         if self.reading == Some(generation) {
                             self.reading = None;
                             let result = result
-                                .and_then(|loaded| self.generations.prepare(generation, loaded));
+                                .and_then(|loaded| self.generations.prepare(generation, *loaded));
                             self.local
                                 .push_back(Event::ConfigLoaded { generation, result });
                         }
@@ -347,7 +347,7 @@ impl Master {
                 let spawned = std::thread::Builder::new()
                     .name("config-load".into())
                     .spawn(move || {
-                        let result = Generations::read(&ini, &options);
+                        let result = Generations::read(&ini, &options).map(Box::new);
                         let _ = inbox.send(Input::ConfigRead { generation, result });
                     });
                 if let Err(e) = spawned {

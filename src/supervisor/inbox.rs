@@ -26,7 +26,8 @@ pub enum Input {
     /// state machine [`Event::ConfigLoaded`].
     ConfigRead {
         generation: u64,
-        result: Result<crate::config::Loaded, String>,
+        // Boxed: a whole config, where the other inputs are a few words.
+        result: Result<Box<crate::config::Loaded>, String>,
     },
     /// The `http` router, asked to stop at the instance's stop, has drained
     /// its requests and exited: the workers may stop now.
