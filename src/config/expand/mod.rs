@@ -163,7 +163,7 @@ impl<'a> Expander<'a> {
             return Err(origin.error(
                 ErrorKind::TooLarge,
                 format!(
-                    "expanding the config takes more than {} MiB of work (an include, loop or placeholder that repeats or grows itself?)",
+                    "expanding the config takes more than {} MiB of work (a value that refers to itself, or an include or loop that repeats?)",
                     MAX_WORK >> 20
                 ),
             ));
