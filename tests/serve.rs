@@ -613,3 +613,35 @@ fn nix_is_root() -> bool {
         .lines()
         .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
 }
+
+#[test]
+fn max_fd_sets_the_open_file_limit_of_the_master_and_its_workers() {
+    let site = Site::new("maxfd", "pep3333", 2, "max-fd = 1000\n");
+    let inst = site.start();
+    let limit = |pid: i32| {
+        let text = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+        text.lines()
+            .find(|l| l.starts_with("Max open files"))
+            .map(|l| {
+                l.split_whitespace()
+                    .skip(3)
+                    .take(2)
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            })
+            .unwrap()
+    };
+    assert_eq!(limit(inst.pid()), "1000 1000");
+    for w in inst.worker_pids() {
+        assert_eq!(limit(w), "1000 1000", "worker {w}");
+    }
+    // A value the kernel cannot give is refused by check, with its line.
+    site.write_ini("pep3333", 1, "max-fd = 4294967295\n");
+    let out = site.cli(&["check", site.ini().to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("max-fd = 4294967295: above the kernel's limit"),
+        "{err}"
+    );
+}

@@ -56,6 +56,10 @@ Modules
 - `app`: loading the app; `server`: accept loops, threads, signals, master-alive;
   `proctitle`: process titles; `harakiri`: the stack dump and 504 before a
   harakiri kill; `__main__`: start-up.
+- `uwsgi_api`, `uwsgidecorators`: uWSGI's Python API for the app, served by
+  the bootstrap as the top-level `uwsgi` and `uwsgidecorators` (never imported
+  as `amy_worker.*`: one module object, the app's); `logvars`: what
+  `uwsgi.set_logvar` stores for `log-format`.
 
 The per-request functions bind what they use with `from .x import name` (a
 module global, one dict lookup), never `x.name` per request.

@@ -6,6 +6,10 @@ import os
 import sys
 import traceback
 
+# uWSGI's Python API, served by the bootstrap as the top-level `uwsgi`
+# (uwsgi_api.py): one module object, shared with the app.
+import uwsgi
+
 from . import hooks
 from .app import _set_sys_path, load_app
 from .contract import (
@@ -41,6 +45,7 @@ def start_worker(cfg, app, listeners):
         _tell_failed("accepting hook failed", traceback.format_exc())
         _exit(EXIT_APP_LOAD_FAILED)
     worker = Worker(cfg, app)
+    uwsgi._bind_worker(worker)
     if cfg.get("reload_check"):
         from .check import CheckFailed, run_checks
 
@@ -53,6 +58,7 @@ def start_worker(cfg, app, listeners):
         # it served anyone (max-requests = 1 would loop forever).
         worker.stopping = False
         worker.exit_code = EXIT_OK
+    uwsgi._start_timers()
     run(worker, listeners)
 
 
@@ -68,6 +74,8 @@ def main():
     except (ValueError, KeyError, TypeError) as e:
         _contract_error("bad %s: %s" % (ENV_CONFIG, e))
     template = bool(cfg.get("template"))
+    # uWSGI's module exists before anything of the app runs (hooks, imports).
+    uwsgi._configure(cfg)
     # Before the app import, so a process stuck importing is already named.
     if template:
         set_template_title(cfg.get("generation", "?"))

@@ -136,6 +136,11 @@ def _become_worker(sock, cfg, app, listeners, worker_id, control, scoreboard, st
         signal.signal(signal.SIGINT, signal.default_int_handler)
         cfg = dict(cfg, id=worker_id, template=False)
         set_worker_title(worker_id, cfg.get("generation", "?"))
+        # uWSGI's post-fork point: the worker's own id, then `@postfork`s.
+        import uwsgi
+
+        uwsgi._configure(cfg)
+        uwsgi._after_fork()
         start_worker(cfg, app, listeners)
     except SystemExit as e:
         code = e.code if isinstance(e.code, int) else EXIT_CONTRACT

@@ -162,12 +162,14 @@ fn prepare(
         .collect();
     // `hook-as-root`/`exec-as-root`: before the privilege drop, as in uWSGI.
     let hook_env = crate::around::process::environment(&base_env, &config);
-    let dropped =
-        crate::around::hooks::run_master_phase(&config, HookPhase::AsRoot, &hook_env, None)
-            .and_then(|()| {
-                privileges::drop_to(config.uid.as_deref(), config.gid.as_deref())
-                    .map_err(|e| e.to_string())
-            });
+    let dropped = set_max_fd(config.max_fd)
+        .and_then(|()| {
+            crate::around::hooks::run_master_phase(&config, HookPhase::AsRoot, &hook_env, None)
+        })
+        .and_then(|()| {
+            privileges::drop_to(config.uid.as_deref(), config.gid.as_deref())
+                .map_err(|e| e.to_string())
+        });
     if let Err(e) = dropped {
         if let Some(p) = pidfile {
             p.remove_if_ours();
@@ -266,4 +268,17 @@ impl Drop for Bound {
             socket::vacuum(l);
         }
     }
+}
+
+/// `max-fd`: soft and hard RLIMIT_NOFILE on the master, as uWSGI sets them,
+/// before the privilege drop (raising the hard limit needs root); every
+/// worker, template, daemon and hook inherits it. `check` already refused a
+/// value this process cannot set, so a failure here is a real error.
+fn set_max_fd(max_fd: Option<u64>) -> Result<(), String> {
+    use nix::sys::resource::{setrlimit, Resource};
+    let Some(n) = max_fd else { return Ok(()) };
+    setrlimit(Resource::RLIMIT_NOFILE, n, n)
+        .map_err(|e| format!("max-fd = {n}: setrlimit: {e}"))?;
+    tracing::info!(max_fd = n, "open-file limit set");
+    Ok(())
 }

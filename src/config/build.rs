@@ -297,6 +297,7 @@ pub fn build(
         vacuum: false,
         uid: None,
         gid: None,
+        max_fd: None,
         env: Vec::new(),
         harakiri: None,
         harakiri_graceful_timeout: None,
@@ -325,6 +326,7 @@ pub fn build(
         reload_check: Vec::new(),
         reload_check_host: "localhost".into(),
         reload_check_timeout: Duration::from_secs(10),
+        uwsgi_opt: Vec::new(),
     };
     let mut origins = site::Origins::default();
     let mut ini_env: Vec<(EnvVar, Origin)> = Vec::new();
@@ -467,6 +469,11 @@ pub fn build(
             "gid" => {
                 origins.gid = Some(opt.origin.clone());
                 c.gid = Some(v.into())
+            }
+            // Linux caps RLIMIT_NOFILE at fs.nr_open (1048576 by default).
+            "max-fd" => {
+                origins.max_fd = Some(opt.origin.clone());
+                c.max_fd = Some(number(opt, 1, u64::from(u32::MAX))?);
             }
             "env" => {
                 if let Some(var) = env_var(opt, &mut warnings, &mut env_duplicates)? {

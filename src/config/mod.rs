@@ -116,22 +116,24 @@ pub fn load_with_resolved(
     if let Some(e) = expander.deferred.take() {
         return (Some(resolved), Err(e));
     }
-    let outcome = build::build(&file, &expander, options, root).map(|(config, build_warnings)| {
-        let mut warnings = std::mem::take(&mut expander.warnings);
-        warnings.extend(build_warnings);
-        // One format everywhere: the full path, whatever form the ini was given in.
-        for w in &mut warnings {
-            if w.path.is_relative() {
-                w.path = std::path::absolute(options.cwd.join(&w.path))
-                    .unwrap_or_else(|_| options.cwd.join(&w.path));
+    let outcome =
+        build::build(&file, &expander, options, root).map(|(mut config, build_warnings)| {
+            config.uwsgi_opt = show::redacted(&resolved);
+            let mut warnings = std::mem::take(&mut expander.warnings);
+            warnings.extend(build_warnings);
+            // One format everywhere: the full path, whatever form the ini was given in.
+            for w in &mut warnings {
+                if w.path.is_relative() {
+                    w.path = std::path::absolute(options.cwd.join(&w.path))
+                        .unwrap_or_else(|_| options.cwd.join(&w.path));
+                }
             }
-        }
-        Loaded {
-            config,
-            warnings,
-            resolved: resolved.clone(),
-        }
-    });
+            Loaded {
+                config,
+                warnings,
+                resolved: resolved.clone(),
+            }
+        });
     (Some(resolved), outcome)
 }
 

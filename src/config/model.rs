@@ -128,6 +128,9 @@ pub struct Config {
     pub vacuum: bool,
     pub uid: Option<String>,
     pub gid: Option<String>,
+    /// `max-fd`: RLIMIT_NOFILE (soft and hard) the master sets on itself
+    /// before the privilege drop, so every process it starts inherits it.
+    pub max_fd: Option<u64>,
     /// Worker environment additions in order: the env file first, then `env =` lines.
     pub env: Vec<EnvVar>,
     pub harakiri: Option<Duration>,
@@ -183,4 +186,7 @@ pub struct Config {
     pub reload_check_host: String,
     /// `reload-check-timeout` (seconds, default 10): longer fails the check.
     pub reload_check_timeout: Duration,
+    /// The resolved options in `--show-config` order with secrets redacted
+    /// (`show::redacted`): the worker's `uwsgi.opt`. Filled by `load`.
+    pub uwsgi_opt: Vec<(String, String)>,
 }

@@ -23,6 +23,28 @@ pub fn render(resolved: &[(String, String)], show_secrets: bool) -> String {
     out
 }
 
+/// The resolved list with every secret redacted as [`render`] prints it by
+/// default: what the worker's `uwsgi.opt` shows (an app or an APM agent may
+/// log it whole). `putenv:` hook actions carry values too.
+pub fn redacted(resolved: &[(String, String)]) -> Vec<(String, String)> {
+    resolved
+        .iter()
+        .map(|(key, value)| {
+            let shown = if key == "env" {
+                redact(value)
+            } else if let Some(rest) = value
+                .strip_prefix("putenv:")
+                .filter(|_| key.starts_with("hook-"))
+            {
+                format!("putenv:{}", redact(rest))
+            } else {
+                value.clone()
+            };
+            (key.clone(), shown)
+        })
+        .collect()
+}
+
 fn redact(value: &str) -> String {
     match value.split_once('=') {
         Some((name, _)) => format!("{name}=***"),
@@ -54,5 +76,24 @@ mod tests {
         );
         assert!(render(&r, true).contains("env = SECRET_KEY=abc=d\n"));
         assert!(!render(&[kv("env", "oops-no-equals")], false).contains("oops"));
+    }
+
+    #[test]
+    fn redacted_hides_env_and_putenv_values_only() {
+        let r = vec![
+            kv("env", "SECRET_KEY=abc"),
+            kv("hook-pre-app", "putenv:TOKEN=xyz"),
+            kv("exec-pre-app", "putenv:NOT_A_HOOK_ACTION"),
+            kv("module", "app"),
+        ];
+        assert_eq!(
+            redacted(&r),
+            vec![
+                kv("env", "SECRET_KEY=***"),
+                kv("hook-pre-app", "putenv:TOKEN=***"),
+                kv("exec-pre-app", "putenv:NOT_A_HOOK_ACTION"),
+                kv("module", "app"),
+            ]
+        );
     }
 }

@@ -22,6 +22,7 @@ pub struct Origins {
     pub gid: Option<Origin>,
     pub chown: Option<Origin>,
     pub chmod: Option<Origin>,
+    pub max_fd: Option<Origin>,
 }
 
 fn at(origin: &Option<Origin>, ini: &Path, kind: ErrorKind, message: String) -> ConfigError {
@@ -188,6 +189,9 @@ pub fn check(
             ));
         }
     }
+    if let Some(n) = c.max_fd {
+        check_max_fd(n, root).map_err(|m| at(&o.max_fd, ini, ErrorKind::InvalidValue, m))?;
+    }
     if root {
         check_worker_access(c, o, ini)?;
         check_root_workers(c, o, ini, options, warnings)?;
@@ -196,6 +200,28 @@ pub fn check(
                 check_socket_dir(path, spec, ini, warnings)?;
             }
         }
+    }
+    Ok(())
+}
+
+/// `max-fd` is set with setrlimit() at start (soft = hard = N, as uWSGI
+/// does); say now if that would fail rather than start with another limit
+/// (uWSGI logs the error and runs on with the inherited one).
+fn check_max_fd(n: u64, root: bool) -> Result<(), String> {
+    use nix::sys::resource::{getrlimit, Resource};
+    let (_, hard) = getrlimit(Resource::RLIMIT_NOFILE).map_err(|e| format!("max-fd = {n}: {e}"))?;
+    if !root && n > hard {
+        return Err(format!(
+            "max-fd = {n}: above this process's hard limit of {hard} open files; only a master started as root can raise it"
+        ));
+    }
+    let nr_open = std::fs::read_to_string("/proc/sys/fs/nr_open")
+        .ok()
+        .and_then(|t| t.trim().parse::<u64>().ok());
+    if let Some(max) = nr_open.filter(|max| n > *max) {
+        return Err(format!(
+            "max-fd = {n}: above the kernel's limit of {max} open files per process (fs.nr_open)"
+        ));
     }
     Ok(())
 }

@@ -246,6 +246,7 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<(&'static str, bool)>
     vec![
         ("uid", old.uid != new.uid),
         ("gid", old.gid != new.gid),
+        ("max-fd", old.max_fd != new.max_fd),
         ("pidfile", old.pidfile != new.pidfile),
         ("daemonize", old.daemonize != new.daemonize),
         ("logto", old.logto != new.logto),

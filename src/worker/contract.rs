@@ -21,7 +21,7 @@
 //! | [`FD_CONTROL`] | this worker's control pipe, newline-terminated messages: [`MSG_READY`] once the app is imported; on an import failure, [`MSG_FAILED`] followed by the traceback as one JSON string, before exit 3 (so `reload` and `status` can show why) | worker → master |
 //! | [`FD_MASTER_ALIVE`] | read end of a pipe whose write end only the master holds: EOF means the master is gone → finish the current request and exit | master → worker |
 //! | [`FD_SCOREBOARD`] | this worker's scoreboard page (memfd, [`SCOREBOARD_SIZE`] bytes), see below | shared memory |
-//! | [`FD_SOURCE`] | the worker source (memfd); closed by the bootstrap after reading | |
+//! | [`FD_SOURCE`] | the worker source (sealed memfd, the same for every worker of every generation); kept open close-on-exec after reading: `uwsgi.lock()` takes POSIX record locks on it, which exclude across processes | |
 //! | [`FD_FIRST_LISTENER`].. | the listening sockets, in the order of `ENV_CONFIG.listeners` | |
 //!
 //! # Preload: the app template
@@ -51,8 +51,11 @@
 //! "listeners": [{"fd", "proto": "uwsgi"|"http", "name"}], "serving": {...}}`.
 //! `serving` is [`crate::config::serving::Serving`] serialized as is (static
 //! maps, mounts, routes, post-buffering, add-header, socket-timeout; field names
-//! are the struct's), read by `python/amy_worker/dispatch.py`. The worker removes it
-//! from `os.environ` before importing the app.
+//! are the struct's), read by `python/amy_worker/dispatch.py`. `uwsgi` is what the
+//! app's `import uwsgi` reports (`python/amy_worker/uwsgi_api.py`): `{"master_pid",
+//! "started_on" (Unix seconds), "pidfile", "opt": [[key, value], ...]}`, `opt` being
+//! the resolved options with secrets redacted (`config::show::redacted`). The
+//! worker removes the variable from `os.environ` before importing the app.
 //!
 //! # Scoreboard (little-endian, written only by the worker, read by the master)
 //! | offset | type | field |
@@ -167,20 +170,32 @@ pub const WORKER_PACKAGE: &[(&str, &str)] = package![
     "amy_worker/state.py",
     "amy_worker/static.py",
     "amy_worker/template.py",
+    "amy_worker/uwsgi_api.py",
+    "amy_worker/uwsgidecorators.py",
     "amy_worker/wsgi.py",
 ];
 
 /// Executed with `python -c`: reads the package from [`FD_SOURCE`] (`pread` from
-/// offset 0 because every worker shares the memfd's file offset), closes it, and
-/// installs a meta-path finder that serves `amy_worker.*` from memory. Sources are
-/// put in `linecache` so tracebacks name `amy_worker/x.py` with their lines.
-/// Python 3.8+, stdlib only; nothing is written to disk.
+/// offset 0 because every worker shares the memfd's file offset), marks it
+/// close-on-exec (it stays open: `uwsgi.lock()` locks a byte of it), and
+/// installs a meta-path finder that serves `amy_worker.*` from memory, and the
+/// top-level names of [`TOP_LEVEL_MODULES`] from their files in the package
+/// (first on `sys.meta_path`, so a `uwsgidecorators.py` a pip-installed uWSGI
+/// left in the venv is not the one imported). Sources are put in `linecache` so
+/// tracebacks name `amy_worker/x.py` with their lines. Python 3.8+, stdlib only;
+/// nothing is written to disk, so only our worker processes can import them:
+/// a hook, daemon or cron command, or anything the app spawns, cannot.
 pub const BOOTSTRAP: &str = r#"import os,sys,json,linecache
 from importlib.machinery import ModuleSpec
 B=json.loads(os.pread(6,os.fstat(6).st_size,0))
-os.close(6)
+os.set_inheritable(6,False)
+T={'uwsgi':'amy_worker/uwsgi_api.py','uwsgidecorators':'amy_worker/uwsgidecorators.py'}
 class AmyWorkerImporter:
     def find_spec(self,name,path=None,target=None):
+        if name in T:
+            spec=ModuleSpec(name,self,origin=T[name])
+            spec.has_location=True
+            return spec
         if name!='amy_worker' and not name.startswith('amy_worker.'):
             return None
         base=name.replace('.','/')
@@ -206,6 +221,14 @@ class AmyWorkerImporter:
 sys.meta_path.insert(0,AmyWorkerImporter())
 import amy_worker.__main__
 "#;
+
+/// Top-level modules the bootstrap serves from the package, as `BOOTSTRAP`'s
+/// `T` maps them: uWSGI's Python API (`import uwsgi`) and its decorators.
+/// A unit test checks the two agree.
+pub const TOP_LEVEL_MODULES: &[(&str, &str)] = &[
+    ("uwsgi", "amy_worker/uwsgi_api.py"),
+    ("uwsgidecorators", "amy_worker/uwsgidecorators.py"),
+];
 
 /// Exit codes the worker uses on purpose.
 pub mod exit_code {
@@ -263,6 +286,26 @@ impl ExitReason {
                 _ => ExitReason::Crashed(-1),
             },
             Err(_) => ExitReason::Crashed(-1),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// BOOTSTRAP's `T` table is `TOP_LEVEL_MODULES`, and each maps to a file
+    /// that is in the package.
+    #[test]
+    fn bootstrap_serves_the_top_level_modules_from_the_package() {
+        let entries: Vec<String> = TOP_LEVEL_MODULES
+            .iter()
+            .map(|(name, path)| format!("'{name}':'{path}'"))
+            .collect();
+        let table = format!("T={{{}}}\n", entries.join(","));
+        assert!(BOOTSTRAP.contains(&table), "{table}");
+        for (_, path) in TOP_LEVEL_MODULES {
+            assert!(WORKER_PACKAGE.iter().any(|(p, _)| p == path), "{path}");
         }
     }
 }

@@ -170,8 +170,74 @@ pub fn worker_json(
         "reload_check": config.reload_check,
         "reload_check_host": config.reload_check_host,
         "reload_check_timeout": config.reload_check_timeout.as_secs_f64(),
+        "uwsgi": uwsgi_module_json(config),
     })
     .to_string()
+}
+
+/// What the worker's `uwsgi` module reports about the instance
+/// (`python/amy_worker/uwsgi_api.py`): the master's pid (for `masterpid()`
+/// and `reload()`), when it started, the pidfile, and `opt`, the resolved
+/// options with secrets already redacted, as `[key, value]` pairs in order.
+fn uwsgi_module_json(config: &Config) -> serde_json::Value {
+    json!({
+        "master_pid": std::process::id(),
+        "started_on": master_started_on(),
+        "pidfile": config.pidfile,
+        "opt": module_opt(&config.uwsgi_opt),
+    })
+}
+
+/// `uwsgi.opt`: the resolved options, plus `master` and `enable-threads` when
+/// the ini does not set them. Both are always so here, and APM agents (Sentry,
+/// Datadog, Instana, New Relic) read exactly these keys to decide whether
+/// their background threads and post-fork hooks can work.
+fn module_opt(resolved: &[(String, String)]) -> Vec<(String, String)> {
+    let mut opt = resolved.to_vec();
+    for key in ["master", "enable-threads"] {
+        if !opt.iter().any(|(k, _)| k == key) {
+            opt.push((key.to_string(), "true".to_string()));
+        }
+    }
+    opt
+}
+
+/// The master's start as a Unix time in seconds (uWSGI's `uwsgi.started_on`):
+/// from the kernel's record of this process's start, so it is the same for
+/// every worker of every generation.
+pub fn master_started_on() -> u64 {
+    static STARTED: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *STARTED.get_or_init(|| {
+        process_start_epoch().unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0)
+        })
+    })
+}
+
+fn process_start_epoch() -> Option<u64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Field 22 (start time in clock ticks after boot); fields after the
+    // parenthesised command name start at field 3.
+    let ticks: u64 = stat
+        .rsplit(')')
+        .next()?
+        .split_whitespace()
+        .nth(19)?
+        .parse()
+        .ok()?;
+    let boot: u64 = std::fs::read_to_string("/proc/stat")
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix("btime "))?
+        .trim()
+        .parse()
+        .ok()?;
+    // SAFETY: sysconf reads a constant of the system; no memory is involved.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    (hz > 0).then(|| boot + ticks / hz as u64)
 }
 
 /// Forks and execs a worker or the template of `generation`.
@@ -333,6 +399,30 @@ pub fn source_memfd() -> io::Result<OwnedFd> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn module_opt_says_master_and_threads_are_on_unless_the_ini_says() {
+        let kv = |k: &str, v: &str| (k.to_string(), v.to_string());
+        assert_eq!(
+            module_opt(&[kv("module", "app"), kv("enable-threads", "1")]),
+            vec![
+                kv("module", "app"),
+                kv("enable-threads", "1"),
+                kv("master", "true")
+            ]
+        );
+    }
+
+    #[test]
+    fn master_started_on_is_this_process_start() {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let started = master_started_on();
+        assert!(started <= now && now - started < 3600, "{started} vs {now}");
+        assert_eq!(process_start_epoch(), Some(started));
+    }
 
     /// Every file under `python/amy_worker/` is embedded, and nothing else: a
     /// module added without listing it in `WORKER_PACKAGE` fails here, not in production.
