@@ -4,7 +4,8 @@
 # holding Django (the small Django test app), uWSGI (the differential `--show-config`
 # oracle and benchmark anchor), uwsgi-tools (`uwsgi_curl`, an independent uwsgi
 # client), uwsgitop, gunicorn (benchmark anchor), pytest and prometheus-client
-# (the real Prometheus text parser for tests/metrics.rs).
+# (the real Prometheus text parser for tests/metrics.rs), gevent (tests/gevent.rs:
+# `gevent = N` workers, and uWSGI's gevent loop as the benchmark anchor).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -26,11 +27,11 @@ if [ "${#need_apt[@]}" -gt 0 ]; then
 fi
 
 venv=.venv-test
-stamp=$venv/.deps-v2
+stamp=$venv/.deps-v3
 if [ ! -f "$stamp" ]; then
   python3 -m venv "$venv"
   "$venv/bin/pip" install -q --upgrade pip
-  "$venv/bin/pip" install -q "django>=4.2,<6" "uwsgi==2.0.31" uwsgi-tools uwsgitop "gunicorn" pytest prometheus-client
+  "$venv/bin/pip" install -q "django>=4.2,<6" "uwsgi==2.0.31" uwsgi-tools uwsgitop "gunicorn" pytest prometheus-client gevent
   touch "$stamp"
 fi
 echo "setup-test-deps: ok ($("$venv/bin/python" -c 'import django,sys;print("python",sys.version.split()[0],"django",django.__version__)'); uwsgi $("$venv/bin/uwsgi" --version))"

@@ -29,6 +29,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use crate::config::logging::{LoggerKind, LoggerSpec, Logging};
+
 /// How much the pump reads at once.
 const CHUNK: usize = 64 * 1024;
 
@@ -42,8 +44,25 @@ const LOG_MODE: u32 = 0o640;
 /// Room in the pipe lets workers keep writing while the sink rotates.
 const PIPE_SIZE: i32 = 1024 * 1024;
 
+/// First byte of a request line when `req-logger` is set (python/amy_worker/reqlog.py
+/// `MARK`): the pump sends such lines to the request loggers, without it.
+pub const REQUEST_MARK: u8 = 0x1e;
+
+pub mod date;
+mod syslog;
+
+pub use date::set_log_date;
+
 pub struct LogSink {
     inner: Mutex<Inner>,
+}
+
+/// Where lines go: `outputs[0]` is `logto` (or stderr), uWSGI's `stdio`; `main`
+/// receives every line, `req` (when `req-logger` is set) the request lines.
+struct Inner {
+    outputs: Vec<Output>,
+    main: Vec<usize>,
+    req: Option<Vec<usize>>,
 }
 
 enum Target {
@@ -53,12 +72,16 @@ enum Target {
         file: File,
         size: u64,
     },
+    Syslog(syslog::Syslog),
 }
 
-struct Inner {
+/// One destination, with its own rotation and its own count of lost lines.
+struct Output {
     target: Target,
-    /// `log-maxsize` in bytes; 0 = never rotate.
+    /// `log-maxsize` (or the file logger's `maxsize=`) in bytes; 0 = never rotate.
     maxsize: u64,
+    /// The file logger's `backupname=`: where a rotated file goes.
+    backupname: Option<PathBuf>,
     dropped_lines: u64,
     dropped_bytes: u64,
     /// The last byte written was a newline (or nothing was written yet).
@@ -68,11 +91,10 @@ struct Inner {
 impl std::fmt::Debug for LogSink {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let inner = self.lock();
-        let target = match &inner.target {
-            Target::Stderr => "stderr".to_owned(),
-            Target::File { path, .. } => path.display().to_string(),
-        };
-        f.debug_struct("LogSink").field("target", &target).finish()
+        let targets: Vec<String> = inner.outputs.iter().map(Output::describe).collect();
+        f.debug_struct("LogSink")
+            .field("targets", &targets)
+            .finish()
     }
 }
 
@@ -90,25 +112,66 @@ fn open_log(path: &Path) -> io::Result<(File, u64)> {
 impl LogSink {
     /// `logto` when given (created `O_APPEND`, mode 0640), else stderr.
     pub fn open(logto: Option<&Path>, maxsize: u64) -> io::Result<Arc<LogSink>> {
-        let target = match logto {
-            Some(path) => {
-                let (file, size) = open_log(path)?;
-                Target::File {
-                    path: path.to_owned(),
-                    file,
-                    size,
-                }
-            }
-            None => Target::Stderr,
+        Self::open_with(logto, maxsize, &Logging::default())
+    }
+
+    /// `logto` (or stderr) plus the `logger`/`req-logger` destinations. Every
+    /// file is opened now, so a path that cannot be written fails the start.
+    pub fn open_with(
+        logto: Option<&Path>,
+        maxsize: u64,
+        logging: &Logging,
+    ) -> io::Result<Arc<LogSink>> {
+        let stdio = match logto {
+            Some(path) => Output::file(path, maxsize, None)?,
+            None => Output::new(Target::Stderr, 0, None),
         };
+        let mut outputs = vec![stdio];
+        let mut add = |spec: &LoggerSpec| -> io::Result<Option<usize>> {
+            if spec.id.is_some() {
+                // Only log-route would write there, and it is not implemented.
+                return Ok(None);
+            }
+            let output = match &spec.kind {
+                LoggerKind::Stdio => return Ok(Some(0)),
+                LoggerKind::File {
+                    path,
+                    maxsize,
+                    backupname,
+                } => Output::file(path, *maxsize, backupname.clone())
+                    .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?,
+                LoggerKind::Syslog { ident, facility } => Output::new(
+                    Target::Syslog(syslog::Syslog::new(ident, *facility)),
+                    0,
+                    None,
+                ),
+            };
+            outputs.push(output);
+            Ok(Some(outputs.len() - 1))
+        };
+        let mut main = Vec::new();
+        for spec in &logging.loggers {
+            main.extend(add(spec)?);
+        }
+        let mut req = None;
+        if !logging.req_loggers.is_empty() {
+            let mut r = Vec::new();
+            for spec in &logging.req_loggers {
+                r.extend(add(spec)?);
+            }
+            req = Some(r);
+        }
+        // uWSGI: without an unnamed logger, lines go to logto/stderr.
+        if main.is_empty() {
+            main.push(0);
+        }
+        if let Some(r) = &mut req {
+            if r.is_empty() {
+                r.push(0);
+            }
+        }
         Ok(Arc::new(LogSink {
-            inner: Mutex::new(Inner {
-                target,
-                maxsize,
-                dropped_lines: 0,
-                dropped_bytes: 0,
-                at_line_start: true,
-            }),
+            inner: Mutex::new(Inner { outputs, main, req }),
         }))
     }
 
@@ -117,50 +180,110 @@ impl LogSink {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Appends `data`; on failure the bytes are counted as dropped.
+    /// Appends `data` to every main destination; on failure the bytes are
+    /// counted as dropped (per destination).
     pub fn write_bytes(&self, data: &[u8]) {
-        self.lock().write(data);
+        let mut inner = self.lock();
+        let Inner { outputs, main, .. } = &mut *inner;
+        for &i in main.iter() {
+            outputs[i].write(data);
+        }
     }
 
-    /// Opens the path anew (logrotate moved the file away). A no-op on stderr.
-    /// On failure the old file stays in use.
+    /// Request lines: to the request loggers when set, else as [`Self::write_bytes`].
+    pub fn write_request(&self, data: &[u8]) {
+        let mut inner = self.lock();
+        let Inner { outputs, main, req } = &mut *inner;
+        for &i in req.as_ref().unwrap_or(main).iter() {
+            outputs[i].write(data);
+        }
+    }
+
+    /// Opens every file anew (logrotate moved them away). Stderr and syslog
+    /// are left as they are. On failure that file's old descriptor stays in
+    /// use; the first error is returned after all were tried.
     pub fn reopen(&self) -> io::Result<()> {
         let mut inner = self.lock();
-        if let Target::File { path, file, size } = &mut inner.target {
+        let mut first = None;
+        for output in &mut inner.outputs {
+            if let Err(e) = output.reopen() {
+                first.get_or_insert(e);
+            }
+        }
+        first.map_or(Ok(()), Err)
+    }
+
+    /// The `logto` file, `None` for stderr.
+    pub fn path(&self) -> Option<PathBuf> {
+        match &self.lock().outputs[0].target {
+            Target::File { path, .. } => Some(path.clone()),
+            _ => None,
+        }
+    }
+
+    /// Writes the "dropped N lines" notice now wherever lines were lost and the
+    /// destination takes writes again; for a timer, so the count shows up even
+    /// when nothing else is logged.
+    pub fn report_dropped(&self) {
+        for output in &mut self.lock().outputs {
+            if output.dropped_lines > 0 {
+                output.report_dropped();
+            }
+        }
+    }
+
+    /// Lines and bytes dropped since the last successful write, over all destinations.
+    pub fn dropped(&self) -> (u64, u64) {
+        let inner = self.lock();
+        inner.outputs.iter().fold((0, 0), |(l, b), o| {
+            (l + o.dropped_lines, b + o.dropped_bytes)
+        })
+    }
+}
+
+impl Output {
+    fn new(target: Target, maxsize: u64, backupname: Option<PathBuf>) -> Output {
+        Output {
+            target,
+            maxsize,
+            backupname,
+            dropped_lines: 0,
+            dropped_bytes: 0,
+            at_line_start: true,
+        }
+    }
+
+    fn file(path: &Path, maxsize: u64, backupname: Option<PathBuf>) -> io::Result<Output> {
+        let (file, size) = open_log(path)?;
+        Ok(Output::new(
+            Target::File {
+                path: path.to_owned(),
+                file,
+                size,
+            },
+            maxsize,
+            backupname,
+        ))
+    }
+
+    fn describe(&self) -> String {
+        match &self.target {
+            Target::Stderr => "stderr".to_owned(),
+            Target::File { path, .. } => path.display().to_string(),
+            Target::Syslog(s) => s.describe(),
+        }
+    }
+
+    fn reopen(&mut self) -> io::Result<()> {
+        if let Target::File { path, file, size } = &mut self.target {
             let (new, new_size) = open_log(path)?;
             *file = new;
             *size = new_size;
-            inner.at_line_start = true;
+            self.at_line_start = true;
         }
         Ok(())
     }
 
-    /// The log file, `None` for stderr.
-    pub fn path(&self) -> Option<PathBuf> {
-        match &self.lock().target {
-            Target::Stderr => None,
-            Target::File { path, .. } => Some(path.clone()),
-        }
-    }
-
-    /// Writes the "dropped N lines" notice now if lines were lost and the disk
-    /// takes writes again; for a timer, so the count shows up even when nothing
-    /// else is logged.
-    pub fn report_dropped(&self) {
-        let mut inner = self.lock();
-        if inner.dropped_lines > 0 {
-            inner.report_dropped();
-        }
-    }
-
-    /// Lines and bytes dropped since the last successful write.
-    pub fn dropped(&self) -> (u64, u64) {
-        let inner = self.lock();
-        (inner.dropped_lines, inner.dropped_bytes)
-    }
-}
-
-impl Inner {
     fn write(&mut self, data: &[u8]) {
         if data.is_empty() {
             return;
@@ -229,6 +352,7 @@ impl Inner {
                 *size += n as u64;
                 (n, failed)
             }
+            Target::Syslog(s) => s.send(data),
         };
         if written > 0 {
             self.at_line_start = data[written - 1] == b'\n';
@@ -240,25 +364,32 @@ impl Inner {
     }
 
     /// `log-maxsize`: `<file>` becomes `<file>.<unixtime>` (plus `.N` if that
-    /// exists, as several rotations can happen within a second) and a new file
-    /// is opened. Whatever fails, writing continues into some file.
+    /// exists, as several rotations can happen within a second), or the file
+    /// logger's `backupname`, and a new file is opened. Whatever fails, writing
+    /// continues into some file.
     fn rotate(&mut self) {
         let Target::File { path, file, size } = &mut self.target else {
             return;
         };
         // Whatever happens next, the next attempt is a maxsize of bytes away.
         *size = 0;
-        let stamp = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
-        let base = format!("{}.{stamp}", path.display());
-        let mut backup = PathBuf::from(&base);
-        let mut n = 1;
-        while std::fs::symlink_metadata(&backup).is_ok() {
-            backup = PathBuf::from(format!("{base}.{n}"));
-            n += 1;
-        }
+        let backup = match &self.backupname {
+            Some(b) => b.clone(),
+            None => {
+                let stamp = SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .map(|d| d.as_secs())
+                    .unwrap_or(0);
+                let base = format!("{}.{stamp}", path.display());
+                let mut backup = PathBuf::from(&base);
+                let mut n = 1;
+                while std::fs::symlink_metadata(&backup).is_ok() {
+                    backup = PathBuf::from(format!("{base}.{n}"));
+                    n += 1;
+                }
+                backup
+            }
+        };
         let problem = match std::fs::rename(&*path, &backup) {
             Err(e) => Some(format!("renaming to {}: {e}", backup.display())),
             Ok(()) => match open_log(path) {
@@ -351,6 +482,7 @@ fn pump(read: OwnedFd, sink: &LogSink) {
     // The instance's request count for `req: a/b` (crate::reqcount).
     let mut requests = 0u64;
     let mut numbered = Vec::with_capacity(CHUNK);
+    let mut routed = (Vec::new(), Vec::new());
     loop {
         if held > 0 && !readable_within(&pipe, PARTIAL_LINE_WAIT_MS) {
             sink.write_bytes(&buf[..held]);
@@ -365,8 +497,13 @@ fn pump(read: OwnedFd, sink: &LogSink) {
         let end = held + n;
         match buf[..end].iter().rposition(|&b| b == b'\n') {
             Some(last_nl) => {
-                crate::reqcount::number_lines(&buf[..=last_nl], &mut requests, &mut numbered);
-                sink.write_bytes(&numbered);
+                let lines = &buf[..=last_nl];
+                if lines.contains(&REQUEST_MARK) {
+                    route_marked(lines, sink, &mut requests, &mut numbered, &mut routed);
+                } else {
+                    crate::reqcount::number_lines(lines, &mut requests, &mut numbered);
+                    sink.write_bytes(&numbered);
+                }
                 buf.copy_within(last_nl + 1..end, 0);
                 held = end - last_nl - 1;
             }
@@ -380,6 +517,41 @@ fn pump(read: OwnedFd, sink: &LogSink) {
     }
     if held > 0 {
         sink.write_bytes(&buf[..held]);
+    }
+}
+
+/// Whole lines some of which carry [`REQUEST_MARK`]: marked lines (mark
+/// removed) to the request destinations, the rest to the main ones, each set
+/// in one write. A mark inside a line means another process's partial line
+/// came first: that part is ended with a newline and goes to the main log.
+fn route_marked(
+    lines: &[u8],
+    sink: &LogSink,
+    requests: &mut u64,
+    numbered: &mut Vec<u8>,
+    (main, req): &mut (Vec<u8>, Vec<u8>),
+) {
+    main.clear();
+    req.clear();
+    for line in lines.split_inclusive(|&b| b == b'\n') {
+        match line.iter().position(|&b| b == REQUEST_MARK) {
+            None => main.extend_from_slice(line),
+            Some(at) => {
+                if at > 0 {
+                    main.extend_from_slice(&line[..at]);
+                    main.push(b'\n');
+                }
+                req.extend_from_slice(&line[at + 1..]);
+            }
+        }
+    }
+    if !main.is_empty() {
+        crate::reqcount::number_lines(main, requests, numbered);
+        sink.write_bytes(numbered);
+    }
+    if !req.is_empty() {
+        crate::reqcount::number_lines(req, requests, numbered);
+        sink.write_request(numbered);
     }
 }
 
@@ -419,6 +591,7 @@ where
         .with_env_filter(filter)
         .with_ansi(false)
         .with_target(false)
+        .with_timer(date::UwsgiTime)
         .with_writer(writer)
         .try_init();
 }
@@ -605,7 +778,7 @@ mod tests {
 
         // Space comes back: here, the path now leads to a real file.
         let path = dir.0.join("app.log");
-        if let Target::File { path: p, .. } = &mut sink.lock().target {
+        if let Target::File { path: p, .. } = &mut sink.lock().outputs[0].target {
             *p = path.clone();
         }
         sink.reopen().unwrap();

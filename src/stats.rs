@@ -280,7 +280,8 @@ pub fn uwsgi_json(status: &Status) -> Value {
             })
         })
         .collect();
-    let workers: Vec<Value> = one_per_slot(status).into_iter().map(worker_json).collect();
+    let mut workers: Vec<Value> = one_per_slot(status).into_iter().map(worker_json).collect();
+    cheaped_slots(status, &mut workers);
     let cwd = std::env::current_dir()
         .map(|p| p.display().to_string())
         .unwrap_or_default();
@@ -342,6 +343,35 @@ fn one_per_slot(status: &Status) -> Vec<&WorkerStatus> {
         }
     }
     slots.into_values().collect()
+}
+
+/// `cheaper`: an empty slot is listed as uWSGI lists it (pid 0, status
+/// "cheap", accepting 0), unless a worker still finishes there. uWSGI gives a
+/// slot that never had a worker id 0; here it keeps its own id, so exporters
+/// that label by id see no duplicates.
+fn cheaped_slots(status: &Status, workers: &mut Vec<Value>) {
+    for id in &status.cheaped {
+        if workers.iter().any(|w| w["id"] == *id) {
+            continue;
+        }
+        let mut w = worker_json(&WorkerStatus {
+            id: *id,
+            pid: 0,
+            generation: status.generation,
+            state: crate::supervisor::status::WorkerStateName::Killed,
+            requests: 0,
+            exceptions: 0,
+            rss_bytes: 0,
+            request_age_s: None,
+            tx_bytes: 0,
+            busy_s: 0.0,
+            respawn_count: 0,
+            spawned_unix: None,
+        });
+        w["status"] = "cheap".into();
+        workers.push(w);
+    }
+    workers.sort_by_key(|w| w["id"].as_u64().unwrap_or(0));
 }
 
 fn worker_json(w: &WorkerStatus) -> Value {
@@ -484,6 +514,7 @@ mod tests {
             last_reload_unix: None,
             daemons: Vec::new(),
             crons: Vec::new(),
+            cheaped: Vec::new(),
         }
     }
 

@@ -275,6 +275,61 @@ fn unsupported_route_actions_and_conditions_fail_closed() {
     }
 }
 
+/// Route regexps are compiled by the worker's Python `re` at load, so a pattern
+/// PCRE takes and `re` refuses fails `check` with its line, not the workers.
+#[test]
+fn check_compiles_route_regexps_with_the_workers_re_and_names_the_line() {
+    for (line, needle) in [
+        (
+            r"route = ^/a\h+b$ break:403",
+            r#"route regexp "^/a\\h+b$" does not compile"#,
+        ),
+        (
+            r"route = ^/(x$ break:403",
+            "missing ), unterminated subpattern",
+        ),
+        (
+            r"route-if = regexp:${PATH_INFO};^/[z-a]$ break:403",
+            "bad character range z-a",
+        ),
+        (
+            "mount = /m=no_such_file.py",
+            "no_such_file.py: no such file",
+        ),
+        ("mount = /m=no_such_dir/app.wsgi", "app.wsgi: no such file"),
+    ] {
+        let site = Site::new("re-check", "hello", 1, line);
+        let out = site.cli(&["check", site.ini().to_str().unwrap()]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{line}: {err}");
+        assert!(err.contains(needle), "{line}: {err}");
+        let text = std::fs::read_to_string(site.ini()).unwrap();
+        let n = text.lines().position(|l| l == line).unwrap() + 1;
+        let at = format!("{}:{n}: ", site.ini().display());
+        assert!(err.starts_with(&at), "{at} in {err}");
+    }
+}
+
+/// PCRE's `(?<name>…)` is translated to `re`'s `(?P<name>…)`; `$1` still works.
+#[test]
+fn pcre_named_groups_in_routes_work() {
+    let extra = "route = ^/(?<year>\\d{4})/old$ redirect:/new/$1\nroute-if = regexp:${PATH_INFO};^/(?'w'q)$ return:204\n";
+    let site = Site::new("re-named", "hello", 1, extra);
+    let out = site.cli(&["check", site.ini().to_str().unwrap()]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let inst = site.start();
+    let r = get(site.http_port, "/2024/old");
+    assert_eq!(r.status, 302, "{}", inst.tail());
+    assert_eq!(r.header("Location"), Some("/new/2024"));
+    assert_eq!(get(site.http_port, "/q").status, 204);
+    assert_eq!(get(site.http_port, "/x").status, 200);
+}
+
 /// Sends a POST over TCP in pieces with pauses; returns the response and the
 /// instant the last byte was written.
 fn slow_post(

@@ -54,6 +54,7 @@ Modules
 - `state`: process-wide state (counters, scoreboard, recycling).
 - `hooks`: `hook-pre-app`/`post-app`/`accepting` actions and `import =`;
 - `app`: loading the app; `server`: accept loops, threads, signals, master-alive;
+  `gevent_loop`: the same with `gevent = N` (greenlets, an acceptor thread);
   `proctitle`: process titles; `harakiri`: the stack dump and 504 before a
   harakiri kill; `__main__`: start-up.
 - `uwsgi_api`, `uwsgidecorators`: uWSGI's Python API for the app, served by

@@ -21,6 +21,8 @@ EXIT_CONTRACT = 4
 EXIT_MAX_REQUESTS = 5
 EXIT_RELOAD_ON_RSS = 6
 EXIT_CHECK_FAILED = 7
+EXIT_RELOAD_ON_AS = 8
+EXIT_LIMIT_AS = 9
 
 
 # The scoreboard page: request start (monotonic, 0.0 idle), requests, bytes sent,

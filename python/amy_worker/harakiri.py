@@ -73,7 +73,9 @@ def dump(worker):
         worker.stop(EXIT_OK)
         return
     started, what, tid, fd, head_sent = stuck.started, stuck.what, stuck.thread_id, stuck.fd, stuck.head_sent
-    frame = sys._current_frames().get(tid)
+    # A gevent request: its greenlet's frame (None while it runs: then the thread's).
+    glet = getattr(stuck, "greenlet", None)
+    frame = getattr(glet, "gr_frame", None) or sys._current_frames().get(tid)
     stack = "".join(traceback.format_stack(frame)) if frame is not None else ""
     log(
         "HARAKIRI: worker %s (pid %d) request %s stuck for %.1f s, Python stack of its thread:\n%s"

@@ -30,3 +30,22 @@ DRAIN_TIMEOUT = 5.0
 REJECT_DRAIN_TIMEOUT = 0.5
 # Extra room after the vars block so a small body arrives in the first read.
 READ_SLACK = 8192
+# limit-as: a worker whose address space is above this fraction of its
+# RLIMIT_AS after a request recycles itself, before an allocation fails.
+LIMIT_AS_RECYCLE = 0.9
+
+
+def apply_limit_as(cfg):
+    """limit-as = MB: RLIMIT_AS of this worker (uWSGI sets it in the master for
+    every process; here each worker sets its own, after the app import and,
+    in preload mode, after the fork, so the template and master are not bound)."""
+    mb = int(cfg.get("limit_as_mb") or 0)
+    if not mb:
+        return
+    import resource
+
+    limit = mb * 1024 * 1024
+    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    if hard != resource.RLIM_INFINITY and hard < limit:
+        limit = hard
+    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))

@@ -39,9 +39,9 @@ class Listener(object):
             raise ValueError("unknown listener proto %r" % self.proto)
         self.name = spec.get("name") or str(self.fd)
         self.sock = socket.socket(fileno=self.fd)
-        # SO_RCVTIMEO bounds accept(), so an idle thread sees `stopping` within
-        # ACCEPT_WAKEUP without a signal handler raising into it (raising there
-        # can lose a connection accept() has just returned). TCP connections
+        # SO_RCVTIMEO bounds accept(): a thread that poll() woke for a
+        # connection another worker took is back in poll() (and sees a stop)
+        # within ACCEPT_WAKEUP; an idle thread sleeps in poll(). TCP connections
         # inherit both options: a stalled send fails after SEND_TIMEOUT, and a
         # first read that times out moves to the slow path with its deadline.
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, struct.pack("ll", 0, int(ACCEPT_WAKEUP * 1e6)))
@@ -80,7 +80,9 @@ def serve(worker, listener, core):
     handle = handle_uwsgi if listener.proto == "uwsgi" else handle_http
     base = _base_environ(worker, listener)
     # Only the main thread runs Python signal handlers, so only it flags itself.
-    flags = worker if threading.current_thread() is threading.main_thread() else _IdleFlag()
+    main = threading.current_thread() is threading.main_thread()
+    flags = worker if main else _IdleFlag()
+    idle = _idle_poller(worker, listener, main)
     try:
         while not worker.stopping:
             try:
@@ -88,10 +90,15 @@ def serve(worker, listener, core):
                 pending.extend(itertools.islice(acceptor, 1))
                 flags.main_idle = False
             except BlockingIOError:
-                # The ACCEPT_WAKEUP timeout. Cleared first: a SIGTERM handled
-                # at the `continue` below must not raise `_Stop` there (3.11 lets
-                # it escape this try).
-                flags.main_idle = False
+                # No connection for ACCEPT_WAKEUP: sleep in poll() until one
+                # arrives or a stop wakes us (a `_Stop` raised in there holds no
+                # connection). Under load accept() never times out, so this
+                # costs no syscall per request.
+                try:
+                    if not worker.stopping:
+                        _sleep_until_work(worker, idle, main)
+                finally:
+                    flags.main_idle = False
                 continue
             _serve_one(worker, req, pending.pop(), buf, mv, base, listener, handle)
     except _Stop:
@@ -104,6 +111,35 @@ def serve(worker, listener, core):
 
 class _IdleFlag(object):
     main_idle = False
+
+
+def _idle_poller(worker, listener, main):
+    """poll() on the listener and the stop pipe (and, for the main thread, the
+    signal wake-up pipe): what an idle thread sleeps in, with no timeout."""
+    p = select.poll()
+    p.register(listener.fd, select.POLLIN)
+    if worker.wake_r >= 0:
+        p.register(worker.wake_r, select.POLLIN)
+    if main and worker.signal_r >= 0:
+        p.register(worker.signal_r, select.POLLIN)
+    return p
+
+
+def _sleep_until_work(worker, idle, main):
+    """One idle sleep. A signal that lands just before poll() would otherwise
+    wait for the next connection: its C handler writes to `signal_r`
+    (signal.set_wakeup_fd), so poll() returns and the Python handler runs. Only
+    the main thread drains that pipe (a signal that stops nothing, e.g. an
+    app's own handler, must not leave poll() returning at once); the stop pipe
+    is never drained: once stopping, every thread must see it."""
+    ready = idle.poll()
+    if main and worker.signal_r >= 0:
+        for fd, _ in ready:
+            if fd == worker.signal_r:
+                try:
+                    os.read(worker.signal_r, 512)
+                except OSError:
+                    pass
 
 
 def _serve_one(worker, req, conn, buf, mv, base, listener, handle):
@@ -159,12 +195,34 @@ def _exit(code):
     os._exit(code)
 
 
+def _open_wake_pipes(worker):
+    """The stop pipe (Worker.stop writes it, so threads idle in poll() leave it)
+    and the signal wake-up pipe (written by the C signal handler)."""
+    worker.wake_r, worker.wake_w = os.pipe()
+    r, w = os.pipe()
+    os.set_blocking(r, False)
+    os.set_blocking(w, False)
+    try:
+        # Keeps an earlier wake-up fd (none today) from being replaced silently.
+        if signal.set_wakeup_fd(w, warn_on_full_buffer=False) != -1:
+            raise ValueError("a signal wake-up fd is already set")
+        worker.signal_r = r
+    except ValueError:
+        os.close(r)
+        os.close(w)
+
+
 def run(worker, listeners):
+    if (worker.cfg.get("serving") or {}).get("gevent"):
+        from .gevent_loop import run as run_gevent
+
+        return run_gevent(worker, listeners)
     main_ident = threading.main_thread().ident
 
     def on_term(signum, frame):
-        # Busy threads see the flag after their request; other threads within
-        # ACCEPT_WAKEUP; the main thread, if idle in accept(), at once.
+        # Busy threads see the flag after their request; idle threads at once
+        # (the stop pipe, or the ACCEPT_WAKEUP bound of accept()); the main
+        # thread, if idle in accept() or poll(), at once by `_Stop`.
         worker.stop(EXIT_OK)
         if worker.main_idle:
             raise _Stop()
@@ -173,29 +231,41 @@ def run(worker, listeners):
         _exit(EXIT_OK)
 
     signal.signal(signal.SIGTERM, on_term)
+    _open_wake_pipes(worker)
     # Before any thread starts, so every one inherits the blocked signal.
     start_dump_thread(worker)
     signal.signal(signal.SIGINT, on_quit)
     signal.signal(signal.SIGQUIT, on_quit)
 
     def watch_master():
-        """Wait for the master's EOF; every WATCHDOG_TICK, cut connections that sent
-        nothing for HEADER_TIMEOUT (a unix socket's accepted connection does not
-        inherit the listener's SO_RCVTIMEO, and a timeout per connection would
-        cost a syscall per request)."""
+        """Wait for the master's EOF; cut connections that sent nothing for
+        HEADER_TIMEOUT (a unix socket's accepted connection does not inherit the
+        listener's SO_RCVTIMEO, and a timeout per connection would cost a
+        syscall per request).
+
+        It sleeps until the earliest pending deadline (ticking by WATCHDOG_TICK
+        once past it), or HEADER_TIMEOUT when none is pending: a deadline set
+        while it sleeps is at least HEADER_TIMEOUT away, so it is never
+        overslept, and an idle worker wakes once per HEADER_TIMEOUT."""
         signal.pthread_sigmask(signal.SIG_BLOCK, (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT))
         poller = select.poll()
         poller.register(FD_MASTER_ALIVE, select.POLLIN)
         try:
+            wait = WATCHDOG_TICK
             while True:
-                if poller.poll(WATCHDOG_TICK * 1000):
+                if poller.poll(wait * 1000):
                     if not os.read(FD_MASTER_ALIVE, 64):
                         break
                     continue
                 now = time.monotonic()
+                wait = HEADER_TIMEOUT
                 for req in worker.requests_objs:
-                    if 0.0 < req.first_read_deadline < now:
+                    deadline = req.first_read_deadline
+                    if 0.0 < deadline < now:
                         _cut_silent(req)
+                    elif deadline > 0.0:
+                        wait = min(wait, deadline - now + WATCHDOG_TICK)
+                wait = max(wait, WATCHDOG_TICK)
         except OSError:
             pass
         # The master is gone: behave as on SIGTERM (finish the request, exit).
@@ -220,8 +290,8 @@ def run(worker, listeners):
     threading.Thread(target=watch_master, daemon=True, name="amy-master-watch").start()
     os.write(FD_CONTROL, MSG_READY)
     serve(worker, slots[0][0], 0)
-    # Every serving thread leaves its loop after its current request, or within
-    # ACCEPT_WAKEUP when idle; a request it accepted is never dropped.
+    # Every serving thread leaves its loop after its current request, or at
+    # once when idle (the stop pipe); a request it accepted is never dropped.
     for t in others:
         t.join()
     _exit(worker.exit_code)

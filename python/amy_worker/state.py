@@ -3,8 +3,16 @@
 import os
 import time
 
-from .contract import EXIT_MAX_REQUESTS, EXIT_OK, EXIT_RELOAD_ON_RSS, FD_SCOREBOARD, SCOREBOARD_SIZE
-from .limits import MAX_BLOCK
+from .contract import (
+    EXIT_LIMIT_AS,
+    EXIT_MAX_REQUESTS,
+    EXIT_OK,
+    EXIT_RELOAD_ON_AS,
+    EXIT_RELOAD_ON_RSS,
+    FD_SCOREBOARD,
+    SCOREBOARD_SIZE,
+)
+from .limits import LIMIT_AS_RECYCLE, MAX_BLOCK, apply_limit_as
 from .wsgi import _build_head
 
 
@@ -21,10 +29,22 @@ class Worker(object):
         self.max_block = MAX_BLOCK if not bs else max(1, min(int(bs), MAX_BLOCK))
         self.logging = not cfg.get("disable_logging")
         self.max_requests = int(cfg.get("max_requests") or 0)
-        rss = cfg.get("reload_on_rss_mb")
-        self.rss_limit_pages = 0
-        if rss:
-            self.rss_limit_pages = int(float(rss) * 1024 * 1024) // os.sysconf("SC_PAGE_SIZE")
+        if self.max_requests:
+            # uWSGI (core/utils.c): worker wid's limit is max-requests + (wid-1)*delta,
+            # so the workers do not all recycle at once.
+            wid = max(1, int(cfg.get("id") or 1))
+            self.max_requests += (wid - 1) * int(cfg.get("max_requests_delta") or 0)
+        # max-requests and reload-on-* act only on a worker this old (uWSGI's
+        # min-worker-lifetime; 0 here unless set).
+        self.recycle_after = time.monotonic() + float(cfg.get("min_worker_lifetime") or 0)
+        page = os.sysconf("SC_PAGE_SIZE")
+        mb_pages = lambda mb: int(float(mb) * 1024 * 1024) // page  # noqa: E731
+        self.rss_limit_pages = mb_pages(cfg.get("reload_on_rss_mb") or 0)
+        self.as_limit_pages = mb_pages(cfg.get("reload_on_as_mb") or 0)
+        # limit-as: recycle before the hard limit makes an allocation fail.
+        self.limit_as_pages = int(mb_pages(cfg.get("limit_as_mb") or 0) * LIMIT_AS_RECYCLE)
+        apply_limit_as(cfg)
+        if self.rss_limit_pages or self.as_limit_pages or self.limit_as_pages:
             self.statm = os.open("/proc/self/statm", os.O_RDONLY | os.O_CLOEXEC)
         self.requests = 0
         self.bytes_sent = 0
@@ -52,6 +72,15 @@ class Worker(object):
         self.counters = None
         self.main_idle = False
         self.requests_objs = []
+        # The request log (reqlog.py) and the date prefix of our own lines (applog.py).
+        from . import applog
+        from .reqlog import RequestLog
+
+        applog.configure(cfg.get("logging") or {})
+        self.reqlog = RequestLog(self, cfg)
+        # server.run's pipes: `wake_w` is written on stop (threads idle in poll()
+        # wake up), `signal_r` is the signal wake-up fd; -1 until then.
+        self.wake_r = self.wake_w = self.signal_r = -1
 
     def ctime(self, t):
         sec = int(t)
@@ -66,18 +95,34 @@ class Worker(object):
         if not self.stopping:
             self.stopping = True
             self.exit_code = code
+            if self.wake_w >= 0:
+                try:
+                    os.write(self.wake_w, b"s")
+                except OSError:
+                    pass
 
     def after_request(self):
         """Recycling checks; called with the request fully done."""
+        size_pages = rss_pages = 0
+        if self.limit_as_pages or self.as_limit_pages or self.rss_limit_pages:
+            try:
+                fields = os.pread(self.statm, 64, 0).split()
+                size_pages, rss_pages = int(fields[0]), int(fields[1])
+            except (OSError, IndexError, ValueError):
+                pass
+            # Not held back by min-worker-lifetime: past 90 % of limit-as the
+            # next allocations fail, whatever the worker's age.
+            if self.limit_as_pages and size_pages >= self.limit_as_pages:
+                self.stop(EXIT_LIMIT_AS)
+        if self.recycle_after and time.monotonic() < self.recycle_after:
+            return
+        self.recycle_after = 0
         if self.max_requests and self.requests >= self.max_requests:
             self.stop(EXIT_MAX_REQUESTS)
-        if self.rss_limit_pages:
-            try:
-                rss_pages = int(os.pread(self.statm, 64, 0).split()[1])
-            except (OSError, IndexError, ValueError):
-                rss_pages = 0
-            if rss_pages >= self.rss_limit_pages:
-                self.stop(EXIT_RELOAD_ON_RSS)
+        if self.as_limit_pages and size_pages >= self.as_limit_pages:
+            self.stop(EXIT_RELOAD_ON_AS)
+        if self.rss_limit_pages and rss_pages >= self.rss_limit_pages:
+            self.stop(EXIT_RELOAD_ON_RSS)
 
     def head(self, proto, status, headers, extra):
         """The response head bytes, memoised per (protocol, status, headers)."""

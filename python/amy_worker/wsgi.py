@@ -1,5 +1,5 @@
 """The WSGI side of a request: wsgi.input, the file wrapper, start_response,
-the app call, the scoreboard and the request log line.
+the app call, the scoreboard; the request log line is reqlog.py's.
 
 `run_app` is the one place every request goes through once its environ is
 built (uwsgi or HTTP): static files and mounts dispatch from there."""
@@ -28,6 +28,7 @@ from .contract import (
 from .errors import _ERRORS, Abort, ClientGone, HeaderError
 from .fdio import CLOSE, _wait, _write_all
 from .limits import BODY_TIMEOUT
+from .logvars import take as _take_logvars
 
 
 _TOKEN_RE = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z\-]+\Z")
@@ -421,35 +422,14 @@ def run_app(worker, req, env, wsgi_input, pairs, block_size):
     )
     if counters is not None:
         counters.release()
-    # `log-slow` logs a slow request's line even with `disable-logging`, as uWSGI does.
-    if worker.logging or slow:
+    # Always taken: it also clears this request's `uwsgi.set_logvar` variables.
+    lvars = _take_logvars()
+    rl = worker.reqlog
+    # `log-slow`, `log-4xx`… log a line even with `disable-logging`, as uWSGI does.
+    if worker.logging or slow or rl.conditional:
         code = status[:3] if type(status) is str and status[:3].isdigit() else "0"
-        line = "[pid: %d|app: 0|req: %d/%d] %s (%s) {%d vars in %d bytes} [%s] %s %s => generated %d bytes in %d msecs%s(%s %s) %d headers in %d bytes (1 switches on core %d)\n" % (
-            worker.pid,
-            count,
-            count,
-            env.get("REMOTE_ADDR", ""),
-            env.get("REMOTE_USER", ""),
-            pairs * 2,
-            block_size,
-            worker.ctime(time.time() - (end - start)),
-            method,
-            env.get("REQUEST_URI", ""),
-            req.body_bytes,
-            int((end - start) * 1000),
-            via,
-            req.proto,
-            code,
-            req.head_count,
-            req.head_len,
-            req.core,
-        )
-        if len(line) > 4096:
-            line = line[:4000] + "...\n"
-        try:
-            os.write(2, line.encode("latin-1", "replace"))
-        except OSError:
-            pass
+        if worker.logging or slow or rl.wanted(code, req.body_bytes):
+            rl.write(worker, env, req, count, pairs, block_size, end, end - start, via, code, lvars)
     unread = wsgi_input.unread()
     return unread if unread > 0 else CLOSE
 

@@ -71,13 +71,15 @@ pub fn run(args: &StartArgs, verbosity: i8) -> Result<Done, CommandError> {
     };
 
     let logto = config.logto.clone().or(daemon_log);
-    let sink = LogSink::open(logto.as_deref(), config.log_maxsize).map_err(|e| {
-        CommandError::Failed(format!(
-            "{}: cannot open the log: {e}",
-            logto.clone().unwrap_or_default().display()
-        ))
-    })?;
+    let sink =
+        LogSink::open_with(logto.as_deref(), config.log_maxsize, &config.logging).map_err(|e| {
+            CommandError::Failed(format!(
+                "{}: cannot open the log: {e}",
+                logto.clone().unwrap_or_default().display()
+            ))
+        })?;
     // The master's own events go through the same sink as worker output.
+    crate::logs::set_log_date(config.logging.date.as_ref());
     crate::logs::init_tracing(SinkWriter(sink.clone()), verbosity);
 
     match prepare(&ini, load_options, config, environment, sink, ready_pipe) {

@@ -182,6 +182,10 @@ fn human(report: &Report) -> String {
             age
         );
     }
+    if !status.cheaped.is_empty() {
+        let ids: Vec<String> = status.cheaped.iter().map(|i| i.to_string()).collect();
+        s += &format!("cheaper: no worker in slots {}\n", ids.join(", "));
+    }
     if !status.daemons.is_empty() {
         s += "daemon  pid      state     respawns  command\n";
         for d in &status.daemons {

@@ -18,6 +18,8 @@ use super::classes::{self, KeyClass};
 use super::envfile::{self, LineKind};
 use super::expand::{Expander, Opt, Origin};
 use super::keys;
+use super::lifetimes;
+use super::python_probe;
 use super::serving;
 use super::values::{self, NumberError};
 use super::{
@@ -305,12 +307,14 @@ pub fn build(
         log_slow_ms: 0,
         max_requests: 0,
         reload_on_rss_mb: 0,
+        lifetimes: Default::default(),
         worker_reload_mercy: Duration::from_secs(60),
         buffer_size: None,
         logto: None,
         log_maxsize: 0,
         log_reopen: false,
         disable_logging: false,
+        logging: Default::default(),
         daemonize: None,
         touch_reload: Vec::new(),
         stats: None,
@@ -576,6 +580,10 @@ pub fn build(
             }
             "strict" => {}
             k if around::is_around_key(k) => around::apply(&mut c.around, k, opt, &app_base)?,
+            k if super::logging::is_logging_key(k) => {
+                super::logging::apply(&mut c.logging, k, opt, cwd, &mut warnings)?
+            }
+            k if lifetimes::is_lifetime_key(k) => lifetimes::apply(&mut c.lifetimes, k, opt)?,
             other => {
                 // A key the table calls honoured that this match does not read
                 // is a bug in the table: fail closed rather than ignore it.
@@ -593,6 +601,8 @@ pub fn build(
             .map_err(|e| origin.error(ErrorKind::InvalidValue, e.to_string()))?;
     }
     around::finish(&mut c.around);
+    super::logging::finish(&mut c.logging);
+    lifetimes::finish(&mut c.lifetimes, c.processes, &mut warnings)?;
     for key in &options.allow_unsupported {
         let unsupported = classes::entry(key).is_some_and(|e| e.class == KeyClass::Unsupported);
         if !unsupported {
@@ -637,6 +647,8 @@ pub fn build(
     site::check_environment_size(ini, &options.environment, &c.env)?;
 
     site::check(&c, &origins, ini, options, root, &mut warnings)?;
+    serving::check_on_host(&c.serving)?;
+    python_probe::check(&c, &options.environment)?;
 
     c.watch_paths.extend(ex.inis_read.iter().cloned());
     c.watch_paths.extend(env_files);

@@ -170,16 +170,17 @@ mod tests {
             "response-route",
             "legion-cron",
             "hook-accepting1",
-            "logger",
-            "cheaper",
-            "gevent",
+            "log-route",
+            "cheaper-busyness-max",
+            "ugreen",
             "emperor",
         ] {
             assert_eq!(entry(k).unwrap().class, KeyClass::Unsupported, "{k}");
         }
         assert_eq!(entry("lazy-apps").unwrap().class, KeyClass::Honoured);
         // Implemented in config/serving.rs and the worker (tests/static_files.rs,
-        // tests/mounts_routes.rs); http by src/router/.
+        // tests/mounts_routes.rs); http by src/router/; gevent by the worker's
+        // gevent_loop.py (tests/gevent.rs).
         for k in [
             "add-header",
             "post-buffering",
@@ -191,6 +192,10 @@ mod tests {
             "http-to",
             "http-keepalive",
             "http-timeout",
+            "gevent",
+            "gevent-monkey-patch",
+            "async",
+            "loop",
         ] {
             assert_eq!(entry(k).unwrap().class, KeyClass::Honoured, "{k}");
         }

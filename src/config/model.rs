@@ -146,6 +146,8 @@ pub struct Config {
     pub max_requests: u64,
     /// Megabytes, 0 = off.
     pub reload_on_rss_mb: u64,
+    /// Worker lifetimes, memory limits, `cheaper` (`lifetimes.rs`).
+    pub lifetimes: super::lifetimes::Lifetimes,
     /// Default 60 s.
     pub worker_reload_mercy: Duration,
     /// `buffer-size` when set (clamped to 65535 as uWSGI does); `None` accepts 65535.
@@ -155,6 +157,8 @@ pub struct Config {
     pub log_maxsize: u64,
     pub log_reopen: bool,
     pub disable_logging: bool,
+    /// `logger`, `req-logger`, `log-format`, `log-date`, `log-4xx`… (`logging.rs`).
+    pub logging: super::logging::Logging,
     pub daemonize: Option<PathBuf>,
     pub touch_reload: Vec<PathBuf>,
     /// `stats`: a unix path (absolute) or `host:port`, as written.

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use super::expand::Opt;
+use super::expand::{Opt, Origin};
 use super::{ConfigError, ErrorKind, Warning};
 
 /// Everything the serving keys configure; all empty/off by default, and then
@@ -50,6 +50,30 @@ pub struct Serving {
     /// `add-header = Name: value`, as (name, value).
     pub add_headers: Vec<(String, String)>,
     pub routes: Vec<Route>,
+    /// `gevent = N`: each worker serves up to N requests at once on greenlets
+    /// (`python/amy_worker/gevent_loop.py`); 0 = off.
+    pub gevent: u64,
+    /// `gevent-monkey-patch` / `gevent-early-monkey-patch`: `patch_all()` before
+    /// the app import (uWSGI patches after it for the first; see gevent_loop.py).
+    pub gevent_monkey_patch: bool,
+    pub gevent_early_monkey_patch: bool,
+    /// Where `gevent` (or `loop = gevent`) was set, for the messages of `python_probe`.
+    #[serde(skip)]
+    pub gevent_origin: Option<Origin>,
+    /// `async = N` as read (uWSGI's async cores; `gevent = N` sets it too), and
+    /// where, so `python_probe` can refuse it without `loop = gevent`.
+    #[serde(skip)]
+    pub async_cores: Option<(u64, Origin)>,
+    /// Each mounted file, with its line and value, for [`check_on_host`].
+    #[serde(skip)]
+    pub mount_files: Vec<(Origin, String, PathBuf)>,
+    /// `loop = gevent` (or `gevent = N`) was read.
+    #[serde(skip)]
+    pub loop_gevent: bool,
+    /// Each route regexp and where it was written: compiled by the app's Python
+    /// at load ([`check_with_python`]), so `check` fails where the worker would.
+    #[serde(skip)]
+    pub regexps: Vec<(Origin, String)>,
 }
 
 impl Serving {
@@ -105,6 +129,24 @@ pub struct Route {
     pub arg: String,
     pub line: usize,
 }
+
+/// What the host must provide for the serving keys (as `site::check` does for
+/// `wsgi-file`): a mounted file that is missing would leave its prefix unserved
+/// (the worker could not load it).
+pub fn check_on_host(s: &Serving) -> Result<(), ConfigError> {
+    for (origin, value, file) in &s.mount_files {
+        if !file.is_file() {
+            return Err(origin.error(
+                ErrorKind::Missing,
+                format!("mount = {value}: {}: no such file", file.display()),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// `gevent = N` at most: the acceptor's slot pipe holds N tokens (a pipe holds 64 KiB).
+const MAX_GEVENT: u64 = 50_000;
 
 /// Route actions the worker implements (uWSGI names, aliases included).
 const ACTIONS: &[&str] = &[
@@ -186,6 +228,12 @@ pub fn handles(key: &str) -> bool {
             | "post-buffering"
             | "socket-timeout"
             | "add-header"
+            | "gevent"
+            | "gevent-monkey-patch"
+            | "gevent-early-monkey-patch"
+            | "gevent-wait-for-hub"
+            | "async"
+            | "loop"
     ) || route_subject(key).is_some()
 }
 
@@ -358,7 +406,11 @@ pub fn apply(
                 ));
             }
             let app = if app.ends_with(".py") || app.ends_with(".wsgi") {
-                resolve(app_base, app).display().to_string()
+                let file = resolve(app_base, app);
+                // As `wsgi-file`, checked once every key is read (check_on_host).
+                s.mount_files
+                    .push((opt.origin.clone(), v.to_string(), file.clone()));
+                file.display().to_string()
             } else {
                 app.to_string()
             };
@@ -393,9 +445,71 @@ pub fn apply(
             })?;
             s.add_headers.push(h);
         }
+        "gevent" => {
+            let n = number(opt)?;
+            if !(1..=MAX_GEVENT).contains(&n) {
+                return Err(opt.origin.error(
+                    ErrorKind::OutOfRange,
+                    format!(
+                        "gevent = {v}: the number of greenlets per worker must be 1..={MAX_GEVENT}"
+                    ),
+                ));
+            }
+            // uwsgi_opt_setup_gevent: async cores, the gevent loop, and a
+            // socket timeout of at least 30 s (a later socket-timeout wins).
+            s.gevent = n;
+            s.gevent_origin = Some(opt.origin.clone());
+            s.async_cores = Some((n, opt.origin.clone()));
+            s.loop_gevent = true;
+            if s.socket_timeout.map_or(true, |t| t < 30) {
+                s.socket_timeout = Some(30);
+            }
+        }
+        // `loop = gevent` + `async = N` is the long form of `gevent = N`.
+        "async" => {
+            let n = number(opt)?;
+            if !(1..=MAX_GEVENT).contains(&n) {
+                return Err(opt.origin.error(
+                    ErrorKind::OutOfRange,
+                    format!("async = {v}: the number of async cores must be 1..={MAX_GEVENT}"),
+                ));
+            }
+            s.async_cores = Some((n, opt.origin.clone()));
+            if s.loop_gevent {
+                s.gevent = n;
+            }
+        }
+        "loop" => {
+            if v != "gevent" {
+                return Err(opt.origin.error(
+                    ErrorKind::Unsupported,
+                    format!("\"loop\" = {v} is not supported: only the gevent loop is (each worker would serve `threads` requests at a time)"),
+                ));
+            }
+            s.loop_gevent = true;
+            s.gevent_origin = Some(opt.origin.clone());
+            if let Some((n, _)) = &s.async_cores {
+                s.gevent = *n;
+            }
+        }
+        "gevent-monkey-patch" => s.gevent_monkey_patch = flag,
+        "gevent-early-monkey-patch" => s.gevent_early_monkey_patch = flag,
+        // uWSGI: wait for the hub's death instead of its control greenlet at
+        // shutdown; here the worker stops once its requests are done either way.
+        "gevent-wait-for-hub" => {}
         _ => {
             let subject = route_subject(key).expect("handles() checked the key");
-            s.routes.push(parse_route(opt, key, subject, v, line)?);
+            let mut route = parse_route(opt, key, subject, v, line)?;
+            if route.condition.is_empty() || matches!(route.condition.as_str(), "regexp" | "re") {
+                route.pattern = pcre_names_to_python(&route.pattern).map_err(|why| {
+                    opt.origin
+                        .error(ErrorKind::InvalidValue, format!("{key} = {v}: {why}"))
+                })?;
+            }
+            if let Some(re) = route_regexp(&route) {
+                s.regexps.push((opt.origin.clone(), re.to_string()));
+            }
+            s.routes.push(route);
         }
     }
     Ok(())
@@ -505,6 +619,107 @@ fn parse_route(
     Ok(route)
 }
 
+/// PCRE's named-group spellings that Python's `re` spells otherwise:
+/// `(?<name>…)` and `(?'name'…)` become `(?P<name>…)`, `\k<name>`/`\k'name'`/
+/// `\k{name}` become `(?P=name)`. Group numbers (`$1`) do not change. Lookbehinds
+/// `(?<=`/`(?<!`, escapes and character classes are left as written. A POSIX
+/// bracket class (`[[:alpha:]]`) is refused: `re` compiles it as a different set.
+pub fn pcre_names_to_python(re: &str) -> Result<String, String> {
+    let b = re.as_bytes();
+    let mut out = String::with_capacity(re.len() + 4);
+    let mut i = 0;
+    let mut in_class = false;
+    let name_end = |from: usize, close: u8| -> Option<usize> {
+        let mut j = from;
+        while j < b.len() && (b[j].is_ascii_alphanumeric() || b[j] == b'_') {
+            j += 1;
+        }
+        (j > from && j < b.len() && b[j] == close && !b[from].is_ascii_digit()).then_some(j)
+    };
+    while i < b.len() {
+        let c = b[i];
+        if c == b'\\' && i + 1 < b.len() {
+            if !in_class && b[i + 1] == b'k' && i + 2 < b.len() {
+                let close = match b[i + 2] {
+                    b'<' => b'>',
+                    b'\'' => b'\'',
+                    b'{' => b'}',
+                    _ => 0,
+                };
+                if let Some(j) = (close != 0).then(|| name_end(i + 3, close)).flatten() {
+                    out.push_str("(?P=");
+                    out.push_str(&re[i + 3..j]);
+                    out.push(')');
+                    i = j + 1;
+                    continue;
+                }
+            }
+            out.push_str(&re[i..i + 2 + utf8_extra(b[i + 1])]);
+            i += 2 + utf8_extra(b[i + 1]);
+            continue;
+        }
+        if in_class {
+            if c == b'[' && matches!(b.get(i + 1), Some(b':' | b'=' | b'.')) {
+                return Err(format!(
+                    "the POSIX class in {re:?} is PCRE only: Python's re (the worker's) reads it as a set of characters; spell it out ([a-zA-Z], [0-9], \\s)"
+                ));
+            }
+            in_class = c != b']';
+        } else if c == b'[' {
+            in_class = true;
+            // `[]…]` and `[^]…]`: a leading `]` is a literal.
+            let mut j = i + 1;
+            if j < b.len() && b[j] == b'^' {
+                j += 1;
+            }
+            if j < b.len() && b[j] == b']' {
+                out.push_str(&re[i..=j]);
+                i = j + 1;
+                continue;
+            }
+        } else if c == b'(' && b.get(i + 1) == Some(&b'?') {
+            let close = match b.get(i + 2) {
+                Some(b'<') => b'>',
+                Some(b'\'') => b'\'',
+                _ => 0,
+            };
+            if let Some(j) = (close != 0).then(|| name_end(i + 3, close)).flatten() {
+                out.push_str("(?P<");
+                out.push_str(&re[i + 3..j]);
+                out.push('>');
+                i = j + 1;
+                continue;
+            }
+        }
+        let len = 1 + utf8_extra(c);
+        out.push_str(&re[i..i + len]);
+        i += len;
+    }
+    Ok(out)
+}
+
+/// Continuation bytes after a UTF-8 lead byte (so slices stay on char boundaries).
+fn utf8_extra(lead: u8) -> usize {
+    match lead {
+        0xF0..=0xFF => 3,
+        0xE0..=0xEF => 2,
+        0xC0..=0xDF => 1,
+        _ => 0,
+    }
+}
+
+/// The regexp the worker compiles for a route (`routes.py`: subject routes,
+/// and the right side of a `regexp`/`re` condition).
+fn route_regexp(route: &Route) -> Option<&str> {
+    match route.subject {
+        "if" | "if-not" if matches!(route.condition.as_str(), "regexp" | "re") => {
+            Some(route.pattern.split_once(';').map_or("", |(_, re)| re))
+        }
+        "if" | "if-not" | "run" | "label" => None,
+        _ => Some(route.pattern.as_str()),
+    }
+}
+
 fn is_status(arg: &str) -> bool {
     arg.len() >= 3 && arg.as_bytes()[..3].iter().all(u8::is_ascii_digit)
 }
@@ -522,6 +737,30 @@ mod tests {
         assert_eq!(parse_header("no colon"), None);
         assert_eq!(parse_header("Bad Name: x"), None);
         assert_eq!(parse_header(": x"), None);
+    }
+
+    #[test]
+    fn pcre_named_groups_become_python_ones() {
+        assert_eq!(
+            pcre_names_to_python(r"^/(?<year>\d{4})/(?'slug'[a-z]+)$").unwrap(),
+            r"^/(?P<year>\d{4})/(?P<slug>[a-z]+)$"
+        );
+        assert_eq!(
+            pcre_names_to_python(r"(?<w>a)\k<w>\k{w}").unwrap(),
+            r"(?P<w>a)(?P=w)(?P=w)"
+        );
+        assert!(pcre_names_to_python(r"^/[[:alpha:]]+$").is_err());
+        // Lookbehinds, escapes, classes and Python's own spelling stay as written.
+        for same in [
+            r"(?<=a)b(?<!c)",
+            r"\(?<x>",
+            r"[(?<x>]",
+            r"[]](?P<x>y)",
+            r"(?<1x>)",
+            "é(?:ü)",
+        ] {
+            assert_eq!(pcre_names_to_python(same).unwrap(), same);
+        }
     }
 
     #[test]

@@ -186,11 +186,12 @@ pub fn render(s: &Scrape<'_>) -> String {
     e.sample("amy_requests_in_flight", &[], s.in_flight as f64);
 
     e.family("amy_workers", "gauge", "Worker processes, by state.");
-    let mut states: BTreeMap<&str, usize> =
-        ["booting", "idle", "busy", "retiring", "harakiri", "killed"]
-            .iter()
-            .map(|k| (*k, 0))
-            .collect();
+    let mut states: BTreeMap<&str, usize> = [
+        "booting", "idle", "busy", "retiring", "harakiri", "killed", "cheap",
+    ]
+    .iter()
+    .map(|k| (*k, 0))
+    .collect();
     for w in &s.snapshot.workers {
         let k = match w.state {
             WorkerState::Booting => "booting",
@@ -201,6 +202,8 @@ pub fn render(s: &Scrape<'_>) -> String {
         };
         *states.entry(k).or_default() += 1;
     }
+    // `cheaper`'s empty slots, so active + cheap = processes.
+    *states.get_mut("cheap").expect("seeded") = s.snapshot.cheaped.len();
     let busy = s.busy_workers.min(states["idle"]);
     *states.get_mut("idle").expect("seeded") -= busy;
     *states.get_mut("busy").expect("seeded") += busy;

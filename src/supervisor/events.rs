@@ -44,6 +44,54 @@ pub struct GenerationPlan {
     pub one_by_one: bool,
     /// Preload (no `lazy-apps`): an app template imports the app and forks the workers.
     pub preload: bool,
+    /// `max-worker-lifetime`: slot i's worker is recycled once older than
+    /// this + i·`lifetime_delta` (uWSGI: wid−1 times the delta).
+    pub lifetime: Option<Duration>,
+    pub lifetime_delta: Duration,
+    /// `evil-reload-on-rss` / `evil-reload-on-as` in bytes, 0 = off: the master
+    /// recycles a worker above them, even mid-request.
+    pub evil_rss: u64,
+    pub evil_as: u64,
+    /// `cheaper`: how many workers run, between `cheaper` and `processes`.
+    pub cheaper: Option<crate::config::lifetimes::Cheaper>,
+}
+
+impl GenerationPlan {
+    /// The workers a generation starts with (`cheaper-initial` in cheaper mode).
+    pub fn initial_workers(&self) -> usize {
+        match &self.cheaper {
+            Some(c) => c.initial.clamp(1, self.processes),
+            None => self.processes,
+        }
+    }
+}
+
+impl Default for GenerationPlan {
+    fn default() -> Self {
+        GenerationPlan {
+            processes: 1,
+            mercy: Duration::from_secs(60),
+            harakiri: None,
+            harakiri_grace: Duration::from_secs(3),
+            harakiri_graceful_signal: None,
+            one_by_one: false,
+            preload: false,
+            lifetime: None,
+            lifetime_delta: Duration::ZERO,
+            evil_rss: 0,
+            evil_as: 0,
+            cheaper: None,
+        }
+    }
+}
+
+/// A worker's memory, read from /proc/PID/statm for the evil-reload checks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WorkerMemory {
+    pub pid: i32,
+    pub rss_bytes: u64,
+    /// Address space (VmSize).
+    pub vsz_bytes: u64,
 }
 
 /// A worker busy on one request, read from its scoreboard.
@@ -109,8 +157,11 @@ pub enum Event {
         reason: ExitReason,
         detail: Option<String>,
     },
-    /// The answer to [`Action::CheckHarakiri`].
+    /// The answer to [`Action::CheckHarakiri`]: the workers in a request now
+    /// (harakiri and cheaper decide on it).
     BusyWorkers(Vec<BusyWorker>),
+    /// The answer to [`Action::CheckMemory`].
+    WorkerMemory(Vec<WorkerMemory>),
     /// A deadline from [`super::state::Supervisor::next_deadline`] has passed.
     Tick,
 }
@@ -168,7 +219,11 @@ pub enum Action {
     Release {
         generation: u64,
     },
+    /// Read the scoreboards for the workers in a request (harakiri, cheaper);
+    /// answered with [`Event::BusyWorkers`].
     CheckHarakiri,
+    /// Read every worker's /proc/PID/statm; answered with [`Event::WorkerMemory`].
+    CheckMemory,
     ReplyReload {
         requests: Vec<RequestId>,
         outcome: ReloadOutcome,

@@ -173,6 +173,7 @@ impl Master {
             tx.clone(),
         );
         let generations = Generations::first(config.clone(), setup.listeners, setup.http_listener);
+        let starting = plan.initial_workers();
         let (sup, actions) = Supervisor::start(plan, Instant::now());
         let mut master = Master {
             sup,
@@ -207,7 +208,8 @@ impl Master {
             reading: None,
             draining: None,
         };
-        info!(pid = std::process::id(), workers = config.processes, ini = %master.ini.display(), "master started");
+        // With `cheaper`, `workers` is how many start (of `processes`).
+        info!(pid = std::process::id(), workers = starting, processes = config.processes, ini = %master.ini.display(), "master started");
         if let Err(why) = master.begin_around(&config) {
             error!(reason = %why, "fatal: destroying the instance");
             return Ok((master, rx, Some(why)));
@@ -399,6 +401,10 @@ impl Master {
             Action::CheckHarakiri => {
                 let busy = self.workers.busy(monotonic_now());
                 self.local.push_back(Event::BusyWorkers(busy));
+            }
+            Action::CheckMemory => {
+                let readings = self.workers.memory();
+                self.local.push_back(Event::WorkerMemory(readings));
             }
             Action::ReplyReload { requests, outcome } => {
                 if let ReloadOutcome::Rejected { .. } | ReloadOutcome::Failed { .. } = outcome {

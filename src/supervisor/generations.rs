@@ -6,6 +6,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tracing::{info, warn};
 
@@ -237,6 +238,12 @@ pub fn plan_of(config: &Config) -> GenerationPlan {
             .map(|_| config.harakiri_graceful_signal),
         one_by_one: config.reload_one_by_one,
         preload: !config.lazy_apps,
+        lifetime: (config.lifetimes.max_worker_lifetime > 0)
+            .then(|| Duration::from_secs(config.lifetimes.max_worker_lifetime)),
+        lifetime_delta: Duration::from_secs(config.lifetimes.max_worker_lifetime_delta),
+        evil_rss: config.lifetimes.evil_reload_on_rss_mb << 20,
+        evil_as: config.lifetimes.evil_reload_on_as_mb << 20,
+        cheaper: config.lifetimes.cheaper.clone(),
     }
 }
 
@@ -251,6 +258,12 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<(&'static str, bool)>
         ("daemonize", old.daemonize != new.daemonize),
         ("logto", old.logto != new.logto),
         ("log-maxsize", old.log_maxsize != new.log_maxsize),
+        ("logger", old.logging.loggers != new.logging.loggers),
+        (
+            "req-logger",
+            old.logging.req_loggers != new.logging.req_loggers,
+        ),
+        ("log-date", old.logging.date != new.logging.date),
         (
             "chmod-socket (for sockets kept open)",
             old.chmod_socket != new.chmod_socket,

@@ -21,9 +21,13 @@
 //!   until its template is ready. A template that dies is replaced with back-off
 //!   while its workers serve on; one that fails before it is ready fails its
 //!   generation as a worker would. See `state/template.rs`.
+//! - Recycling by age (`max-worker-lifetime`), by the master's memory check
+//!   (`evil-reload-on-*`) and `cheaper`'s adaptive worker count are in
+//!   `state/recycle.rs`; an aged worker's replacement is ready before it is
+//!   retired, one at a time, so capacity never drops below `processes`.
 //! - Stopping signals every worker and exits once none is left.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use tracing::{debug, error, info, warn};
@@ -45,6 +49,17 @@ pub const FAST_STOP_GRACE: Duration = Duration::from_secs(3);
 pub const HARAKIRI_PERIOD: Duration = Duration::from_secs(1);
 /// Cold start gives up after this many failed attempts at one slot.
 pub const COLD_START_ATTEMPTS: u32 = 5;
+/// How often `cheaper` decides (uWSGI: once per master cycle, 1 s).
+pub const CHEAPER_PERIOD: Duration = Duration::from_secs(1);
+/// The scoreboard read serves both harakiri and cheaper.
+const SCAN_PERIOD: Duration = if HARAKIRI_PERIOD.as_nanos() < CHEAPER_PERIOD.as_nanos() {
+    HARAKIRI_PERIOD
+} else {
+    CHEAPER_PERIOD
+};
+/// How often the master reads the workers' memory for `evil-reload-on-*`
+/// (uWSGI's mem_collector_freq default when they are set, 3 s).
+pub const MEMORY_PERIOD: Duration = Duration::from_secs(3);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Phase {
@@ -153,6 +168,9 @@ pub struct Worker {
     pub generation: u64,
     pub state: WorkerState,
     pub spawned_at: Instant,
+    /// Why it was retired on its own (not with its generation): the exit's
+    /// metrics label (`max-worker-lifetime`, `evil-reload-on-rss`, `cheaper` …).
+    pub retire_why: Option<&'static str>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -240,6 +258,13 @@ pub struct Supervisor {
     /// The last import traceback logged for a respawn, so a crash loop logs it once.
     last_traceback: Option<String>,
     tally: Tally,
+    /// Slots of the current generation that `cheaper` keeps empty.
+    cheaped: BTreeSet<usize>,
+    cheaper_counts: recycle::CheaperCounts,
+    /// When the master next reads the workers' memory (evil-reload only).
+    memory_at: Option<Instant>,
+    /// The one `max-worker-lifetime` recycle in progress.
+    recycling: Option<recycle::Recycle>,
 }
 
 /// A read-only view for `status`.
@@ -254,6 +279,8 @@ pub struct Snapshot {
     pub templates: Vec<Template>,
     pub last_reload: Option<ReloadOutcome>,
     pub tally: Tally,
+    /// Slots (0-based) `cheaper` keeps without a worker.
+    pub cheaped: Vec<usize>,
 }
 
 impl Supervisor {
@@ -278,15 +305,20 @@ impl Supervisor {
             next_generation: 2,
             last_traceback: None,
             tally: Tally::default(),
+            cheaped: BTreeSet::new(),
+            cheaper_counts: Default::default(),
+            memory_at: None,
+            recycling: None,
         };
-        let processes = plan.processes;
+        let (processes, initial) = (plan.processes, plan.initial_workers());
         let preload = plan.preload;
         sup.plans.insert(1, plan);
+        sup.cheaped = (initial..processes).collect();
         let mut actions = Vec::new();
         if preload {
             sup.start_template(1, Backoff::default(), now, &mut actions);
         }
-        for slot in 0..processes {
+        for slot in 0..initial {
             sup.spawn(1, slot, &mut actions);
         }
         sup.arm_harakiri(now);
@@ -307,6 +339,7 @@ impl Supervisor {
             templates: self.templates.values().cloned().collect(),
             last_reload: self.last_reload.clone(),
             tally: self.tally.clone(),
+            cheaped: self.cheaped.iter().copied().collect(),
         }
     }
 
@@ -341,6 +374,8 @@ impl Supervisor {
             _ => None,
         }));
         deadlines.extend(self.harakiri_at);
+        deadlines.extend(self.memory_at);
+        deadlines.extend(self.lifetime_due());
         deadlines.into_iter().min()
     }
 
@@ -407,7 +442,12 @@ impl Supervisor {
                 reason,
                 detail,
             } => self.worker_exited(pid, reason, detail, now, &mut actions),
-            Event::BusyWorkers(busy) => self.harakiri(busy, now, &mut actions),
+            Event::BusyWorkers(busy) => {
+                let busy_pids: BTreeSet<i32> = busy.iter().map(|b| b.pid).collect();
+                self.harakiri(busy, now, &mut actions);
+                self.cheaper(&busy_pids, now, &mut actions);
+            }
+            Event::WorkerMemory(readings) => self.evil_reload(readings, now, &mut actions),
             Event::Tick => self.tick(now, &mut actions),
         }
         self.maybe_exit(&mut actions);
@@ -486,9 +526,9 @@ impl Supervisor {
                     "starting new generation"
                 );
                 let first_slots = if plan.one_by_one {
-                    1.min(plan.processes)
+                    1.min(plan.initial_workers())
                 } else {
-                    plan.processes
+                    plan.initial_workers()
                 };
                 let preload = plan.preload;
                 self.plans.insert(generation, plan);
@@ -574,7 +614,7 @@ impl Supervisor {
                 now + old_mercy,
                 actions,
             );
-            if slot + 1 < plan.processes {
+            if slot + 1 < plan.initial_workers() {
                 self.spawn(generation, slot + 1, actions);
                 return;
             }
@@ -584,7 +624,7 @@ impl Supervisor {
             .iter()
             .filter(|w| w.generation == generation && w.state == WorkerState::Ready)
             .count();
-        if ready < plan.processes {
+        if ready < plan.initial_workers() {
             return;
         }
         let old = self.current;
@@ -593,6 +633,9 @@ impl Supervisor {
         self.end_templates(|g| g != generation, false, actions);
         self.current = generation;
         self.slots = vec![Backoff::default(); plan.processes];
+        self.cheaped = (plan.initial_workers()..plan.processes).collect();
+        self.cheaper_counts = Default::default();
+        self.recycling = None;
         self.plans.remove(&old);
         actions.push(Action::Activate { generation });
         actions.push(Action::Release { generation: old });
@@ -665,6 +708,7 @@ impl Supervisor {
             generation,
             state,
             spawned_at: now,
+            retire_why: None,
         });
     }
 
@@ -684,7 +728,7 @@ impl Supervisor {
                 .iter()
                 .filter(|w| w.state == WorkerState::Ready)
                 .count();
-            if ready == self.plans[&self.current].processes {
+            if ready == self.plans[&self.current].processes - self.cheaped.len() {
                 self.phase = Phase::Running;
                 info!(generation, workers = ready, "serving");
                 actions.push(Action::Notify(Lifecycle::Ready));
@@ -694,6 +738,8 @@ impl Supervisor {
             }
         } else if self.reload.booting() == Some(generation) {
             self.new_worker_ready(generation, slot, now, actions);
+        } else if generation == self.current {
+            self.replacement_ready(pid, slot, now, actions);
         }
     }
 
@@ -710,8 +756,14 @@ impl Supervisor {
         };
         let w = self.workers.remove(index);
         let stopping = matches!(self.phase, Phase::Stopping { .. });
+        if self.recycling.as_ref().is_some_and(|r| r.old_pid == pid) {
+            // The aged worker left before its replacement was ready: the
+            // replacement (pending or booting) now simply fills the slot.
+            self.recycling = None;
+        }
         self.tally.exited(match (&w.state, reason) {
             (WorkerState::Harakiri { .. }, _) => "harakiri",
+            _ if w.retire_why.is_some() => w.retire_why.unwrap_or("reload"),
             (_, ExitReason::Recycled(why)) => why,
             _ if stopping => "stop",
             (WorkerState::Retiring { .. }, _) => "reload",
@@ -791,6 +843,9 @@ impl Supervisor {
                 "worker died"
             ),
         }
+        if self.replacement_failed(&w, now) {
+            return;
+        }
         // A recycled worker is replaced at once; a dead one goes through back-off.
         let lived = match reason {
             ExitReason::Recycled(_) => None,
@@ -828,6 +883,12 @@ impl Supervisor {
             {
                 return;
             }
+        }
+        // `cheaper` keeps this slot empty; or another worker already holds or
+        // is about to hold it (a lifetime replacement, the aged worker it
+        // replaces, a harakiri's replacement).
+        if self.cheaped.contains(&slot) || self.slot_taken(generation, slot) {
+            return;
         }
         let Some(backoff) = self.slots.get_mut(slot) else {
             return;
@@ -896,7 +957,10 @@ impl Supervisor {
                 // Killed on purpose: replace it at once, not as a crash.
                 if w.generation == self.current && !matches!(self.phase, Phase::Stopping { .. }) {
                     let (generation, slot) = (w.generation, w.slot);
-                    self.spawn(generation, slot, actions);
+                    // Unless a lifetime replacement is already on its way there.
+                    if !self.slot_taken(generation, slot) {
+                        self.spawn(generation, slot, actions);
+                    }
                 }
             }
         }
@@ -945,6 +1009,7 @@ impl Supervisor {
         // A template has nothing to finish: its workers serve on without it.
         self.end_templates(|_| true, true, actions);
         self.harakiri_at = None;
+        self.memory_at = None;
         let mercy = self
             .plans
             .get(&self.current)
@@ -986,9 +1051,19 @@ impl Supervisor {
 
     // ---- timers ----------------------------------------------------------------
 
+    /// The periodic checks, only while a plan needs them (the master stays
+    /// idle otherwise): the scoreboard read for harakiri and cheaper, the
+    /// memory read for evil-reload.
     fn arm_harakiri(&mut self, now: Instant) {
-        if self.plans.values().any(|p| p.harakiri.is_some()) {
-            self.harakiri_at.get_or_insert(now + HARAKIRI_PERIOD);
+        if self
+            .plans
+            .values()
+            .any(|p| p.harakiri.is_some() || p.cheaper.is_some())
+        {
+            self.harakiri_at.get_or_insert(now + SCAN_PERIOD);
+        }
+        if self.plans.values().any(|p| p.evil_rss > 0 || p.evil_as > 0) {
+            self.memory_at.get_or_insert(now + MEMORY_PERIOD);
         }
     }
 
@@ -1076,11 +1151,18 @@ impl Supervisor {
             self.end_templates(|_| true, true, actions);
         }
         if self.harakiri_at.is_some_and(|t| now >= t) {
-            self.harakiri_at = Some(now + HARAKIRI_PERIOD);
+            self.harakiri_at = Some(now + SCAN_PERIOD);
             if self.workers.iter().any(|w| w.state == WorkerState::Ready) {
                 actions.push(Action::CheckHarakiri);
             }
         }
+        if self.memory_at.is_some_and(|t| now >= t) {
+            self.memory_at = Some(now + MEMORY_PERIOD);
+            if self.workers.iter().any(|w| w.state == WorkerState::Ready) {
+                actions.push(Action::CheckMemory);
+            }
+        }
+        self.lifetime_tick(now, actions);
     }
 }
 
@@ -1093,6 +1175,9 @@ fn kill(w: &mut Worker, actions: &mut Vec<Action>) {
     });
 }
 
+mod recycle;
+#[cfg(test)]
+mod recycle_tests;
 mod template;
 #[cfg(test)]
 mod template_tests;

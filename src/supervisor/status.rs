@@ -42,6 +42,9 @@ pub struct Status {
     /// Cron jobs (`cron`, `cron2`, `unique-cron`).
     #[serde(default)]
     pub crons: Vec<crate::around::CronStatus>,
+    /// `cheaper`: the worker ids (1-based slots) that have no worker now.
+    #[serde(default)]
+    pub cheaped: Vec<usize>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -291,6 +294,7 @@ pub fn build(
         reloading: snap.reloading,
         generations: generations_of(snap),
         workers,
+        cheaped: snap.cheaped.iter().map(|s| s + 1).collect(),
         templates: snap
             .templates
             .iter()
@@ -357,6 +361,7 @@ mod tests {
             generation,
             state,
             spawned_at: now,
+            retire_why: None,
         };
         Snapshot {
             phase: Phase::Running,
@@ -371,6 +376,7 @@ mod tests {
             templates: Vec::new(),
             last_reload: Some(ReloadOutcome::Serving { generation: 2 }),
             tally: Default::default(),
+            cheaped: Vec::new(),
         }
     }
 

@@ -6,11 +6,17 @@
 use std::collections::BTreeMap;
 
 /// Why a worker left, as the metrics label it.
-pub const EXIT_REASONS: [&str; 8] = [
+pub const EXIT_REASONS: [&str; 14] = [
     "crash",
     "harakiri",
     "max-requests",
     "reload-on-rss",
+    "reload-on-as",
+    "limit-as",
+    "max-worker-lifetime",
+    "evil-reload-on-rss",
+    "evil-reload-on-as",
+    "cheaper",
     "reload",
     "stop",
     "killed",

@@ -8,7 +8,7 @@ use std::os::fd::OwnedFd;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tracing::warn;
 
-use super::events::{BusyWorker, Event, WorkerSignal};
+use super::events::{BusyWorker, Event, WorkerMemory, WorkerSignal};
 use super::inbox::{Inbox, Input};
 use super::status::WorkerFacts;
 use crate::metrics::RequestTotals;
@@ -106,6 +106,22 @@ impl Workers {
                     pid: *pid,
                     age,
                     request: r.request,
+                })
+            })
+            .collect()
+    }
+
+    /// Every worker's memory from /proc/PID/statm (evil-reload); a worker
+    /// whose file cannot be read (just gone) is left out.
+    pub fn memory(&self) -> Vec<WorkerMemory> {
+        self.by_pid
+            .keys()
+            .filter_map(|pid| {
+                let (vsz_bytes, rss_bytes) = statm_bytes(*pid)?;
+                Some(WorkerMemory {
+                    pid: *pid,
+                    rss_bytes,
+                    vsz_bytes,
                 })
             })
             .collect()
@@ -408,15 +424,17 @@ fn template_message(
 
 /// Resident set size of `pid` from /proc, 0 when unknown.
 pub fn rss_bytes(pid: i32) -> u64 {
-    let Ok(statm) = std::fs::read_to_string(format!("/proc/{pid}/statm")) else {
-        return 0;
-    };
-    let pages: u64 = statm
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    pages * page_size()
+    statm_bytes(pid).map(|(_, rss)| rss).unwrap_or(0)
+}
+
+/// (address space, resident set) of `pid` in bytes, from /proc/PID/statm.
+fn statm_bytes(pid: i32) -> Option<(u64, u64)> {
+    let statm = std::fs::read_to_string(format!("/proc/{pid}/statm")).ok()?;
+    let mut fields = statm.split_whitespace().map(|s| s.parse::<u64>().ok());
+    let size = fields.next()??;
+    let resident = fields.next()??;
+    let page = page_size();
+    Some((size * page, resident * page))
 }
 
 fn page_size() -> u64 {

@@ -46,7 +46,8 @@
 //! # Config
 //! [`ENV_CONFIG`] holds JSON: `{"id", "generation", "module", "wsgi_file", "callable",
 //! "chdir", "pythonpath": [...], "threads", "processes", "buffer_size",
-//! "disable_logging", "max_requests", "reload_on_rss_mb", "harakiri", "log_slow_ms", "template",
+//! "disable_logging", "max_requests", "max_requests_delta", "min_worker_lifetime",
+//! "reload_on_rss_mb", "reload_on_as_mb", "limit_as_mb", "harakiri", "log_slow_ms", "template",
 //! "reload_check": [paths], "reload_check_host", "reload_check_timeout",
 //! "listeners": [{"fd", "proto": "uwsgi"|"http", "name"}], "serving": {...}}`.
 //! `serving` is [`crate::config::serving::Serving`] serialized as is (static
@@ -158,6 +159,7 @@ pub const WORKER_PACKAGE: &[(&str, &str)] = package![
     "amy_worker/errors.py",
     "amy_worker/harakiri.py",
     "amy_worker/fdio.py",
+    "amy_worker/gevent_loop.py",
     "amy_worker/hooks.py",
     "amy_worker/http.py",
     "amy_worker/limits.py",
@@ -165,6 +167,7 @@ pub const WORKER_PACKAGE: &[(&str, &str)] = package![
     "amy_worker/mounts.py",
     "amy_worker/proctitle.py",
     "amy_worker/protocol.py",
+    "amy_worker/reqlog.py",
     "amy_worker/routes.py",
     "amy_worker/server.py",
     "amy_worker/state.py",
@@ -247,6 +250,10 @@ pub mod exit_code {
     /// The reload check failed (reason already sent as `failed`): the worker
     /// never took public traffic.
     pub const CHECK_FAILED: i32 = 7;
+    /// Recycled after `reload-on-as`: respawn at once, no back-off.
+    pub const RELOAD_ON_AS: i32 = 8;
+    /// Recycled near its `limit-as` (above 90 % of it after a request).
+    pub const LIMIT_AS: i32 = 9;
 }
 
 /// Why a worker ended, as the master classifies it.
@@ -272,6 +279,8 @@ impl ExitReason {
             exit_code::MAX_REQUESTS => ExitReason::Recycled("max-requests"),
             exit_code::RELOAD_ON_RSS => ExitReason::Recycled("reload-on-rss"),
             exit_code::CHECK_FAILED => ExitReason::CheckFailed,
+            exit_code::RELOAD_ON_AS => ExitReason::Recycled("reload-on-as"),
+            exit_code::LIMIT_AS => ExitReason::Recycled("limit-as"),
             other => ExitReason::Crashed(other),
         }
     }

@@ -505,6 +505,33 @@ def test_reload_on_rss_exits_6(spawn):
     assert w.wait_exit() == 6
 
 
+def test_reload_on_as_exits_8(spawn):
+    w = spawn(reload_on_as_mb=1)
+    assert uwsgi(w.addresses[0], uri="/pid").status == 200
+    assert w.wait_exit() == 8
+
+
+def test_max_requests_delta_raises_the_limit_of_later_workers(spawn):
+    # Worker id 3: 2 + (3 - 1) * 2 = 6 requests.
+    w = spawn(id=3, max_requests=2, max_requests_delta=2)
+    for _ in range(5):
+        assert uwsgi(w.addresses[0], uri="/pid").status == 200
+    assert w.poll() is None, "worker 3 is not done after 5"
+    assert uwsgi(w.addresses[0], uri="/pid").status == 200
+    assert w.wait_exit() == 5
+
+
+def test_min_worker_lifetime_defers_max_requests(spawn):
+    w = spawn(max_requests=1, min_worker_lifetime=2)
+    t0 = time.monotonic()
+    assert uwsgi(w.addresses[0], uri="/pid").status == 200
+    assert uwsgi(w.addresses[0], uri="/pid").status == 200, "not recycled while young"
+    while time.monotonic() - t0 < 2.2:
+        time.sleep(0.1)
+    assert uwsgi(w.addresses[0], uri="/pid").status == 200
+    assert w.wait_exit() == 5
+
+
 def test_app_calling_os_exit_kills_only_that_request(spawn):
     w = spawn()
     raw = raw_request(w.addresses[0], pack_uwsgi(nginx_vars(uri="/exit")))

@@ -13,6 +13,7 @@ fn preload(processes: usize) -> GenerationPlan {
         harakiri_graceful_signal: None,
         one_by_one: false,
         preload: true,
+        ..GenerationPlan::default()
     }
 }
 

@@ -14,6 +14,7 @@ fn plan(processes: usize) -> GenerationPlan {
         harakiri_graceful_signal: None,
         one_by_one: false,
         preload: false,
+        ..GenerationPlan::default()
     }
 }
 

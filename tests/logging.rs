@@ -1,0 +1,399 @@
+//! Logging as uWSGI does it: `logger` destinations, `req-logger`, `log-format`
+//! with uWSGI's variables (checked against the real uWSGI 2.0.31 serving the
+//! same format), conditional lines with `disable-logging`, `log-date`,
+//! `log-x-forwarded-for`, syslog, and SIGUSR2 reopening every file.
+
+mod common;
+#[path = "common/oracle.rs"]
+mod oracle;
+
+use std::os::unix::net::UnixDatagram;
+use std::path::Path;
+use std::time::Duration;
+
+use common::*;
+
+/// Every variable of uWSGI's log-format, JSON-shaped (no value the test sends
+/// holds a quote: uWSGI would not escape it).
+const ALL_VARS: &str = r#"{"method":"%(method)","uri":"%(uri)","proto":"%(proto)","status":%(status),"msecs":%(msecs),"micros":%(micros),"size":%(size),"rsize":%(rsize),"hsize":%(hsize),"cl":%(cl),"addr":"%(addr)","user":"%(user)","host":"%(host)","referer":"%(referer)","uagent":"%(uagent)","ltime":"%(ltime)","ftime":"%(ftime)","tmsecs":%(tmsecs),"tmicros":%(tmicros),"epoch":%(epoch),"ctime":"%(ctime)","time":%(time),"pid":%(pid),"wid":%(wid),"core":%(core),"vars":%(vars),"headers":%(headers),"xvar":"%(var.HTTP_X_Y)","foo":"%(foo)","unk":"%(nonexistent)","secs":%(secs),"pktsize":%(pktsize)}"#;
+
+/// A request over raw HTTP with the headers the format reads.
+fn request(port: u16, method: &str, uri: &str, headers: &[(&str, &str)], body: &[u8]) -> u16 {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let mut req = format!("{method} {uri} HTTP/1.1\r\nHost: example.test\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    if !body.is_empty() {
+        req.push_str(&format!("Content-Length: {}\r\n", body.len()));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes()).unwrap();
+    s.write_all(body).unwrap();
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    let text = String::from_utf8_lossy(&out);
+    text.split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0)
+}
+
+fn lines_of(path: &Path) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(String::from)
+        .collect()
+}
+
+fn json_lines(path: &Path) -> Vec<serde_json::Value> {
+    lines_of(path)
+        .iter()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect()
+}
+
+fn wait_lines(what: &str, path: &Path, n: usize, pred: impl Fn(&str) -> bool) -> Vec<String> {
+    wait_for(what, Duration::from_secs(30), || {
+        let l: Vec<String> = lines_of(path).into_iter().filter(|l| pred(l)).collect();
+        (l.len() >= n).then_some(l)
+    })
+}
+
+fn send_both_requests(port: u16) {
+    let h = [
+        ("X-Y", "yy"),
+        ("Referer", "http://r.test/"),
+        ("User-Agent", "ua-test/1"),
+    ];
+    assert_eq!(request(port, "GET", "/p?q=1&lv=bar", &h, b""), 200);
+    assert_eq!(request(port, "POST", "/nf", &[], b"abc"), 404);
+}
+
+#[test]
+fn log_format_variables_match_real_uwsgi() {
+    let extra = format!(
+        "log-format = {ALL_VARS}\nlog-date = %%Y-%%m-%%d %%H:%%M:%%S\nlogformat-strftime = true\nreq-logger = file:%dreq.log\n"
+    );
+    let site = Site::new("lf-vars", "logapp", 1, &extra);
+    let inst = site.start();
+    send_both_requests(site.http_port);
+    let req_log = site.dir.join("req.log");
+    wait_lines("two request lines", &req_log, 2, |l| l.starts_with('{'));
+    let ours = json_lines(&req_log);
+    let master = inst.pid();
+
+    // The same format under uWSGI.
+    let port = free_port();
+    let uini = site.dir.join("oracle.ini");
+    std::fs::write(
+        &uini,
+        format!(
+            "[uwsgi]\nhttp-socket = 127.0.0.1:{port}\nchdir = {apps}\nwsgi-file = logapp.py\nmaster = true\nprocesses = 1\n\
+             log-format = {ALL_VARS}\nlog-date = %%Y-%%m-%%d %%H:%%M:%%S\nlogformat-strftime = true\nreq-logger = file:{dir}/oracle-req.log\n",
+            apps = repo().join("tests/apps").display(),
+            dir = site.dir.display()
+        ),
+    )
+    .unwrap();
+    let u = oracle::Uwsgi::start(&uini, port);
+    send_both_requests(port);
+    let oracle_log = site.dir.join("oracle-req.log");
+    wait_for("uWSGI's two lines", Duration::from_secs(30), || {
+        (json_lines(&oracle_log).len() >= 2).then_some(())
+    });
+    let theirs = json_lines(&oracle_log);
+    drop(u);
+
+    for (o, t) in ours.iter().zip(&theirs) {
+        // Same value for what does not depend on the server.
+        for key in [
+            "method", "uri", "proto", "status", "rsize", "cl", "addr", "user", "referer", "uagent",
+            "wid", "xvar", "foo", "unk",
+        ] {
+            assert_eq!(o[key], t[key], "{key}: ours {o}\n theirs {t}");
+        }
+        // Same type and shape for the rest (`core` counts our serving threads
+        // over all sockets: the http-socket's is 1 here).
+        for (key, value) in t.as_object().unwrap() {
+            let mine = &o[key];
+            assert_eq!(
+                std::mem::discriminant(mine),
+                std::mem::discriminant(value),
+                "{key}: ours {mine} theirs {value}"
+            );
+        }
+        let shape = |s: &str| {
+            s.chars()
+                .map(|c| if c.is_ascii_digit() { '9' } else { c })
+                .collect::<String>()
+        };
+        for key in ["ltime", "ftime"] {
+            assert_eq!(
+                shape(o[key].as_str().unwrap()).len(),
+                shape(t[key].as_str().unwrap()).len(),
+                "{key}: {o} {t}"
+            );
+        }
+        assert_eq!(o["ctime"].as_str().unwrap().len(), 24);
+        assert_eq!(o["host"], "example.test");
+        let pid = o["pid"].as_i64().unwrap() as i32;
+        assert!(pid != master && alive(pid), "pid is the worker's: {o}");
+        let t0 = o["time"].as_i64().unwrap();
+        assert_eq!(o["tmsecs"].as_i64().unwrap() / 1000, t0);
+        assert_eq!(o["tmicros"].as_i64().unwrap() / 1_000_000, t0);
+        assert!((o["epoch"].as_i64().unwrap() - t0).abs() <= 2);
+        assert_eq!(
+            o["size"].as_i64().unwrap(),
+            o["rsize"].as_i64().unwrap() + o["hsize"].as_i64().unwrap()
+        );
+        assert!(o["headers"].as_i64().unwrap() >= 2 && o["vars"].as_i64().unwrap() > 10);
+        assert!(o["micros"].as_i64().unwrap() / 1000 == o["msecs"].as_i64().unwrap());
+        assert!(o["pktsize"].as_i64().unwrap() > 0);
+    }
+    assert_eq!(ours[0]["foo"], "bar");
+    assert_eq!(ours[1]["cl"], 3);
+    assert_eq!(ours[1]["xvar"], "-");
+}
+
+#[test]
+fn json_format_values_are_escaped_and_lines_never_split() {
+    let extra = "log-format = {\"uri\":\"%(uri)\",\"ua\":\"%(uagent)\",\"foo\":\"%(foo)\",\"status\":%(status)}\n";
+    let site = Site::new("lf-json", "logapp", 1, extra);
+    let _inst = site.start();
+    // A quote and a backslash in the URI, a quote in the agent, a newline
+    // and a quote in a log variable.
+    assert_eq!(
+        request(
+            site.http_port,
+            "GET",
+            "/q?a=%22&b=\\&lv=x%22y%0Az",
+            &[("User-Agent", "say \"hi\"")],
+            b""
+        ),
+        200
+    );
+    // A value longer than one atomic write.
+    let long = "a".repeat(6000);
+    assert_eq!(
+        request(site.http_port, "GET", &format!("/long?lv={long}"), &[], b""),
+        200
+    );
+    let lines = wait_lines("two request lines", &site.log(), 2, |l| {
+        l.starts_with("{\"uri\"")
+    });
+    let v: serde_json::Value = serde_json::from_str(&lines[0]).unwrap();
+    assert_eq!(v["uri"], "/q?a=%22&b=\\&lv=x%22y%0Az");
+    assert_eq!(v["ua"], "say \"hi\"");
+    assert_eq!(v["foo"], "x\"y\nz");
+    assert_eq!(v["status"], 200);
+    assert!(lines[1].len() <= 4096, "one atomic write");
+    let v: serde_json::Value = serde_json::from_str(&lines[1]).expect("a cut line stays JSON");
+    assert!(v["foo"].as_str().unwrap().ends_with("..."));
+}
+
+#[test]
+fn disable_logging_still_logs_4xx_5xx_and_big_responses() {
+    let extra =
+        "disable-logging = true\nlog-4xx = true\nlog-5xx = true\nlog-big = 4000\nlog-zero = true\n";
+    let site = Site::new("lf-cond", "logapp", 1, extra);
+    let _inst = site.start();
+    for (uri, code) in [
+        ("/ok", 200),
+        ("/nf", 404),
+        ("/err", 500),
+        ("/big", 200),
+        ("/empty", 204),
+        ("/ok2", 200),
+    ] {
+        assert_eq!(request(site.http_port, "GET", uri, &[], b""), code, "{uri}");
+    }
+    // One worker writes its lines in order: once the last 404 is logged, a
+    // wrongly logged /ok2 would be there too.
+    assert_eq!(request(site.http_port, "GET", "/nf-last", &[], b""), 404);
+    let lines = wait_lines("five request lines", &site.log(), 5, |l| {
+        l.starts_with("[pid: ")
+    });
+    let uris: Vec<&str> = lines
+        .iter()
+        .map(|l| l.split(" => ").next().unwrap().rsplit(' ').next().unwrap())
+        .collect();
+    assert_eq!(
+        uris,
+        ["/nf", "/err", "/big", "/empty", "/nf-last"],
+        "{lines:#?}"
+    );
+}
+
+#[test]
+fn req_logger_takes_request_lines_off_the_main_log() {
+    let extra = "logger = file:%dmain.log\nreq-logger = file:%dreq.log\n";
+    let site = Site::new("lf-req", "logapp", 2, extra);
+    let _inst = site.start();
+    for _ in 0..20 {
+        assert_eq!(request(site.http_port, "GET", "/print", &[], b""), 200);
+    }
+    let req = wait_lines("20 request lines", &site.dir.join("req.log"), 20, |l| {
+        l.starts_with("[pid: ")
+    });
+    assert!(
+        req.iter()
+            .all(|l| l.starts_with("[pid: ") && l.contains("GET /print")),
+        "{req:#?}"
+    );
+    let main = wait_lines("the app's output", &site.dir.join("main.log"), 20, |l| {
+        l == "app says hello"
+    });
+    assert_eq!(main.len(), 20);
+    let main_text = std::fs::read_to_string(site.dir.join("main.log")).unwrap();
+    assert!(
+        main_text.contains("worker ready"),
+        "master lines in the main log:\n{main_text}"
+    );
+    assert!(
+        !main_text.contains("[pid: "),
+        "no request line in the main log:\n{main_text}"
+    );
+    // The unnamed logger replaces logto, as in uWSGI.
+    let logto = site.log_text();
+    assert!(
+        !logto.contains("[pid: ") && !logto.contains("worker ready"),
+        "{logto}"
+    );
+    // `req: a/b` still counts the instance's requests.
+    assert!(
+        req.last().unwrap().contains("/20]"),
+        "{}",
+        req.last().unwrap()
+    );
+}
+
+#[test]
+fn several_loggers_each_get_every_line_and_syslog_is_tagged() {
+    let dir = temp_dir("lf-syslog-sock");
+    let sock = dir.join("log.sock");
+    let server = UnixDatagram::bind(&sock).unwrap();
+    server
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    // Only this test's instance has a syslog logger.
+    std::env::set_var("AMY_EMPEROR_SYSLOG_SOCKET", &sock);
+    let extra =
+        "logger = file:%done.log\nlogger = file:%dtwo.log\nlogger = syslog:amytest,local0\n";
+    let site = Site::new("lf-syslog", "logapp", 1, extra);
+    let _inst = site.start();
+    assert_eq!(request(site.http_port, "GET", "/tagged", &[], b""), 200);
+    let one = wait_lines("the request line", &site.dir.join("one.log"), 1, |l| {
+        l.contains("GET /tagged")
+    });
+    let two = wait_lines("the request line", &site.dir.join("two.log"), 1, |l| {
+        l.contains("GET /tagged")
+    });
+    assert_eq!(one, two);
+    let mut buf = vec![0u8; 65536];
+    let mut seen = Vec::new();
+    let got = loop {
+        let n = server.recv(&mut buf).expect("a syslog datagram");
+        let d = String::from_utf8_lossy(&buf[..n]).into_owned();
+        if d.contains("GET /tagged") {
+            break d;
+        }
+        seen.push(d);
+    };
+    // local0 (16) * 8 + info (6).
+    assert!(got.starts_with("<134>"), "{got}");
+    assert!(got.contains(" amytest: [pid: "), "{got}");
+    assert!(!got.ends_with('\n'));
+    assert!(
+        seen.iter().any(|d| d.contains("amytest: ")),
+        "master lines too: {seen:?}"
+    );
+}
+
+#[test]
+fn sigusr2_reopens_every_file_target() {
+    let extra = "logger = file:%dmain.log\nlogger = stdio\nreq-logger = file:%dreq.log\n";
+    let site = Site::new("lf-reopen", "logapp", 1, extra);
+    let inst = site.start();
+    assert_eq!(request(site.http_port, "GET", "/before", &[], b""), 200);
+    let req = site.dir.join("req.log");
+    wait_lines("the first line", &req, 1, |l| l.contains("GET /before"));
+    for name in ["main.log", "req.log", "amy.log"] {
+        std::fs::rename(site.dir.join(name), site.dir.join(format!("{name}.1"))).unwrap();
+    }
+    inst.signal(12);
+    wait_lines("the reopen notice", &site.dir.join("main.log"), 1, |l| {
+        l.contains("log reopened")
+    });
+    wait_lines("the reopen notice in logto", &site.log(), 1, |l| {
+        l.contains("log reopened")
+    });
+    assert_eq!(request(site.http_port, "GET", "/after", &[], b""), 200);
+    wait_lines("the line after", &req, 1, |l| l.contains("GET /after"));
+    let old = std::fs::read_to_string(site.dir.join("req.log.1")).unwrap();
+    assert!(
+        old.contains("GET /before") && !old.contains("GET /after"),
+        "{old}"
+    );
+}
+
+#[test]
+fn log_date_prefixes_our_lines_not_request_lines_or_app_output() {
+    let extra = "log-date = [%%Y-%%m-%%d]\n";
+    let site = Site::new("lf-date", "logapp", 1, extra);
+    let _inst = site.start();
+    assert_eq!(request(site.http_port, "GET", "/print", &[], b""), 200);
+    wait_lines("the request line", &site.log(), 1, |l| {
+        l.starts_with("[pid: ")
+    });
+    let text = site.log_text();
+    let ready = text.lines().find(|l| l.contains("worker ready")).unwrap();
+    assert!(
+        ready.starts_with("[20") && ready.find("] - ") == Some(11),
+        "uWSGI's strftime prefix and ' - ': {ready}"
+    );
+    let request = text.lines().find(|l| l.contains("GET /print")).unwrap();
+    assert!(request.starts_with("[pid: "), "{request}");
+    assert!(text.lines().any(|l| l == "app says hello"), "{text}");
+}
+
+#[test]
+fn log_x_forwarded_for_and_log_micros_in_the_default_line() {
+    let extra = "log-x-forwarded-for = true\nlog-micros = true\n";
+    let site = Site::new("lf-xff", "logapp", 1, extra);
+    let _inst = site.start();
+    let xff = [("X-Forwarded-For", "203.0.113.7, 10.0.0.1")];
+    assert_eq!(request(site.http_port, "GET", "/x", &xff, b""), 200);
+    assert_eq!(request(site.http_port, "GET", "/y", &[], b""), 200);
+    let lines = wait_lines("two request lines", &site.log(), 2, |l| {
+        l.starts_with("[pid: ")
+    });
+    assert!(
+        lines[0].contains("] 203.0.113.7, 10.0.0.1 () {"),
+        "{}",
+        lines[0]
+    );
+    assert!(lines[1].contains("] 127.0.0.1 () {"), "{}", lines[1]);
+    assert!(lines[0].contains(" micros "), "{}", lines[0]);
+}
+
+#[test]
+fn unsupported_logging_keys_fail_closed_with_the_line() {
+    for (key, value) in [
+        ("logger", "redislog:127.0.0.1:6379"),
+        ("log-route", "errs ERROR"),
+        ("log-encoder", "json"),
+        ("log-format", "%(metric.worker.0.requests)"),
+    ] {
+        let site = Site::new("lf-bad", "logapp", 1, &format!("{key} = {value}\n"));
+        let out = site.cli(&["check", site.ini().to_str().unwrap()]);
+        let err = String::from_utf8_lossy(&out.stderr).into_owned()
+            + &String::from_utf8_lossy(&out.stdout);
+        assert_eq!(out.status.code(), Some(2), "{key}: {err}");
+        assert!(err.contains("amy_uwsgi.ini:"), "{key}: path:line in {err}");
+    }
+}

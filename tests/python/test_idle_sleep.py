@@ -1,0 +1,84 @@
+"""An idle worker sleeps in poll() until a connection or a stop arrives (no
+50 ms accept() timeout loop), yet stops, serves and recycles as before. Each
+test first idles past ACCEPT_WAKEUP so every serving thread is in poll()."""
+
+import glob
+import os
+import signal
+import time
+
+from conftest import uwsgi
+
+PAST_ACCEPT_WAKEUP = 0.4
+
+
+def _switches(pid):
+    """Voluntary context switches of every thread of `pid` (each wake-up from a sleep is one)."""
+    total = 0
+    for path in glob.glob("/proc/%d/task/*/status" % pid):
+        try:
+            with open(path) as f:
+                for line in f:
+                    if line.startswith("voluntary_ctxt_switches:"):
+                        total += int(line.split()[1])
+        except OSError:
+            pass
+    return total
+
+
+def test_idle_worker_does_not_wake_up(spawn):
+    w = spawn(threads=2)
+    assert uwsgi(w.addresses[0], uri="/pid").status == 200
+    time.sleep(PAST_ACCEPT_WAKEUP)
+    before = _switches(w.pid)
+    time.sleep(2.0)
+    woke = _switches(w.pid) - before
+    # A 50 ms accept() timeout would be ~80 wake-ups for two serving threads;
+    # the watchdog sleeps HEADER_TIMEOUT (10 s) when no header is awaited.
+    assert woke <= 3, "%d wake-ups in 2 s of idle" % woke
+
+
+def test_serves_after_sleeping_in_poll(spawn):
+    w = spawn(threads=2)
+    for _ in range(3):
+        time.sleep(PAST_ACCEPT_WAKEUP)
+        assert uwsgi(w.addresses[0], uri="/pid").status == 200
+
+
+def test_sigterm_after_idle_exits_at_once(spawn):
+    w = spawn()
+    time.sleep(PAST_ACCEPT_WAKEUP)
+    t0 = time.monotonic()
+    os.kill(w.pid, signal.SIGTERM)
+    assert w.wait_exit(timeout=3) == 0
+    assert time.monotonic() - t0 < 1.0
+
+
+def test_sigterm_after_idle_with_threads_exits_at_once(spawn):
+    w = spawn(threads=3)
+    time.sleep(PAST_ACCEPT_WAKEUP)
+    t0 = time.monotonic()
+    os.kill(w.pid, signal.SIGTERM)
+    assert w.wait_exit(timeout=3) == 0
+    # The non-main threads block SIGTERM: only the stop pipe wakes them.
+    assert time.monotonic() - t0 < 1.0
+
+
+def test_master_gone_after_idle_exits(spawn):
+    w = spawn(threads=2)
+    time.sleep(PAST_ACCEPT_WAKEUP)
+    w.master_gone()
+    assert w.wait_exit(timeout=3) == 0
+
+
+def test_max_requests_with_idle_threads_exits_at_once(spawn):
+    # The request that reaches max-requests is served by one thread; the
+    # others sleep in poll() and must leave it through the stop pipe.
+    w = spawn(max_requests=2, threads=3)
+    for _ in range(2):
+        time.sleep(PAST_ACCEPT_WAKEUP)
+        assert uwsgi(w.addresses[0], uri="/pid").status == 200
+    t0 = time.monotonic()
+    assert w.wait_exit(timeout=3) == 5
+    assert time.monotonic() - t0 < 1.0
+
