@@ -366,6 +366,7 @@ fn cheaped_slots(status: &Status, workers: &mut Vec<Value>) {
             tx_bytes: 0,
             busy_s: 0.0,
             respawn_count: 0,
+            harakiri_count: 0,
             spawned_unix: None,
         });
         w["status"] = "cheap".into();
