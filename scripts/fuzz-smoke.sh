@@ -13,6 +13,11 @@ SECONDS_PER_TARGET="${FUZZ_SECONDS:-12}"
 if ! cargo +nightly fuzz --version >/dev/null 2>&1; then
     cargo install --quiet cargo-fuzz
 fi
+# The env_file and expand targets write their input to a file per run: on a
+# disk-backed /tmp that is ~8 ms a write (200 runs/s), on tmpfs 0.1 ms.
+if [ -d /dev/shm ] && [ -w /dev/shm ]; then
+    export TMPDIR=/dev/shm
+fi
 work="$(mktemp -d /tmp/amy-fuzz-smoke.XXXXXX)"
 trap 'rm -rf "$work"' EXIT
 for target in ini_reader expand env_file; do

@@ -366,6 +366,7 @@ fn cheaped_slots(status: &Status, workers: &mut Vec<Value>) {
             tx_bytes: 0,
             busy_s: 0.0,
             respawn_count: 0,
+            harakiri_count: 0,
             spawned_unix: None,
         });
         w["status"] = "cheap".into();
@@ -387,7 +388,7 @@ fn worker_json(w: &WorkerStatus) -> Value {
         "requests": requests,
         "delta_requests": 0,
         "exceptions": w.exceptions,
-        "harakiri_count": 0,
+        "harakiri_count": w.harakiri_count,
         "signals": 0,
         "signal_queue": 0,
         "status": if in_request { "busy" } else { "idle" },
@@ -484,6 +485,7 @@ mod tests {
             tx_bytes: 1234,
             busy_s: 0.5,
             respawn_count: 1,
+            harakiri_count: 3,
             spawned_unix: Some(1_700_000_000),
         }
     }
@@ -576,6 +578,7 @@ mod tests {
         assert_eq!(w["avg_rt"], 125_000);
         assert_eq!(w["last_spawn"], 1_700_000_000u64);
         assert_eq!(w["respawn_count"], 1);
+        assert_eq!(w["harakiri_count"], 3);
         assert_eq!(doc["sockets"][1]["proto"], "http");
     }
 

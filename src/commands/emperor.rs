@@ -7,7 +7,7 @@
 //! are dropped; the loop runs on a current-thread runtime.
 
 use std::ffi::OsString;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use serde_json::Value;
@@ -139,6 +139,13 @@ pub fn start(ini: Option<&Path>, args: &StartArgs, verbosity: i8) -> ExitCode {
         sink,
         ready_pipe,
     };
+    // `amy-emperor emperor <ini or directory>`, as a master shows its ini.
+    let titled = match (ini, setup.config.monitors.first()) {
+        (Some(ini), _) => ini.to_path_buf(),
+        (None, Some(m)) => PathBuf::from(m.describe()),
+        (None, None) => PathBuf::new(),
+    };
+    crate::proctitle::set_or_log(&crate::proctitle::emperor(&titled));
     let code = crate::runtime::run_loop(executor::run(setup));
     ExitCode::from(code.clamp(0, 255) as u8)
 }

@@ -25,6 +25,9 @@ pub fn run(args: &StartArgs, verbosity: i8) -> Result<Done, CommandError> {
         .ini
         .clone()
         .unwrap_or_else(|| PathBuf::from("amy_uwsgi.ini"));
+    // Titled before anything can take time (an `@(exec://…)` in the ini, the
+    // socket binds): a vassal master must never show as `… start <ini>`.
+    crate::proctitle::set_or_log(&crate::proctitle::master(&ini));
     let Ok(cwd) = std::env::current_dir() else {
         return Err(CommandError::Invalid(
             "amy-emperor: cannot read the current directory".into(),
@@ -80,13 +83,10 @@ pub fn run(args: &StartArgs, verbosity: i8) -> Result<Done, CommandError> {
     crate::logs::init_tracing(SinkWriter(sink.clone()), verbosity);
 
     match prepare(&ini, load_options, config, environment, sink, ready_pipe) {
-        Ok(setup) => {
-            crate::proctitle::set_or_log(&crate::proctitle::master(&ini));
-            match crate::runtime::run_loop(executor::run(setup)) {
-                0 => Ok(Done::Success),
-                code => Err(CommandError::Exited(code)),
-            }
-        }
+        Ok(setup) => match crate::runtime::run_loop(executor::run(setup)) {
+            0 => Ok(Done::Success),
+            code => Err(CommandError::Exited(code)),
+        },
         Err(message) => {
             tracing::error!(reason = %message, "cannot start");
             Err(CommandError::Failed(format!("amy-emperor: {message}")))

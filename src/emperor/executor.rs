@@ -7,7 +7,7 @@
 //! own control sockets from spawned tasks, so a slow or failed reload of one
 //! vassal delays neither the loop nor any other vassal.
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::ffi::OsString;
 use std::os::fd::OwnedFd;
 use std::os::unix::fs::MetadataExt;
@@ -96,6 +96,9 @@ struct Loop {
     /// their own wait task.
     reaper: bool,
     notify_counter: u64,
+    /// Files in another config format that uWSGI would run as vassals, already
+    /// warned about (forgotten when they go, so one that comes back is named again).
+    other_formats: BTreeSet<PathBuf>,
 }
 
 pub async fn run(mut setup: Setup) -> i32 {
@@ -185,10 +188,12 @@ pub async fn run(mut setup: Setup) -> i32 {
         control_path,
         reaper,
         notify_counter: 0,
+        other_formats: BTreeSet::new(),
     };
     // After the watch is set, so that no file created in between is missed.
     let first = scan(&lp.setup.config.monitors, &[]);
     lp.local.push_back(first);
+    lp.warn_other_formats();
     let code = lp.run(&mut rx).await;
     lp.finish();
     info!("emperor stopped");
@@ -196,6 +201,23 @@ pub async fn run(mut setup: Setup) -> i32 {
 }
 
 impl Loop {
+    /// One warning per vassal file uWSGI would run and we do not (its xml,
+    /// yaml and json formats): a site moved over with one must not lose that
+    /// vassal silently. Not repeated at every scan.
+    fn warn_other_formats(&mut self) {
+        let now = other_formats(&self.setup.config.monitors);
+        for (path, format) in &now {
+            if !self.other_formats.contains(path) {
+                warn!(
+                    file = %path.display(),
+                    format = %format,
+                    "vassal file not run: only .ini vassals are read (uWSGI would run this one as a vassal); convert it to an ini"
+                );
+            }
+        }
+        self.other_formats = now.into_keys().collect();
+    }
+
     async fn run(&mut self, rx: &mut mpsc::UnboundedReceiver<Input>) -> i32 {
         loop {
             if let Some(code) = self.drain() {
@@ -226,6 +248,7 @@ impl Loop {
                     }
                     self.local
                         .push_back(scan(&self.setup.config.monitors, &paths));
+                    self.warn_other_formats();
                     for other in others {
                         match other {
                             Input::Event(e) => self.local.push_back(e),
@@ -801,6 +824,50 @@ fn scan(monitors: &[Monitor], paths: &[PathBuf]) -> Event {
     Event::Scanned { present, changed }
 }
 
+/// The files of `monitors` that uWSGI's emperor would run as vassals in one
+/// of its other config formats (`uwsgi_emperor_is_valid`: .xml, .yml, .yaml,
+/// .js, .json), with that format. Hidden files are left out as for .ini.
+fn other_formats(monitors: &[Monitor]) -> BTreeMap<PathBuf, &'static str> {
+    let mut found = BTreeMap::new();
+    for m in monitors {
+        let Ok(entries) = std::fs::read_dir(&m.dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
+                continue;
+            };
+            let Some(format) = other_format(&name) else {
+                continue;
+            };
+            let pattern_matches = m.pattern.as_ref().as_ref().map_or(true, |p| {
+                super::config::glob_match(p.as_bytes(), name.as_bytes())
+            });
+            if pattern_matches && entry.path().metadata().is_ok_and(|md| md.is_file()) {
+                found.insert(m.dir.join(&name), format);
+            }
+        }
+    }
+    found
+}
+
+/// The uWSGI config format a vassal file name says, other than ini.
+fn other_format(name: &str) -> Option<&'static str> {
+    if name.starts_with('.') {
+        return None;
+    }
+    [
+        (".xml", "xml"),
+        (".yml", "yaml"),
+        (".yaml", "yaml"),
+        (".json", "json"),
+        (".js", "json"),
+    ]
+    .into_iter()
+    .find(|(ext, _)| name.len() > ext.len() && name.ends_with(ext))
+    .map(|(_, format)| format)
+}
+
 /// `x.ini`, not hidden (editors' `.x.ini.swp`, a deploy tool's `.x.ini.tmp`), not
 /// a backup (`x.ini~`, `x.ini.bak`).
 pub fn is_vassal_name(name: &str) -> bool {
@@ -825,6 +892,46 @@ mod tests {
         ] {
             assert!(!is_vassal_name(not), "{not}");
         }
+    }
+
+    #[test]
+    fn other_uwsgi_formats_are_found_for_a_warning_ini_and_others_are_not() {
+        let tmp = crate::testutil::TempDir::new("emperor-formats");
+        let dir = tmp.0.clone();
+        for name in [
+            "a.ini",
+            "b.yml",
+            "c.yaml",
+            "d.xml",
+            "e.json",
+            "f.js",
+            "notes.txt",
+            ".g.yml",
+        ] {
+            std::fs::write(dir.join(name), "").unwrap();
+        }
+        std::fs::create_dir_all(dir.join("sub.xml")).unwrap();
+        let all = Monitor {
+            dir: dir.clone(),
+            pattern: None,
+        };
+        let found = other_formats(std::slice::from_ref(&all));
+        let expect: BTreeMap<PathBuf, &str> = [
+            ("b.yml", "yaml"),
+            ("c.yaml", "yaml"),
+            ("d.xml", "xml"),
+            ("e.json", "json"),
+            ("f.js", "json"),
+        ]
+        .into_iter()
+        .map(|(n, f)| (dir.join(n), f))
+        .collect();
+        assert_eq!(found, expect);
+        let glob = Monitor {
+            dir: dir.clone(),
+            pattern: Some("b.*".into()),
+        };
+        assert_eq!(other_formats(&[glob]).len(), 1);
     }
 
     #[test]

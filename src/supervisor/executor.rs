@@ -86,6 +86,13 @@ struct Master {
     /// The `http` router (`router::supervise`), matched to the serving generation.
     router: Option<RouterHandle>,
     router_stopping: Option<tokio::task::JoinHandle<()>>,
+    /// The generation whose config a thread is reading; cleared at stop, so a
+    /// read that finishes during the stop binds nothing.
+    reading: Option<u64>,
+    /// Stopping with an `http` router: until it has drained, the workers keep
+    /// serving (the requests it accepted still need them). Their graceful stop
+    /// signals and the closing of the sockets wait here.
+    draining: Option<Vec<i32>>,
 }
 
 /// Runs the master until it stops; returns the process exit code.
@@ -198,6 +205,8 @@ impl Master {
             around_generation: 1,
             router: None,
             router_stopping: None,
+            reading: None,
+            draining: None,
         };
         // With `cheaper`, `workers` is how many start (of `processes`).
         info!(pid = std::process::id(), workers = starting, processes = config.processes, ini = %master.ini.display(), "master started");
@@ -279,6 +288,16 @@ impl Master {
                     Some(Input::Forked { generation, id, result }) => {
                         self.forked(generation, id, result)
                     }
+                    Some(Input::RouterStopped) => self.router_drained(),
+                    Some(Input::ConfigRead { generation, result }) => {
+                        if self.reading == Some(generation) {
+                            self.reading = None;
+                            let result = result
+                                .and_then(|loaded| self.generations.prepare(generation, *loaded));
+                            self.local
+                                .push_back(Event::ConfigLoaded { generation, result });
+                        }
+                    }
                     Some(Input::Control(request)) => {
                         let id = self.next_request;
                         self.next_request += 1;
@@ -320,15 +339,45 @@ impl Master {
     fn execute(&mut self, action: Action) {
         match action {
             Action::LoadConfig { generation } => {
-                let result = self
-                    .generations
-                    .load(generation, &self.ini, &self.load_options);
-                self.local
-                    .push_back(Event::ConfigLoaded { generation, result });
+                // Off the loop: the master keeps answering signals, status and
+                // worker exits while the ini is read; the result comes back
+                // as [`Input::ConfigRead`]. (A stop meanwhile drops it.)
+                self.reading = Some(generation);
+                let ini = self.ini.clone();
+                let options = self.load_options.clone();
+                let inbox = self.inbox.clone();
+                let spawned = std::thread::Builder::new()
+                    .name("config-load".into())
+                    .spawn(move || {
+                        let result = Generations::read(&ini, &options).map(Box::new);
+                        let _ = inbox.send(Input::ConfigRead { generation, result });
+                    });
+                if let Err(e) = spawned {
+                    let result = Err(format!("cannot start reading the config: {e}"));
+                    self.local
+                        .push_back(Event::ConfigLoaded { generation, result });
+                }
             }
             Action::Spawn { slot, generation } => self.spawn(slot, generation),
             Action::SpawnTemplate { generation } => self.spawn_template(generation),
-            Action::Signal { pid, signal } => signal_group(pid, signal),
+            Action::Signal { pid, signal } => {
+                // Sent once per harakiri the state machine rules.
+                if signal == WorkerSignal::HarakiriDump {
+                    self.workers.count_harakiri(pid);
+                }
+                match (&mut self.draining, signal) {
+                    (Some(held), WorkerSignal::Graceful) => held.push(pid),
+                    // A fast stop (or its escalation, or the mercy's end) waits
+                    // for nothing. (A template's kill is not a worker's.)
+                    (Some(_), WorkerSignal::Now | WorkerSignal::Kill)
+                        if self.workers.contains(pid) =>
+                    {
+                        self.router_drained();
+                        signal_group(pid, signal)
+                    }
+                    _ => signal_group(pid, signal),
+                }
+            }
             Action::Activate { generation } => {
                 self.last_reload_at = Some(SystemTime::now());
                 if let Some(config) = self.generations.activate(generation) {
@@ -381,12 +430,22 @@ impl Master {
                 self.notify(state)
             }
             Action::CloseListeners => {
-                // Stopping: the router finishes its requests while the workers do.
-                if let Some(router) = self.router.take() {
-                    self.router_stopping = Some(tokio::spawn(router.stop(true)));
-                }
-                self.generations.close_listeners();
+                // Stopping: the router stops accepting first and forwards what
+                // it has accepted; the workers (and their sockets, which it
+                // connects to) stay until it has drained.
                 self.watcher = None;
+                self.reading = None;
+                match self.router.take() {
+                    Some(router) => {
+                        let inbox = self.inbox.clone();
+                        self.router_stopping = Some(tokio::spawn(async move {
+                            router.stop(true).await;
+                            let _ = inbox.send(Input::RouterStopped);
+                        }));
+                        self.draining = Some(Vec::new());
+                    }
+                    None => self.generations.close_listeners(),
+                }
             }
             Action::LogStats => self.log_stats(),
             Action::ReapOrphans => {
@@ -426,6 +485,21 @@ impl Master {
                 }
             }
             (Err(e), _) => error!(error = %e, "cannot prepare the http router"),
+        }
+    }
+
+    /// The router has drained (or a fast stop will not wait for it): the
+    /// workers get the stop signals held for them, the sockets close.
+    fn router_drained(&mut self) {
+        if let Some(held) = self.draining.take() {
+            info!(
+                workers = held.len(),
+                "http router drained; stopping the workers"
+            );
+            for pid in held {
+                signal_group(pid, WorkerSignal::Graceful);
+            }
+            self.generations.close_listeners();
         }
     }
 

@@ -12,7 +12,7 @@ use tracing::{info, warn};
 
 use super::events::GenerationPlan;
 use super::status::SocketStatus;
-use crate::config::{self, Config, LoadOptions};
+use crate::config::{self, Config, LoadOptions, Loaded};
 use crate::socket::{self, Listener};
 
 /// One generation's config and the sockets its workers inherit.
@@ -63,15 +63,16 @@ impl Generations {
         self.by_id.get(&generation)
     }
 
-    /// Reads the config for a reload and prepares its sockets; on error nothing
-    /// is left behind. The answer is what [`super::events::Event::ConfigLoaded`] carries.
-    pub fn load(
-        &mut self,
-        generation: u64,
-        ini: &Path,
-        options: &LoadOptions,
-    ) -> Result<GenerationPlan, String> {
-        let loaded = config::load(ini, options).map_err(|e| e.to_string())?;
+    /// Reads the config for a reload. It may block (an `@(exec://…)` runs for
+    /// up to 30 s, a file on a slow disk): call it off the master's loop.
+    pub fn read(ini: &Path, options: &LoadOptions) -> Result<Loaded, String> {
+        config::load(ini, options).map_err(|e| e.to_string())
+    }
+
+    /// Prepares a reload's sockets from the config [`Generations::read`] gave;
+    /// on error nothing is left behind. The answer is what
+    /// [`super::events::Event::ConfigLoaded`] carries.
+    pub fn prepare(&mut self, generation: u64, loaded: Loaded) -> Result<GenerationPlan, String> {
         for w in &loaded.warnings {
             warn!(warning = %w, "config");
         }

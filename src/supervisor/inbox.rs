@@ -21,6 +21,17 @@ pub enum Input {
         id: usize,
         result: Result<i32, String>,
     },
+    /// A reload's config, read off the loop (an `@(exec://…)` in it may run
+    /// for up to 30 s): the executor prepares its sockets, then tells the
+    /// state machine [`Event::ConfigLoaded`].
+    ConfigRead {
+        generation: u64,
+        // Boxed: a whole config, where the other inputs are a few words.
+        result: Result<Box<crate::config::Loaded>, String>,
+    },
+    /// The `http` router, asked to stop at the instance's stop, has drained
+    /// its requests and exited: the workers may stop now.
+    RouterStopped,
 }
 
 /// A question that needs the master's answer, with the channel to answer on.

@@ -103,6 +103,9 @@ pub struct WorkerStatus {
     pub busy_s: f64,
     /// Workers this slot has had, this one included (uWSGI's `respawn_count`).
     pub respawn_count: u64,
+    /// Requests of this slot cut by harakiri so far (uWSGI's `harakiri_count`).
+    #[serde(default)]
+    pub harakiri_count: u64,
     /// When it was spawned, in Unix seconds (uWSGI's `last_spawn`).
     pub spawned_unix: Option<u64>,
 }
@@ -217,6 +220,8 @@ impl From<&ReloadOutcome> for ReloadReport {
 pub struct WorkerFacts {
     pub reading: Reading,
     pub spawns: u64,
+    /// Harakiris of its slot so far.
+    pub harakiris: u64,
     pub rss_bytes: u64,
 }
 
@@ -269,6 +274,7 @@ pub fn build(
                 tx_bytes: facts.reading.tx_bytes,
                 busy_s: facts.reading.busy_seconds,
                 respawn_count: if facts.spawns == 0 { 1 } else { facts.spawns },
+                harakiri_count: facts.harakiris,
                 spawned_unix: unix_secs(wall_now.checked_sub(lived)),
             }
         })
@@ -403,6 +409,7 @@ mod tests {
                 (pid == 202).then(|| WorkerFacts {
                     reading: busy.clone(),
                     spawns: 2,
+                    harakiris: 1,
                     rss_bytes: 5,
                 })
             },
@@ -427,6 +434,7 @@ mod tests {
         assert_eq!(w["id"], 2);
         assert_eq!(w["request_age_s"], 2.5);
         assert_eq!(w["respawn_count"], 2);
+        assert_eq!(w["harakiri_count"], 1);
         assert_eq!(w["rss_bytes"], 5);
         assert!(v["workers"][0]["request_age_s"].is_null());
         assert_eq!(v["workers"][0]["respawn_count"], 1);

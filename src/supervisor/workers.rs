@@ -21,6 +21,7 @@ struct WorkerHandle {
     listeners: Vec<String>,
     /// How many workers this slot has had, this one included (uWSGI's `respawn_count`).
     spawns: u64,
+    slot: usize,
 }
 
 /// The worker processes alive now, by pid.
@@ -29,6 +30,9 @@ pub struct Workers {
     by_pid: HashMap<i32, WorkerHandle>,
     /// Workers started per slot over the master's life, for `respawn_count`.
     spawns_per_slot: HashMap<usize, u64>,
+    /// Harakiris per slot over the master's life (uWSGI's `harakiri_count`,
+    /// which its slot keeps across respawns).
+    harakiris_per_slot: HashMap<usize, u64>,
     /// The last reading of every worker that is gone, so the instance's
     /// counters never go back when a worker is replaced.
     retired: RequestTotals,
@@ -51,8 +55,20 @@ impl Workers {
                 scoreboard,
                 listeners,
                 spawns,
+                slot,
             },
         );
+    }
+
+    pub fn contains(&self, pid: i32) -> bool {
+        self.by_pid.contains_key(&pid)
+    }
+
+    /// The state machine ruled a harakiri on `pid` (its one stack-dump signal).
+    pub fn count_harakiri(&mut self, pid: i32) {
+        if let Some(h) = self.by_pid.get(&pid) {
+            *self.harakiris_per_slot.entry(h.slot).or_default() += 1;
+        }
     }
 
     /// The worker has exited: its page is final, read it one last time.
@@ -116,6 +132,7 @@ impl Workers {
         self.by_pid.get(&pid).map(|h| WorkerFacts {
             reading: h.scoreboard.read(),
             spawns: h.spawns,
+            harakiris: self.harakiris_per_slot.get(&h.slot).copied().unwrap_or(0),
             rss_bytes: rss_bytes(pid),
         })
     }

@@ -5,6 +5,7 @@
 use std::path::PathBuf;
 
 use super::{absolute, Expander, Origin};
+use crate::config::magic::MagicTable;
 use crate::config::{envfile, ini, source, ConfigError, ErrorKind, Warning};
 
 /// Includes nested deeper than this are a loop (uWSGI would recurse until it dies).
@@ -110,6 +111,10 @@ impl Expander<'_> {
         } else {
             &raw
         };
+        // The read, and the magic substitution sized before it is built (a
+        // `%d` is a whole directory path: 2 bytes can become 4 KiB).
+        let substituted = magic_len(&self.magic, body);
+        self.charge(raw.len() + substituted, from)?;
         let text = self.magic.substitute(body);
         let parsed = ini::parse(&text, section);
         if top && body.iter().all(u8::is_ascii_whitespace) {
@@ -154,6 +159,22 @@ impl Expander<'_> {
         self.depth -= 1;
         result
     }
+}
+
+/// The length `MagicTable::substitute(text)` will have, without building it.
+fn magic_len(magic: &MagicTable, text: &[u8]) -> usize {
+    let mut len = 0;
+    let mut i = 0;
+    while i < text.len() {
+        if text[i] == b'%' && i + 1 < text.len() {
+            len += magic.get(text[i + 1]).len();
+            i += 2;
+        } else {
+            len += 1;
+            i += 1;
+        }
+    }
+    len
 }
 
 #[cfg(test)]

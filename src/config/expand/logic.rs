@@ -18,6 +18,9 @@ impl Expander<'_> {
     ) -> Result<(), ConfigError> {
         let data = logic.arg.as_str();
         let emit = |this: &mut Self, with: &str, env_line: Option<EnvLine>| {
+            // Accounted for before it is built: a long body times many items.
+            let built = value.len() + value.matches("%(_)").count() * with.len();
+            this.charge(built, origin)?;
             let origin = Origin {
                 env_line,
                 ..origin.clone()

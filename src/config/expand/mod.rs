@@ -22,7 +22,7 @@ mod include;
 mod logic;
 mod passes;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
@@ -31,6 +31,18 @@ use super::magic::{MagicTable, ProcessFacts};
 use super::{ConfigError, ErrorKind, Warning};
 
 pub use passes::ExecPolicy;
+
+/// The work one load may do, in bytes read, built or scanned (the ini files,
+/// every option added, every value the passes scan or build). A real config
+/// costs a few KiB; an ini at the 4 MiB file limit about 24 MiB (read, magic,
+/// listed, three passes). This bounds what an ini that repeats or grows itself
+/// can cost (includes fanning out, a loop re-emitting, a placeholder that
+/// reintroduces itself, each substitution rescanning the value as uWSGI does)
+/// to well under a second, whatever its size.
+pub const MAX_WORK: usize = 32 * 1024 * 1024;
+/// The most options one load may hold (uWSGI has no limit; real ones hold a
+/// few hundred, a `for-readline` over a full env file about 4100).
+pub const MAX_OPTIONS: usize = 65_536;
 
 /// Where an option came from, for messages.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -102,6 +114,10 @@ pub struct Expander<'a> {
     pub deferred: Option<ConfigError>,
     /// The master runs as root: files others can write are refused.
     root: bool,
+    /// Bytes read, built or scanned so far, bounded by [`MAX_WORK`].
+    work: usize,
+    /// The index of the first option of each name (`first_value` in O(1)).
+    first: HashMap<String, usize>,
 }
 
 impl<'a> Expander<'a> {
@@ -128,7 +144,32 @@ impl<'a> Expander<'a> {
             exec,
             root,
             deferred: None,
+            work: 0,
+            first: HashMap::new(),
         }
+    }
+
+    /// The work done so far (see [`MAX_WORK`]).
+    #[cfg(test)]
+    pub fn work(&self) -> usize {
+        self.work
+    }
+
+    /// Accounts for `bytes` of work about to be done: refused, before anything
+    /// is built, when the load would pass [`MAX_WORK`] (the counter never does).
+    fn charge(&mut self, bytes: usize, origin: &Origin) -> Result<(), ConfigError> {
+        let work = self.work.saturating_add(bytes);
+        if work > MAX_WORK {
+            return Err(origin.error(
+                ErrorKind::TooLarge,
+                format!(
+                    "expanding the config takes more than {} MiB of work (a value that refers to itself, or an include or loop that repeats?)",
+                    MAX_WORK >> 20
+                ),
+            ));
+        }
+        self.work = work;
+        Ok(())
     }
 
     pub fn cwd(&self) -> &Path {
@@ -149,10 +190,18 @@ impl<'a> Expander<'a> {
 
     /// `uwsgi_get_exported_opt`: the first option named `key`, as it is now.
     pub fn first_value(&self, key: &str) -> Option<String> {
-        self.opts
-            .iter()
-            .find(|o| o.key == key)
-            .map(|o| o.value.clone())
+        self.first.get(key).map(|&i| self.opts[i].value.clone())
+    }
+
+    /// [`Expander::first_value`], its copy accounted for.
+    fn first_value_charged(
+        &mut self,
+        key: &str,
+        origin: &Origin,
+    ) -> Result<Option<String>, ConfigError> {
+        let len = self.first.get(key).map_or(0, |&i| self.opts[i].value.len());
+        self.charge(len + key.len(), origin)?;
+        Ok(self.first_value(key))
     }
 
     /// `--ini X` on uWSGI's command line: the first entry of the list.
@@ -195,13 +244,23 @@ impl<'a> Expander<'a> {
                 return result;
             }
         }
+        if self.opts.len() >= MAX_OPTIONS {
+            return Err(origin.error(
+                ErrorKind::TooLarge,
+                format!(
+                    "more than {MAX_OPTIONS} options (an include or loop that repeats itself?)"
+                ),
+            ));
+        }
+        self.charge(key.len() + value.len() + 1, &origin)?;
+        let idx = self.opts.len();
+        self.first.entry(key.clone()).or_insert(idx);
         self.opts.push(Opt {
             key: key.clone(),
             value: value.clone(),
             configured: false,
             origin,
         });
-        let idx = self.opts.len() - 1;
         if placeholder_only {
             if keys::is_uwsgi_option(&key) {
                 return Err(self.opts[idx].origin.error(
@@ -352,5 +411,136 @@ pub(crate) mod testing {
             .iter()
             .map(|(k, v)| (k.as_str(), v.as_str()))
             .collect()
+    }
+}
+
+/// The bound on the work of one load, whatever the ini: each case is refused
+/// with its error before the step that would pass [`MAX_WORK`] is done, so the
+/// work counted (bytes read, built or scanned), and with it the CPU cost,
+/// stays within the bound.
+#[cfg(test)]
+mod tests {
+    use std::ffi::OsString;
+    use std::path::Path;
+
+    use super::testing::{dir, write};
+    use super::{ExecPolicy, Expander, MAX_WORK};
+    use crate::config::magic::ProcessFacts;
+    use crate::config::{ConfigError, ErrorKind};
+
+    fn load(dir: &Path, main: &str) -> (Result<(), ConfigError>, usize) {
+        let env: Vec<(OsString, OsString)> = Vec::new();
+        let mut ex = Expander::new(ProcessFacts::current(dir), &env, ExecPolicy::Refuse, false);
+        let r = ex.load_main(main).and_then(|()| ex.expand());
+        (r, ex.work())
+    }
+
+    fn assert_refused_within_bound(dir: &Path, main: &str, message: &str) {
+        let (r, work) = load(dir, main);
+        let e = r.expect_err("refused");
+        assert_eq!(e.kind, ErrorKind::TooLarge, "{e}");
+        assert!(e.message.contains(message), "{e}");
+        assert!(work <= MAX_WORK, "work {work}");
+    }
+
+    #[test]
+    fn the_superlinear_fuzz_input_is_refused_within_the_work_bound() {
+        // fuzz/regressions/expand/expand-superlinear-1df8533c: a placeholder
+        // whose value holds `%(appname)` again, used by four options; it cost
+        // ~5 CPU s (2000 rebuilds and rescans of a value growing to 64 KiB each).
+        let d = dir("superlinear");
+        let input = include_bytes!("../../../fuzz/regressions/expand/expand-superlinear-1df8533c");
+        std::fs::write(d.join("a.ini"), input).unwrap();
+        assert_refused_within_bound(&d, "a.ini", "MiB of work");
+    }
+
+    #[test]
+    fn a_legitimate_config_costs_a_few_kib() {
+        let d = dir("cheap");
+        write(
+            &d,
+            "a.ini",
+            "[uwsgi]\nset-ph = app=site\nsocket = %d%(app).sock\nfor = a b c\nenv = K%(_)=%(app)\nendfor =\n",
+        );
+        let (r, work) = load(&d, "a.ini");
+        r.unwrap();
+        assert!(work < 4096, "work {work}");
+    }
+
+    #[test]
+    fn an_ini_just_under_the_file_size_limit_is_within_the_work_bound() {
+        let d = dir("biggest");
+        let line = format!("k = {}\n", "v".repeat(1020));
+        let lines = (crate::config::source::MAX_INI_SIZE as usize - 16) / line.len();
+        write(&d, "a.ini", &format!("[uwsgi]\n{}", line.repeat(lines)));
+        let (r, work) = load(&d, "a.ini");
+        r.unwrap();
+        assert!(work <= MAX_WORK, "work {work}");
+    }
+
+    #[test]
+    fn includes_that_fan_out_are_bounded() {
+        // Each file includes itself twice, 32 levels deep: 2^32 reads unbounded.
+        let d = dir("fanout");
+        write(&d, "a.ini", "[uwsgi]\nini = a.ini\nini = a.ini\nx = 1\n");
+        let (r, work) = load(&d, "a.ini");
+        let e = r.expect_err("refused");
+        assert!(
+            e.kind == ErrorKind::TooLarge || e.message.contains("nested too deep"),
+            "{e}"
+        );
+        assert!(work <= MAX_WORK, "work {work}");
+    }
+
+    #[test]
+    fn a_loop_that_repeats_a_billion_times_is_refused() {
+        let d = dir("fortimes");
+        write(
+            &d,
+            "a.ini",
+            "[uwsgi]\nfor-times = 1000000000\nenv = N%(_)=x\nendfor =\n",
+        );
+        assert_refused_within_bound(&d, "a.ini", "options");
+    }
+
+    #[test]
+    fn a_loop_body_is_sized_before_it_is_built() {
+        // 64 Ki items times a body of 16 Ki `%(_)` would build 8 GiB of values.
+        let d = dir("forbody");
+        let items = vec!["0123456789abcdef"; 4096].join(" ");
+        let body = "%(_)".repeat(16 * 1024);
+        write(
+            &d,
+            "a.ini",
+            &format!("[uwsgi]\nfor = {items}\nx = {body}\nendfor =\n"),
+        );
+        assert_refused_within_bound(&d, "a.ini", "MiB of work");
+    }
+
+    #[test]
+    fn a_placeholder_concatenation_is_sized_before_it_is_built() {
+        // `%(v v v …)` concatenates 16 Ki copies of a 60 KiB value: 1 GiB.
+        let d = dir("concat");
+        let big = "y".repeat(60 * 1024);
+        let refs = vec!["v"; 16 * 1024].join(" ");
+        write(
+            &d,
+            "a.ini",
+            &format!("[uwsgi]\nset-ph = v={big}\nx = %({refs})\n"),
+        );
+        assert_refused_within_bound(&d, "a.ini", "grows past");
+    }
+
+    #[test]
+    fn magic_variables_are_sized_before_they_are_substituted() {
+        // 2 MiB of `%d` in a deep directory: each 2 bytes become the path.
+        let mut d = dir("magic");
+        for _ in 0..30 {
+            d = d.join("a-fairly-long-directory-name-to-grow-the-path");
+        }
+        std::fs::create_dir_all(&d).unwrap();
+        let body = "%d".repeat(1024 * 1024);
+        write(&d, "a.ini", &format!("[uwsgi]\nx = {body}\n"));
+        assert_refused_within_bound(&d, "a.ini", "MiB of work");
     }
 }

@@ -33,12 +33,19 @@ const EXEC_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Runs `/bin/sh -c command` in `cwd` with `environment`, stdin from /dev/null,
 /// and returns its stdout (at most [`MAX_VALUE_LEN`] bytes), within [`EXEC_TIMEOUT`].
+///
+/// A reload reads its config on a thread while the master loop runs on, so the
+/// command is made like any process of the instance: its own process group
+/// (killed whole at the timeout), owned for the orphan reaper (which would
+/// otherwise take its exit status), and carrying the instance marker, so a
+/// stop in the middle of it stops it too (`crate::leftovers`).
 fn exec_output(
     command: &str,
     cwd: &Path,
     environment: &[(OsString, OsString)],
 ) -> Result<Vec<u8>, String> {
     use std::io::Read;
+    use std::os::unix::process::CommandExt;
     use std::process::{Command, Stdio};
     let mut child = Command::new("/bin/sh")
         .arg("-c")
@@ -46,20 +53,38 @@ fn exec_output(
         .current_dir(cwd)
         .env_clear()
         .envs(environment.iter().map(|(k, v)| (k, v)))
+        .env(crate::leftovers::MARKER, crate::leftovers::marker())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
+        .process_group(0)
         .spawn()
         .map_err(|e| format!("cannot run /bin/sh: {e}"))?;
+    let pid = child.id() as i32;
+    crate::reaper::adopt(pid);
     let mut stdout = child.stdout.take().expect("piped");
-    let reader = std::thread::spawn(move || {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
         let mut out = Vec::new();
         let _ = (&mut stdout)
             .take(MAX_VALUE_LEN as u64 + 1)
             .read_to_end(&mut out);
-        out
+        let _ = tx.send(out);
     });
     let deadline = std::time::Instant::now() + EXEC_TIMEOUT;
+    let kill_group = || {
+        // The whole group: what the shell started holds the pipe too.
+        let _ = nix::sys::signal::killpg(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    };
+    let timed_out = || {
+        format!(
+            "the command did not finish within {} s",
+            EXEC_TIMEOUT.as_secs()
+        )
+    };
     loop {
         match child.try_wait() {
             Ok(Some(_)) => break,
@@ -67,16 +92,19 @@ fn exec_output(
                 std::thread::sleep(std::time::Duration::from_millis(10))
             }
             _ => {
-                let _ = child.kill();
+                kill_group();
                 let _ = child.wait();
-                return Err(format!(
-                    "the command did not finish within {} s",
-                    EXEC_TIMEOUT.as_secs()
-                ));
+                return Err(timed_out());
             }
         }
     }
-    let out = reader.join().unwrap_or_default();
+    // The shell is gone, but a process it left in the background may still
+    // hold its stdout open: wait for EOF only until the deadline.
+    let remaining = deadline.saturating_duration_since(std::time::Instant::now());
+    let Ok(out) = rx.recv_timeout(remaining) else {
+        kill_group();
+        return Err(timed_out());
+    };
     if out.len() > MAX_VALUE_LEN {
         return Err(format!(
             "the command printed more than {MAX_VALUE_LEN} bytes"
@@ -105,7 +133,11 @@ impl Expander<'_> {
         origin: &Origin,
     ) -> Result<Option<String>, ConfigError> {
         match symbol {
-            b'$' => Ok(self.getenv(key)),
+            b'$' => {
+                let found = self.getenv(key);
+                self.charge(found.as_ref().map_or(0, String::len), origin)?;
+                Ok(found)
+            }
             b'@' => {
                 let mut raw = match key.strip_prefix("exec://") {
                     Some(command) => self.run_exec(command, origin)?,
@@ -133,6 +165,7 @@ impl Expander<'_> {
                         )?
                     }
                 };
+                self.charge(raw.len(), origin)?;
                 if matches!(raw.last(), Some(b'\n' | b'\r')) {
                     raw.pop();
                 }
@@ -141,7 +174,7 @@ impl Expander<'_> {
                 }
                 Ok(Some(String::from_utf8_lossy(&raw).into_owned()))
             }
-            _ => Ok(self.placeholder(key)),
+            _ => self.placeholder(key, origin),
         }
     }
 
@@ -168,10 +201,12 @@ impl Expander<'_> {
     }
 
     /// `uwsgi_manage_placeholder`: a name, or the math/concat form when the
-    /// reference holds a space (`%(processes cores + 2)`).
-    fn placeholder(&self, key: &str) -> Option<String> {
+    /// reference holds a space (`%(processes cores + 2)`). Every copy is
+    /// accounted for, and a concatenation is bounded by [`MAX_VALUE_LEN`]
+    /// before it is built.
+    fn placeholder(&mut self, key: &str, origin: &Origin) -> Result<Option<String>, ConfigError> {
         if !key.contains(' ') {
-            return self.first_value(key);
+            return self.first_value_charged(key, origin);
         }
         #[derive(Clone, Copy, PartialEq)]
         enum Op {
@@ -215,10 +250,20 @@ impl Expander<'_> {
                     continue;
                 }
                 t if is_a_number(t) => t.to_string(),
-                t => self.first_value(t).unwrap_or_default(),
+                t => self.first_value_charged(t, origin)?.unwrap_or_default(),
             };
             let a = current.as_deref().map_or(0, strtoll);
             let b = strtoll(&value);
+            if state == Op::Concat {
+                let len = current.as_ref().map_or(0, String::len) + value.len();
+                if len > MAX_VALUE_LEN {
+                    return Err(origin.error(
+                        ErrorKind::TooLarge,
+                        format!("%({key}): the placeholder grows past {MAX_VALUE_LEN} bytes"),
+                    ));
+                }
+                self.charge(len, origin)?;
+            }
             current = Some(match state {
                 Op::Concat => format!("{}{}", current.as_deref().unwrap_or(""), value),
                 Op::Sum => a.wrapping_add(b).to_string(),
@@ -228,13 +273,14 @@ impl Expander<'_> {
             });
             state = Op::Concat;
         }
-        current
+        Ok(current)
     }
 
     /// `uwsgi_apply_config_pass` on one option, byte for byte: after each
     /// substitution the scan restarts at index 1 (uWSGI sets `j = 0` before `j++`).
     fn expand_one(&mut self, i: usize, symbol: u8) -> Result<(), ConfigError> {
         let origin = self.opts[i].origin.clone();
+        self.charge(self.opts[i].value.len(), &origin)?;
         let mut substitutions = 0;
         let mut has: usize = 0;
         let mut depth: usize = 0;
@@ -268,9 +314,11 @@ impl Expander<'_> {
                         j += 1;
                         continue;
                     }
-                    let value = self.opts[i].value.clone();
                     let key_len = has - 2;
-                    let key = &value[key_start..key_start + key_len];
+                    // The key alone is copied (the hook needs `&mut self`);
+                    // the value is rebuilt below only once its size is known.
+                    let key = self.opts[i].value[key_start..key_start + key_len].to_string();
+                    let key = key.as_str();
                     has = 0;
                     let Some(replacement) = self.hook(symbol, key, &origin)? else {
                         j += 1;
@@ -290,6 +338,7 @@ impl Expander<'_> {
                     // definition doubles at each pass: bound the size, not only
                     // the count, or a typo eats the host's memory (on a reload,
                     // the master's).
+                    let value = &self.opts[i].value;
                     let grown = value.len() - key_len - 3 + replacement.len();
                     if grown > MAX_VALUE_LEN {
                         return Err(origin.error(ErrorKind::TooLarge, format!(
@@ -299,6 +348,9 @@ impl Expander<'_> {
                             MAX_VALUE_LEN
                         )));
                     }
+                    // The rebuild, and the rescan from the start that follows it.
+                    self.charge(2 * grown, &origin)?;
+                    let value = &self.opts[i].value;
                     let new = format!(
                         "{}{}{}",
                         &value[..key_start - 2],
