@@ -230,6 +230,29 @@ fn disable_logging_still_logs_4xx_5xx_and_big_responses() {
 }
 
 #[test]
+fn route_donotlog_drops_the_line_whatever_the_conditions_say() {
+    // uWSGI's `donotlog` (core/routing.c do_not_log) wins over log-4xx too.
+    let extra = "log-4xx = true\nroute = ^/(health|nf-quiet) donotlog:\n";
+    let site = Site::new("lf-donotlog", "logapp", 1, extra);
+    let _inst = site.start();
+    for (uri, code) in [
+        ("/health", 200),
+        ("/nf-quiet", 404),
+        ("/ok", 200),
+        ("/nf", 404),
+    ] {
+        assert_eq!(request(site.http_port, "GET", uri, &[], b""), code, "{uri}");
+    }
+    // One worker writes its lines in order: once /nf is there, a /health line would be too.
+    let lines = wait_lines("the /nf line", &site.log(), 2, |l| l.starts_with("[pid: "));
+    let uris: Vec<&str> = lines
+        .iter()
+        .map(|l| l.split(" => ").next().unwrap().rsplit(' ').next().unwrap())
+        .collect();
+    assert_eq!(uris, ["/ok", "/nf"], "{lines:#?}");
+}
+
+#[test]
 fn req_logger_takes_request_lines_off_the_main_log() {
     let extra = "logger = file:%dmain.log\nreq-logger = file:%dreq.log\n";
     let site = Site::new("lf-req", "logapp", 2, extra);

@@ -51,3 +51,14 @@ def take():
         return {}
     _local.vars = None
     return d
+
+
+# The route action `donotlog` marks its request with this variable (a name no
+# ini or app can write: set_logvar names are text without NUL); the request
+# log then writes no line for it, whatever log-slow/log-4xx… say (uWSGI's
+# do_not_log wins over every condition too).
+DONOTLOG = "\x00donotlog"
+
+
+def donotlog():
+    set_var(DONOTLOG, "1")

@@ -268,6 +268,11 @@ class Router(object):
         if action == "log":
             log(_translate(arg, env, m))
             return NEXT
+        if action == "donotlog":
+            from . import logvars
+
+            logvars.donotlog()
+            return NEXT
         if action in ("basicauth", "basicauth-next"):
             return self._basicauth(rule, env)
         if action == "static":

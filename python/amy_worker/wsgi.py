@@ -28,6 +28,7 @@ from .contract import (
 from .errors import _ERRORS, Abort, ClientGone, HeaderError
 from .fdio import CLOSE, _wait, _write_all
 from .limits import BODY_TIMEOUT
+from .logvars import DONOTLOG
 from .logvars import take as _take_logvars
 
 
@@ -426,7 +427,9 @@ def run_app(worker, req, env, wsgi_input, pairs, block_size):
     lvars = _take_logvars()
     rl = worker.reqlog
     # `log-slow`, `log-4xx`… log a line even with `disable-logging`, as uWSGI does.
-    if worker.logging or slow or rl.conditional:
+    if lvars and DONOTLOG in lvars:
+        pass  # the route action `donotlog`
+    elif worker.logging or slow or rl.conditional:
         code = status[:3] if type(status) is str and status[:3].isdigit() else "0"
         if worker.logging or slow or rl.wanted(code, req.body_bytes):
             rl.write(worker, env, req, count, pairs, block_size, end, end - start, via, code, lvars)

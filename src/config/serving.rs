@@ -166,6 +166,7 @@ const ACTIONS: &[&str] = &[
     "break-with-status",
     "goto",
     "log",
+    "donotlog",
     "static",
 ];
 
