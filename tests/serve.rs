@@ -645,3 +645,20 @@ fn max_fd_sets_the_open_file_limit_of_the_master_and_its_workers() {
         "{err}"
     );
 }
+
+#[test]
+fn wsgi_disable_file_wrapper_leaves_it_out_of_the_environ() {
+    for (extra, expected) in [
+        ("", "True"),
+        ("wsgi-disable-file-wrapper = true\n", "False"),
+    ] {
+        let site = Site::new("nofw", "pep3333", 1, extra);
+        let _inst = site.start();
+        let r = uwsgi_get(&site.sock(), "/has-file-wrapper").unwrap();
+        assert_eq!(
+            (r.status, r.text()),
+            (200, expected.to_string()),
+            "{extra:?}"
+        );
+    }
+}

@@ -284,7 +284,7 @@ class Request(object):
 
 
 def _base_environ(worker, listener):
-    return {
+    env = {
         "wsgi.version": (1, 0),
         "wsgi.url_scheme": "http",
         "wsgi.errors": sys.stderr,
@@ -293,6 +293,10 @@ def _base_environ(worker, listener):
         "wsgi.run_once": False,
         "wsgi.file_wrapper": FileWrapper,
     }
+    if worker.cfg.get("wsgi_disable_file_wrapper"):
+        # uWSGI's wsgi-disable-file-wrapper: apps (Django's FileResponse) then iterate.
+        del env["wsgi.file_wrapper"]
+    return env
 
 
 def run_app(worker, req, env, wsgi_input, pairs, block_size):

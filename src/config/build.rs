@@ -314,6 +314,7 @@ pub fn build(
         log_maxsize: 0,
         log_reopen: false,
         disable_logging: false,
+        wsgi_disable_file_wrapper: false,
         logging: Default::default(),
         daemonize: None,
         touch_reload: Vec::new(),
@@ -530,6 +531,7 @@ pub fn build(
             "log-maxsize" => c.log_maxsize = number(opt, 0, u64::MAX)?,
             "log-reopen" => c.log_reopen = flag,
             "disable-logging" => c.disable_logging = flag,
+            "wsgi-disable-file-wrapper" => c.wsgi_disable_file_wrapper = flag,
             "daemonize" => c.daemonize = Some(resolve(cwd, v)),
             "touch-reload" => c.touch_reload.push(resolve(&app_base, v)),
             "stats" | "stats-server" => {

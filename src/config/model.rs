@@ -157,6 +157,8 @@ pub struct Config {
     pub log_maxsize: u64,
     pub log_reopen: bool,
     pub disable_logging: bool,
+    /// `wsgi-disable-file-wrapper`: no `wsgi.file_wrapper` in the environ.
+    pub wsgi_disable_file_wrapper: bool,
     /// `logger`, `req-logger`, `log-format`, `log-date`, `log-4xx`… (`logging.rs`).
     pub logging: super::logging::Logging,
     pub daemonize: Option<PathBuf>,

@@ -46,7 +46,7 @@
 //! # Config
 //! [`ENV_CONFIG`] holds JSON: `{"id", "generation", "module", "wsgi_file", "callable",
 //! "chdir", "pythonpath": [...], "threads", "processes", "buffer_size",
-//! "disable_logging", "max_requests", "max_requests_delta", "min_worker_lifetime",
+//! "disable_logging", "wsgi_disable_file_wrapper", "max_requests", "max_requests_delta", "min_worker_lifetime",
 //! "reload_on_rss_mb", "reload_on_as_mb", "limit_as_mb", "harakiri", "log_slow_ms", "template",
 //! "reload_check": [paths], "reload_check_host", "reload_check_timeout",
 //! "listeners": [{"fd", "proto": "uwsgi"|"http", "name"}], "serving": {...}}`.

@@ -158,6 +158,7 @@ pub fn worker_json(
         "processes": config.processes,
         "buffer_size": config.buffer_size,
         "disable_logging": config.disable_logging,
+        "wsgi_disable_file_wrapper": config.wsgi_disable_file_wrapper,
         "max_requests": config.max_requests,
         "reload_on_rss_mb": config.reload_on_rss_mb,
         "max_requests_delta": config.lifetimes.max_requests_delta,

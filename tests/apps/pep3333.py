@@ -98,6 +98,8 @@ def app(environ, start_response):
         write(b"written ")
         write(b"by write() ")
         return [b"then returned"]
+    if path == "/has-file-wrapper":
+        return _text(start_response, str("wsgi.file_wrapper" in environ))
     if path == "/file":
         start_response("200 OK", [("Content-Type", "text/x-python")])
         return environ["wsgi.file_wrapper"](open(__file__, "rb"), 4096)
