@@ -123,7 +123,7 @@ impl LogSink {
         logging: &Logging,
     ) -> io::Result<Arc<LogSink>> {
         let stdio = match logto {
-            Some(path) => Output::file(path, maxsize, None)?,
+            Some(path) => Output::file(path, maxsize, logging.backupname.clone())?,
             None => Output::new(Target::Stderr, 0, None),
         };
         let mut outputs = vec![stdio];

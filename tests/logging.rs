@@ -420,3 +420,32 @@ fn unsupported_logging_keys_fail_closed_with_the_line() {
         assert!(err.contains("amy_uwsgi.ini:"), "{key}: path:line in {err}");
     }
 }
+
+#[test]
+fn log_maxsize_rotates_logto_into_log_backupname() {
+    let site = Site::new(
+        "lf-backup",
+        "logapp",
+        1,
+        "log-maxsize = 4000\nlog-backupname = %damy.log.old\n",
+    );
+    let _inst = site.start();
+    let backup = site.dir.join("amy.log.old");
+    for _ in 0..60 {
+        assert_eq!(request(site.http_port, "GET", "/ok", &[], b""), 200);
+    }
+    let old = wait_lines("request lines in the backup", &backup, 1, |l| {
+        l.starts_with("[pid: ")
+    });
+    assert!(old.iter().all(|l| l.contains("GET /ok")), "{old:#?}");
+    // The backup name is fixed: no timestamped file besides it.
+    let names: Vec<String> = std::fs::read_dir(&site.dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("amy.log"))
+        .collect();
+    assert!(
+        names.iter().all(|n| n == "amy.log" || n == "amy.log.old"),
+        "{names:?}"
+    );
+}

@@ -36,6 +36,9 @@ pub struct Logging {
     /// `log-date`/`logdate`/`log-prefix`: prefix for the master's and the
     /// workers' own lines (not the request lines, not the app's output, as uWSGI).
     pub date: Option<LogDate>,
+    /// `log-backupname`: where `logto` goes when `log-maxsize` rotates it
+    /// (uWSGI's default: `logto` plus a timestamp suffix).
+    pub backupname: Option<std::path::PathBuf>,
 }
 
 /// `log-date` without a value (or a boolean value): uWSGI's `ctime` form
@@ -120,6 +123,7 @@ pub fn is_logging_key(key: &str) -> bool {
             | "log-x-forwarded-for"
             | "log-master"
             | "log-syslog"
+            | "log-backupname"
     )
 }
 
@@ -161,6 +165,7 @@ pub fn apply(
     let r = &mut l.request;
     match key {
         "logger" => l.loggers.push(parse_logger(opt, v, cwd, warnings)?),
+        "log-backupname" => l.backupname = Some(cwd.join(v)),
         "log-syslog" => {
             // uWSGI: `log-syslog[=ARG]` is `logger = syslog[:ARG]`.
             let spec = if v.is_empty() || v == "1" || v.eq_ignore_ascii_case("true") {
