@@ -264,7 +264,10 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<(&'static str, bool)>
             old.logging.req_loggers != new.logging.req_loggers,
         ),
         ("log-date", old.logging.date != new.logging.date),
-        ("log-backupname", old.logging.backupname != new.logging.backupname),
+        (
+            "log-backupname",
+            old.logging.backupname != new.logging.backupname,
+        ),
         (
             "chmod-socket (for sockets kept open)",
             old.chmod_socket != new.chmod_socket,
