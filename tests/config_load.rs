@@ -396,6 +396,27 @@ fn ipv6_addresses_in_brackets_bind_as_uwsgi_binds_them() {
 }
 
 #[test]
+fn protocol_sets_plain_sockets_only_wherever_it_is_written() {
+    let d = dir("protocol");
+    write(
+        &d.join("a.ini"),
+        "[uwsgi]\nsocket = s.sock\nuwsgi-socket = u.sock\nhttp-socket = h.sock\nprotocol = http\nsocket = t.sock\n",
+        0o644,
+    );
+    let l = load(Path::new("a.ini"), &opts(&d)).unwrap();
+    let protocols: Vec<Protocol> = l.config.sockets.iter().map(|s| s.protocol).collect();
+    assert_eq!(
+        protocols,
+        [
+            Protocol::Http,
+            Protocol::Uwsgi,
+            Protocol::Http,
+            Protocol::Http
+        ]
+    );
+}
+
+#[test]
 fn dialect_warnings_have_exact_text_and_the_full_path() {
     let d = dir("dialect");
     write(

@@ -662,3 +662,27 @@ fn wsgi_disable_file_wrapper_leaves_it_out_of_the_environ() {
         );
     }
 }
+
+#[test]
+fn protocol_http_makes_a_plain_socket_speak_http() {
+    // uWSGI's `protocol` is the default protocol of `socket` entries: real inis
+    // put `protocol = http` beside `socket = :8080` for a proxy_pass upstream.
+    let site = Site::new("proto-http", "pep3333", 1, "protocol = http\n");
+    let _inst = site.start();
+    let raw = raw_unix(
+        &site.sock(),
+        b"GET /pid HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .unwrap();
+    let r = parse_response(&raw).expect("an HTTP answer on amy.sock");
+    assert_eq!(r.status, 200, "{}", r.text());
+    // Any other protocol fails closed with its line.
+    site.write_ini("pep3333", 1, "protocol = fastcgi\n");
+    let out = site.cli(&["check", site.ini().to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(":17: protocol = fastcgi is not supported"),
+        "{err}"
+    );
+}

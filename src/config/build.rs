@@ -345,6 +345,10 @@ pub fn build(
     let mut env_duplicates = envfile::Duplicates::default();
     let mut http = HttpKeys::default();
     let mut http_to: Vec<SocketAddress> = Vec::new();
+    // `protocol`: the protocol of plain `socket` entries (uWSGI's default
+    // protocol, core/socket.c: `uwsgi-socket` and `http-socket` name theirs).
+    let mut default_protocol: Option<Protocol> = None;
+    let mut plain_sockets: Vec<usize> = Vec::new();
     // The first entry is uWSGI's own `--ini X` from the command line.
     for opt in ex.opts.iter().skip(1) {
         if opt.key.is_empty() || keys::is_logic_end(&opt.key) {
@@ -402,12 +406,31 @@ pub fn build(
         }
         let flag = keys::flag_value(v);
         match key {
-            "socket" => c.sockets.push(parse_socket(
-                opt,
-                Protocol::Uwsgi,
-                &app_base,
-                &mut warnings,
-            )?),
+            "socket" => {
+                if opt.key == "socket" {
+                    plain_sockets.push(c.sockets.len());
+                }
+                c.sockets.push(parse_socket(
+                    opt,
+                    Protocol::Uwsgi,
+                    &app_base,
+                    &mut warnings,
+                )?)
+            }
+            "protocol" => {
+                default_protocol = Some(match v {
+                    "uwsgi" => Protocol::Uwsgi,
+                    "http" => Protocol::Http,
+                    _ => {
+                        return Err(opt.origin.error(
+                            ErrorKind::Unsupported,
+                            format!(
+                                "protocol = {v} is not supported: clients of that protocol could not talk to the socket (uwsgi and http are)"
+                            ),
+                        ))
+                    }
+                })
+            }
             "http-socket" => {
                 c.sockets
                     .push(parse_socket(opt, Protocol::Http, &app_base, &mut warnings)?)
@@ -615,6 +638,11 @@ pub fn build(
                     "--allow-unsupported {key}: not an unsupported uWSGI option, nothing to allow"
                 ),
             });
+        }
+    }
+    if let Some(protocol) = default_protocol {
+        for i in plain_sockets {
+            c.sockets[i].protocol = protocol;
         }
     }
     c.http = http_router(http, http_to, &mut c.sockets, ini, &mut warnings);
