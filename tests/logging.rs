@@ -253,6 +253,25 @@ fn route_donotlog_drops_the_line_whatever_the_conditions_say() {
 }
 
 #[test]
+fn log_sendfile_logs_file_responses_with_logging_disabled() {
+    let extra = "disable-logging = true\nlog-sendfile = true\nlog-4xx = true\n";
+    let site = Site::new("lf-sendfile", "pep3333", 1, extra);
+    let _inst = site.start();
+    // /raw/ skips wsgiref.validate, whose wrapper would hide the file wrapper.
+    for (uri, code) in [("/raw/file", 200), ("/pid", 200), ("/nope", 404)] {
+        assert_eq!(uwsgi_get(&site.sock(), uri).unwrap().status, code, "{uri}");
+    }
+    let lines = wait_lines("two request lines", &site.log(), 2, |l| {
+        l.starts_with("[pid: ")
+    });
+    let uris: Vec<&str> = lines
+        .iter()
+        .map(|l| l.split(" => ").next().unwrap().rsplit(' ').next().unwrap())
+        .collect();
+    assert_eq!(uris, ["/raw/file", "/nope"], "{lines:#?}");
+}
+
+#[test]
 fn req_logger_takes_request_lines_off_the_main_log() {
     let extra = "logger = file:%dmain.log\nreq-logger = file:%dreq.log\n";
     let site = Site::new("lf-req", "logapp", 2, extra);

@@ -223,8 +223,11 @@ class RequestLog(object):
         self.log_5xx = bool(lg.get("log_5xx"))
         self.big = int(lg.get("big") or 0)
         self.zero = bool(lg.get("zero"))
+        self.sendfile = bool(lg.get("sendfile"))
         # Anything that logs a request despite disable-logging (log-slow aside).
-        self.conditional = (not self.enabled) and (self.log_4xx or self.log_5xx or self.big > 0 or self.zero)
+        self.conditional = (not self.enabled) and (
+            self.log_4xx or self.log_5xx or self.big > 0 or self.zero or self.sendfile
+        )
         self.unit = "micros" if lg.get("micros") else "msecs"
         self.scale = 1000000 if lg.get("micros") else 1000
         self.xff = bool(lg.get("x_forwarded_for"))
@@ -233,9 +236,11 @@ class RequestLog(object):
         self.render = compile_format(worker, lg, fmt, self.xff) if fmt else None
         self.write = self._formatted if self.render is not None else _default_writer(self)
 
-    def wanted(self, code, body_bytes):
+    def wanted(self, code, body_bytes, via=" "):
         """log_request's conditions, for a request disable-logging would skip."""
         if self.zero and body_bytes == 0:
+            return True
+        if self.sendfile and "sendfile" in via:
             return True
         if self.log_4xx and code[:1] == "4":
             return True

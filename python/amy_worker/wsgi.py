@@ -435,7 +435,7 @@ def run_app(worker, req, env, wsgi_input, pairs, block_size):
         pass  # the route action `donotlog`
     elif worker.logging or slow or rl.conditional:
         code = status[:3] if type(status) is str and status[:3].isdigit() else "0"
-        if worker.logging or slow or rl.wanted(code, req.body_bytes):
+        if worker.logging or slow or rl.wanted(code, req.body_bytes, via):
             rl.write(worker, env, req, count, pairs, block_size, end, end - start, via, code, lvars)
     unread = wsgi_input.unread()
     return unread if unread > 0 else CLOSE

@@ -68,6 +68,9 @@ pub struct RequestLog {
     pub big: u64,
     /// `log-zero`: a response without a body is logged.
     pub zero: bool,
+    /// `log-sendfile`: a response sent with sendfile() (a file wrapper or a
+    /// static file) is logged.
+    pub sendfile: bool,
     /// `log-micros`: the default line reports microseconds.
     pub micros: bool,
     /// `log-x-forwarded-for`: the address logged is the X-Forwarded-For header.
@@ -119,6 +122,7 @@ pub fn is_logging_key(key: &str) -> bool {
             | "log-5xx"
             | "log-big"
             | "log-zero"
+            | "log-sendfile"
             | "log-micros"
             | "log-x-forwarded-for"
             | "log-master"
@@ -238,6 +242,7 @@ pub fn apply(
         "log-4xx" => r.log_4xx = flag,
         "log-5xx" => r.log_5xx = flag,
         "log-zero" => r.zero = flag,
+        "log-sendfile" => r.sendfile = flag,
         "log-micros" => r.micros = flag,
         "log-x-forwarded-for" => r.x_forwarded_for = flag,
         "log-big" => {
