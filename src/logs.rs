@@ -123,7 +123,13 @@ impl LogSink {
         logging: &Logging,
     ) -> io::Result<Arc<LogSink>> {
         let stdio = match logto {
-            Some(path) => Output::file(path, maxsize, logging.backupname.clone())?,
+            Some(path) => {
+                let mut out = Output::file(path, maxsize, logging.backupname.clone())?;
+                if logging.truncate {
+                    out.truncate()?;
+                }
+                out
+            }
             None => Output::new(Target::Stderr, 0, None),
         };
         let mut outputs = vec![stdio];
@@ -264,6 +270,16 @@ impl Output {
             maxsize,
             backupname,
         ))
+    }
+
+    /// `log-truncate`: empties the file once, when the instance starts
+    /// (reopens and rotations append, so a reload keeps what was logged).
+    fn truncate(&mut self) -> io::Result<()> {
+        if let Target::File { file, size, .. } = &mut self.target {
+            file.set_len(0)?;
+            *size = 0;
+        }
+        Ok(())
     }
 
     fn describe(&self) -> String {

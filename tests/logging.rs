@@ -468,3 +468,20 @@ fn log_maxsize_rotates_logto_into_log_backupname() {
         "{names:?}"
     );
 }
+
+#[test]
+fn log_truncate_empties_logto_at_start_and_not_at_reload() {
+    let site = Site::new("lf-truncate", "pep3333", 1, "log-truncate = true\n");
+    std::fs::write(site.log(), "a line from the last run\n").unwrap();
+    let inst = site.start();
+    assert_eq!(uwsgi_get(&site.sock(), "/pid").unwrap().status, 200);
+    wait_lines("the request line", &site.log(), 1, |l| {
+        l.contains("GET /pid")
+    });
+    assert!(!site.log_text().contains("from the last run"));
+    inst.signal(libc::SIGHUP);
+    wait_for("the reload", Duration::from_secs(30), || {
+        (site.status_json()["generation"] == 2).then_some(())
+    });
+    assert!(site.log_text().contains("GET /pid"), "{}", site.log_text());
+}

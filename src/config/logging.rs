@@ -39,6 +39,8 @@ pub struct Logging {
     /// `log-backupname`: where `logto` goes when `log-maxsize` rotates it
     /// (uWSGI's default: `logto` plus a timestamp suffix).
     pub backupname: Option<std::path::PathBuf>,
+    /// `log-truncate`: `logto` is emptied when the instance starts.
+    pub truncate: bool,
 }
 
 /// `log-date` without a value (or a boolean value): uWSGI's `ctime` form
@@ -128,6 +130,7 @@ pub fn is_logging_key(key: &str) -> bool {
             | "log-master"
             | "log-syslog"
             | "log-backupname"
+            | "log-truncate"
     )
 }
 
@@ -170,6 +173,7 @@ pub fn apply(
     match key {
         "logger" => l.loggers.push(parse_logger(opt, v, cwd, warnings)?),
         "log-backupname" => l.backupname = Some(cwd.join(v)),
+        "log-truncate" => l.truncate = flag,
         "log-syslog" => {
             // uWSGI: `log-syslog[=ARG]` is `logger = syslog[:ARG]`.
             let spec = if v.is_empty() || v == "1" || v.eq_ignore_ascii_case("true") {
