@@ -146,3 +146,33 @@ fn a_failing_master_start_hook_destroys_the_instance() {
     );
     assert!(!site.pidfile().exists());
 }
+
+#[test]
+fn exec_asap_runs_before_the_log_is_opened() {
+    // A real ini's use: create the log directory that logto then opens.
+    let site = Site::new(
+        "asap",
+        "pep3333",
+        1,
+        "exec-asap = mkdir -p %dlogs\nlogto = %dlogs/app.log\n",
+    );
+    let _inst = site.start();
+    assert_eq!(uwsgi_get(&site.sock(), "/pid").unwrap().status, 200);
+    let log = site.dir.join("logs/app.log");
+    wait_for(
+        "the request line in logs/app.log",
+        Duration::from_secs(30),
+        || {
+            std::fs::read_to_string(&log)
+                .ok()
+                .filter(|t| t.contains("GET /pid"))
+        },
+    );
+    // A failing asap command stops the start before anything is bound.
+    let failing = Site::new("asap-fail", "pep3333", 1, "exec-asap = exit 3\n");
+    let out = failing.cli(&["start", failing.ini().to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("exit 3"), "{err}");
+    assert!(!failing.sock().exists() && !failing.log().exists());
+}

@@ -50,6 +50,18 @@ pub fn run(args: &StartArgs, verbosity: i8) -> Result<Done, CommandError> {
     }
     // `config::load` refuses a config without a socket, so this holds.
     let config = loaded.config;
+    // `hook-asap`/`exec-asap`: first, as uWSGI runs them (core/uwsgi.c), so
+    // they can create what the log and sockets need; output goes to our stderr.
+    let asap_env: Vec<(OsString, OsString)> = crate::around::process::environment(
+        &environment
+            .iter()
+            .filter(|(k, _)| k != "NOTIFY_SOCKET")
+            .cloned()
+            .collect::<Vec<_>>(),
+        &config,
+    );
+    crate::around::hooks::run_master_phase(&config, HookPhase::Asap, &asap_env, None)
+        .map_err(|e| CommandError::Failed(format!("amy-emperor: {e}")))?;
 
     // Detach first, while this process has no thread: the child carries on.
     let daemon_log = config

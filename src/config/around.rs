@@ -110,6 +110,9 @@ pub struct CronSpec {
 /// Where in the lifecycle a hook runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum HookPhase {
+    /// In the master right after the config is read, before the log is opened
+    /// or anything is bound (`hook-asap`, `exec-asap`: `mkdir -p` of a log dir).
+    Asap,
     /// In the master before privileges are dropped (`hook-as-root`, `exec-as-root`).
     AsRoot,
     /// In the master after privileges are dropped (`hook-as-user`, `exec-as-user`).
@@ -135,6 +138,7 @@ impl HookPhase {
 
     pub fn as_str(self) -> &'static str {
         match self {
+            HookPhase::Asap => "asap",
             HookPhase::AsRoot => "as root",
             HookPhase::AsUser => "as user",
             HookPhase::MasterStart => "master-start",
@@ -225,6 +229,7 @@ fn hook_phase(key: &str) -> Option<(HookPhase, bool)> {
         return None;
     };
     let phase = match rest {
+        "asap" => HookPhase::Asap,
         "as-root" => HookPhase::AsRoot,
         "as-user" => HookPhase::AsUser,
         "master-start" => HookPhase::MasterStart,
