@@ -50,17 +50,15 @@ pub fn run(args: &StartArgs, verbosity: i8) -> Result<Done, CommandError> {
     }
     // `config::load` refuses a config without a socket, so this holds.
     let config = loaded.config;
+    // Workers, daemons and hooks must not talk to systemd on our behalf.
+    let base_env: Vec<(OsString, OsString)> = environment
+        .into_iter()
+        .filter(|(k, _)| k != "NOTIFY_SOCKET")
+        .collect();
     // `hook-asap`/`exec-asap`: first, as uWSGI runs them (core/uwsgi.c), so
     // they can create what the log and sockets need; output goes to our stderr.
-    let asap_env: Vec<(OsString, OsString)> = crate::around::process::environment(
-        &environment
-            .iter()
-            .filter(|(k, _)| k != "NOTIFY_SOCKET")
-            .cloned()
-            .collect::<Vec<_>>(),
-        &config,
-    );
-    crate::around::hooks::run_master_phase(&config, HookPhase::Asap, &asap_env, None)
+    let hook_env = crate::around::process::environment(&base_env, &config);
+    crate::around::hooks::run_master_phase(&config, HookPhase::Asap, &hook_env, None)
         .map_err(|e| CommandError::Failed(format!("amy-emperor: {e}")))?;
 
     // Detach first, while this process has no thread: the child carries on.
@@ -94,7 +92,15 @@ pub fn run(args: &StartArgs, verbosity: i8) -> Result<Done, CommandError> {
     crate::logs::set_log_date(config.logging.date.as_ref());
     crate::logs::init_tracing(SinkWriter(sink.clone()), verbosity);
 
-    match prepare(&ini, load_options, config, environment, sink, ready_pipe) {
+    match prepare(
+        &ini,
+        load_options,
+        config,
+        base_env,
+        hook_env,
+        sink,
+        ready_pipe,
+    ) {
         Ok(setup) => match crate::runtime::run_loop(executor::run(setup)) {
             0 => Ok(Done::Success),
             code => Err(CommandError::Exited(code)),
@@ -116,7 +122,8 @@ fn prepare(
     ini: &Path,
     load_options: LoadOptions,
     config: Config,
-    environment: Vec<(OsString, OsString)>,
+    base_env: Vec<(OsString, OsString)>,
+    hook_env: Vec<(OsString, OsString)>,
     sink: Arc<LogSink>,
     ready_pipe: Option<OwnedFd>,
 ) -> Result<MasterSetup, String> {
@@ -169,13 +176,7 @@ fn prepare(
         Some(r) => Some(r.commit().map_err(|e| e.to_string())?),
         None => None,
     };
-    // Workers must not talk to systemd on our behalf.
-    let base_env: Vec<(OsString, OsString)> = environment
-        .into_iter()
-        .filter(|(k, _)| k != "NOTIFY_SOCKET")
-        .collect();
     // `hook-as-root`/`exec-as-root`: before the privilege drop, as in uWSGI.
-    let hook_env = crate::around::process::environment(&base_env, &config);
     let dropped = set_max_fd(config.max_fd)
         .and_then(|()| {
             crate::around::hooks::run_master_phase(&config, HookPhase::AsRoot, &hook_env, None)
