@@ -57,7 +57,9 @@ def load_worker(src):
     spec.loader.exec_module(mod)
     if src.is_dir():
         for f in sorted(src.glob("*.py")):
-            if f.stem not in ("__init__", "__main__"):
+            # uwsgidecorators needs the app-facing `uwsgi` module, gevent_loop gevent:
+            # neither is on the request path measured here.
+            if f.stem not in ("__init__", "__main__", "uwsgidecorators", "gevent_loop"):
                 importlib.import_module(f"{src.name}.{f.stem}")
     return mod
 
