@@ -292,6 +292,7 @@ fn min_worker_lifetime_holds_max_requests_until_the_worker_is_old_enough() {
     let t0 = Instant::now();
     let first = pid_of(&uwsgi_get(&site.sock(), "/").unwrap());
     let mut pid = first;
+    // An observation window: for 2 s every request lands on the first worker.
     while t0.elapsed() < Duration::from_secs(2) {
         pid = pid_of(&uwsgi_get(&site.sock(), "/").unwrap());
         assert_eq!(pid, first, "recycled before min-worker-lifetime");

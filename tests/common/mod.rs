@@ -629,3 +629,90 @@ pub fn load(
         total
     })
 }
+
+/// The processes whose parent is `parent`, from /proc (zombies included).
+pub fn child_pids(parent: i32) -> Vec<i32> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        let ppid = stat
+            .rsplit(')')
+            .next()
+            .and_then(|s| s.split_whitespace().nth(1))
+            .and_then(|s| s.parse::<i32>().ok());
+        if ppid == Some(parent) {
+            found.push(pid);
+        }
+    }
+    found
+}
+
+/// `ps`'s view of a process: its command line, spaces between the arguments.
+pub fn cmdline(pid: i32) -> String {
+    let raw = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    String::from_utf8_lossy(&raw)
+        .trim_end_matches('\0')
+        .replace('\0', " ")
+}
+
+/// One IPv4 TCP socket of this network namespace, from /proc/net/tcp.
+struct TcpSocket {
+    local_port: u16,
+    /// The kernel's state number: 0x01 established, 0x0A listening.
+    state: u8,
+    /// 0 for a connection still in a listener's accept queue: no process has
+    /// accepted it yet, so it has no file.
+    inode: u64,
+}
+
+fn tcp_sockets() -> Vec<TcpSocket> {
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            let port = f.get(1)?.rsplit_once(':')?.1;
+            Some(TcpSocket {
+                local_port: u16::from_str_radix(port, 16).ok()?,
+                state: u8::from_str_radix(f.get(3)?, 16).ok()?,
+                inode: f.get(9)?.parse().ok()?,
+            })
+        })
+        .collect()
+}
+
+/// The connections a loopback TCP listener on `port` has taken in:
+/// `(established, accepted)`, where accepted ones are out of the accept queue
+/// and held by the server process.
+pub fn connections_to(port: u16) -> (usize, usize) {
+    let mine: Vec<TcpSocket> = tcp_sockets()
+        .into_iter()
+        .filter(|s| s.local_port == port && s.state == 0x01)
+        .collect();
+    let accepted = mine.iter().filter(|s| s.inode != 0).count();
+    (mine.len(), accepted)
+}
+
+/// Whether process `pid` holds the listening TCP socket on `port` among its
+/// file descriptors (false once it has closed it, or has exited).
+pub fn holds_listener(pid: i32, port: u16) -> bool {
+    let Some(listener) = tcp_sockets()
+        .into_iter()
+        .find(|s| s.local_port == port && s.state == 0x0A)
+    else {
+        return false;
+    };
+    let wanted = format!("socket:[{}]", listener.inode);
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return false;
+    };
+    fds.flatten().any(|fd| {
+        std::fs::read_link(fd.path()).is_ok_and(|target| target.as_os_str() == wanted.as_str())
+    })
+}
