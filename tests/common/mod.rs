@@ -716,3 +716,53 @@ pub fn holds_listener(pid: i32, port: u16) -> bool {
         std::fs::read_link(fd.path()).is_ok_and(|target| target.as_os_str() == wanted.as_str())
     })
 }
+
+/// The secret `Site::new` puts in `uwsgi_env`: it must never show in stats,
+/// status, logs or check output.
+pub const CANARY: &str = "canary-secret-7f3a9";
+
+/// Reads a stats socket until EOF, as uwsgitop does, and parses it; the
+/// document must not carry the site's secret.
+pub fn read_stats_socket(path: &Path) -> serde_json::Value {
+    let mut stream = UnixStream::connect(path).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut text = String::new();
+    stream.read_to_string(&mut text).unwrap();
+    assert!(!text.contains(CANARY), "secret in stats: {text}");
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"))
+}
+
+/// Workers of the serving generation (per `status --json`) whose state is
+/// one of `states`.
+pub fn serving_workers_in(status: &serde_json::Value, states: &[&str]) -> usize {
+    let generation = status["generation"].as_u64();
+    status["workers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|w| w["generation"].as_u64() == generation)
+        .filter(|w| states.iter().any(|s| w["state"] == *s))
+        .count()
+}
+
+/// `amy-emperor check INI` on the site: its exit code and what it printed
+/// (stderr, then stdout).
+pub fn check_site(site: &Site) -> (Option<i32>, String) {
+    let out = site.cli(&["check", site.ini().to_str().unwrap()]);
+    let text =
+        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
+    (out.status.code(), text)
+}
+
+/// `check` refuses the site's ini (exit 2), naming `path:line` and `needle`.
+pub fn assert_check_refuses(site: &Site, needle: &str) {
+    let (code, text) = check_site(site);
+    assert_eq!(code, Some(2), "{needle}: {text}");
+    assert!(
+        text.contains("amy_uwsgi.ini:"),
+        "{needle}: path:line in {text}"
+    );
+    assert!(text.contains(needle), "{needle}: {text}");
+}
