@@ -67,6 +67,28 @@ impl LocalServer {
     pub fn vacuum(&self) {
         socket::vacuum(&self.listener);
     }
+
+    /// What one client reads from the server, until EOF (the servers' tests).
+    #[cfg(test)]
+    pub async fn read_answer(&self) -> String {
+        use tokio::io::AsyncReadExt;
+        let mut text = String::new();
+        match &self.listener.spec.address {
+            SocketAddress::Unix(path) => tokio::net::UnixStream::connect(path)
+                .await
+                .unwrap()
+                .read_to_string(&mut text)
+                .await
+                .unwrap(),
+            SocketAddress::Tcp { .. } => tokio::net::TcpStream::connect(self.local_address())
+                .await
+                .unwrap()
+                .read_to_string(&mut text)
+                .await
+                .unwrap(),
+        };
+        text
+    }
 }
 
 /// What to listen on: `key` names the server in socket errors and logs;
@@ -176,7 +198,7 @@ mod tests {
     use crate::testutil::TempDir;
     use std::os::unix::fs::PermissionsExt;
     use std::sync::atomic::{AtomicUsize, Ordering};
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncWriteExt;
 
     fn unix(dir: &TempDir) -> Listen {
         Listen {
@@ -186,11 +208,8 @@ mod tests {
         }
     }
 
-    async fn read(path: &std::path::Path) -> String {
-        let mut stream = tokio::net::UnixStream::connect(path).await.unwrap();
-        let mut text = String::new();
-        stream.read_to_string(&mut text).await.unwrap();
-        text
+    async fn say_answer(mut client: Client, _inbox: UnboundedSender<()>) {
+        let _ = client.write_all(b"answer").await;
     }
 
     #[tokio::test]
@@ -215,10 +234,11 @@ mod tests {
         let path = dir.0.join("s.sock");
         let mode = std::fs::metadata(&path).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
+        let server = Arc::new(server);
         let clients: Vec<_> = (0..3 * MAX_CLIENTS)
             .map(|_| {
-                let path = path.clone();
-                tokio::spawn(async move { read(&path).await })
+                let server = server.clone();
+                tokio::spawn(async move { server.read_answer().await })
             })
             .collect();
         for c in clients {
@@ -234,14 +254,10 @@ mod tests {
     async fn once_the_owner_is_gone_a_client_gets_no_answer() {
         let dir = TempDir::new("local-server");
         let (inbox, owner) = tokio::sync::mpsc::unbounded_channel::<()>();
-        let _server = spawn(unix(&dir), inbox, |mut client, _inbox| async move {
-            let _ = client.write_all(b"answer").await;
-        })
-        .unwrap();
-        let path = dir.0.join("s.sock");
-        assert_eq!(read(&path).await, "answer");
+        let server = spawn(unix(&dir), inbox, say_answer).unwrap();
+        assert_eq!(server.read_answer().await, "answer");
         drop(owner);
-        assert_eq!(read(&path).await, "");
+        assert_eq!(server.read_answer().await, "");
     }
 
     #[tokio::test]
@@ -256,15 +272,7 @@ mod tests {
             },
             loopback_only: true,
         };
-        let server = spawn(listen, inbox, |mut client, _inbox| async move {
-            let _ = client.write_all(b"answer").await;
-        })
-        .unwrap();
-        let mut stream = tokio::net::TcpStream::connect(server.local_address())
-            .await
-            .unwrap();
-        let mut text = String::new();
-        stream.read_to_string(&mut text).await.unwrap();
-        assert_eq!(text, "answer");
+        let server = spawn(listen, inbox, say_answer).unwrap();
+        assert_eq!(server.read_answer().await, "answer");
     }
 }

@@ -339,7 +339,6 @@ fn worker_json(w: &WorkerStatus) -> Value {
 mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
-    use tokio::io::AsyncReadExt;
 
     const TOP_KEYS: [&str; 12] = [
         "version",
@@ -637,10 +636,7 @@ mod tests {
         let mode = std::fs::metadata(&path).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
         for _ in 0..2 {
-            let mut stream = tokio::net::UnixStream::connect(&path).await.unwrap();
-            let mut text = String::new();
-            stream.read_to_string(&mut text).await.unwrap();
-            let doc: Value = serde_json::from_str(&text).unwrap();
+            let doc: Value = serde_json::from_str(&server.read_answer().await).unwrap();
             assert_eq!(doc["workers"][0]["status"], "idle");
             assert_eq!(doc["sockets"][0]["name"], "/srv/amy.sock");
         }
@@ -657,12 +653,7 @@ mod tests {
             Err(StatsError::NotLoopback(_))
         ));
         let server = spawn_server("127.0.0.1:0", inbox).unwrap();
-        let mut stream = tokio::net::TcpStream::connect(server.local_address())
-            .await
-            .unwrap();
-        let mut text = String::new();
-        stream.read_to_string(&mut text).await.unwrap();
-        let doc: Value = serde_json::from_str(&text).unwrap();
+        let doc: Value = serde_json::from_str(&server.read_answer().await).unwrap();
         assert_eq!(doc["pid"], 4242);
         assert_eq!(doc["workers"], json!([]));
     }

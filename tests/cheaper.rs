@@ -46,7 +46,7 @@ fn cheaper_starts_few_workers_grows_under_load_and_shrinks_after() {
     assert_eq!(active(&s), 2, "cheaper-initial workers: {s}");
     assert_eq!(s["cheaped"], serde_json::json!([3, 4, 5, 6]));
     // uWSGI's stats list every slot; the empty ones as "cheap", pid 0.
-    let stats = read_stats_socket(&site.dir.join("stats.sock"));
+    let stats = read_stats(&site.dir.join("stats.sock"));
     let workers = stats["workers"].as_array().unwrap();
     assert_eq!(workers.len(), 6, "{stats}");
     let cheap: Vec<u64> = workers
@@ -109,7 +109,7 @@ fn cheaper_starts_few_workers_grows_under_load_and_shrinks_after() {
     });
     assert!(site.log_text().contains("cheaper: idle, retiring a worker"));
     assert_eq!(workers_metric(metrics, "cheap"), 5.0);
-    let stats = read_stats_socket(&site.dir.join("stats.sock"));
+    let stats = read_stats(&site.dir.join("stats.sock"));
     let cheap = stats["workers"]
         .as_array()
         .unwrap()

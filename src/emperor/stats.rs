@@ -61,7 +61,6 @@ mod tests {
     use crate::testutil::TempDir;
     use serde_json::json;
     use std::os::unix::fs::PermissionsExt;
-    use tokio::io::AsyncReadExt;
 
     /// A stand-in emperor loop that answers every stats request with `doc`.
     fn fake_emperor(doc: Value) -> Inbox {
@@ -89,9 +88,7 @@ mod tests {
         let mode = std::fs::metadata(&path).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
         for _ in 0..2 {
-            let mut stream = tokio::net::UnixStream::connect(&path).await.unwrap();
-            let mut text = String::new();
-            stream.read_to_string(&mut text).await.unwrap();
+            let text = server.read_answer().await;
             assert_eq!(serde_json::from_str::<Value>(&text).unwrap(), doc);
         }
         server.vacuum();
@@ -106,11 +103,6 @@ mod tests {
             Err(StatsError::NotLoopback(_))
         ));
         let server = spawn_server("127.0.0.1:0", inbox).unwrap();
-        let mut stream = tokio::net::TcpStream::connect(server.local_address())
-            .await
-            .unwrap();
-        let mut text = String::new();
-        stream.read_to_string(&mut text).await.unwrap();
-        assert_eq!(text, r#"{"vassals":[]}"#);
+        assert_eq!(server.read_answer().await, r#"{"vassals":[]}"#);
     }
 }

@@ -723,7 +723,7 @@ pub const CANARY: &str = "canary-secret-7f3a9";
 
 /// Reads a stats socket until EOF, as uwsgitop does, and parses it; the
 /// document must not carry the site's secret.
-pub fn read_stats_socket(path: &Path) -> serde_json::Value {
+pub fn read_stats(path: &Path) -> serde_json::Value {
     let mut stream = UnixStream::connect(path).unwrap();
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))
