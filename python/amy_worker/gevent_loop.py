@@ -40,13 +40,14 @@ What uWSGI's gevent loop (plugins/gevent/gevent.c) does, and how it is done here
   `select.poll` to be gevent's; writes and sendfile wait for the socket to be
   writable (up to SEND_TIMEOUT without progress, as SO_SNDTIMEO bounds them in
   the threaded server). `_cooperative_io` swaps the `os` and `select` those
-  modules see for the two small shims below, in this process only.
+  modules see for the two small shims below (and `server`'s `os`, for its
+  close), in this process only.
 - Stop. SIGTERM (gevent.signal_handler, as uWSGI maps it), the master's EOF,
   or a stop from harakiri's thread or after_request (the stop pipe): the
   acceptor leaves at once from poll(), within ACCEPT_WAKEUP from accept() (or
-  once a slot frees), every
-  connection it accepted is served, the greenlets in flight finish, then the
-  worker exits; the master's mercy timer bounds it. SIGINT/SIGQUIT exit at once.
+  once a slot frees), every connection it accepted is served, the greenlets in
+  flight finish, then the worker exits; the master's mercy timer bounds it.
+  SIGINT/SIGQUIT exit at once.
 - Harakiri. The dump thread is a real OS thread waiting in sigwait, as in the
   threaded server; the stuck request's stack is its greenlet's frame.
 - The scoreboard and counters are updated under a real lock (sections that
@@ -269,7 +270,9 @@ def run(worker, listeners):
                     if worker.stopping or not ready.poll(0) or not pending.poll(0):
                         break
                     os.read(slot_r, 1)
-                    more = _accept_one(listeners, idle, by_fd)
+                    # No sleep here: this batch's connections wait for the
+                    # hand-off below.
+                    more = _accept_one(listeners, idle, by_fd, wait=False)
                     if more is None:
                         os.write(slot_w, b"s")
                         break
@@ -341,9 +344,9 @@ def run(worker, listeners):
     _exit(worker.exit_code)
 
 
-def _accept_one(listeners, idle, by_fd):
-    """One connection as (fd, addr, listener), or None: none came, and the
-    thread slept in `idle` until one is pending or the worker stops.
+def _accept_one(listeners, idle, by_fd, wait=True):
+    """One connection as (fd, addr, listener), or None: none came, and (with
+    `wait`) the thread slept in `idle` until one is pending or the worker stops.
 
     accept() on the blocking listeners returns EAGAIN after ACCEPT_WAKEUP
     (SO_RCVTIMEO, server.Listener), so a connection another worker took first
@@ -356,9 +359,10 @@ def _accept_one(listeners, idle, by_fd):
                 fd, addr = lst.sock._accept()
                 return (fd, addr, lst)
             except BlockingIOError:
-                idle.poll()
+                if wait:
+                    idle.poll()
                 return None
-        for fd, _ in idle.poll():
+        for fd, _ in idle.poll(None if wait else 0):
             lst = by_fd.get(fd)
             if lst is None:
                 continue  # the stop pipe

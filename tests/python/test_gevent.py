@@ -302,3 +302,27 @@ def test_two_listeners_idle_serve_at_once_and_stop_at_once(spawn):
     os.kill(w.pid, signal.SIGTERM)
     assert w.wait_exit(timeout=5) == 0
     assert time.monotonic() - t0 < 1.0
+
+
+def test_two_workers_sharing_a_listener_answer_bursts_after_idle(spawn):
+    # Both acceptors sleep in poll() on the same listener: each burst wakes
+    # both, they race for the connections (the loser's accept() is bounded by
+    # ACCEPT_WAKEUP), and no connection is left unanswered in either's batch.
+    from conftest import uwsgi
+
+    w1 = _gevent_worker(spawn)
+    w2 = _gevent_worker(spawn, share=w1)
+    pids = set()
+    for _ in range(5):
+        time.sleep(PAST_ACCEPT_WAKEUP)
+        results = []
+        t0 = time.monotonic()
+        threads = [threading.Thread(target=lambda: results.append(uwsgi(w1.addresses[0], uri="/pid"))) for _ in range(30)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        assert [r.status for r in results] == [200] * 30
+        assert time.monotonic() - t0 < 5.0
+        pids.update(int(r.header("X-Worker-Pid")) for r in results)
+    assert pids <= {w1.pid, w2.pid}
