@@ -7,6 +7,7 @@ import time
 from .errors import BadRequest
 from .fdio import CLOSE, _read_more, _reject
 from .limits import HEADER_TIMEOUT, MAX_VARS
+from .native import PARSE_VARS
 from .wsgi import Input, run_app
 
 
@@ -146,7 +147,13 @@ def handle_uwsgi(worker, req, fd, addr, buf, mv, base, listener):
         return _reject(fd, 400, "empty uwsgi request")
     end = 4 + size
     try:
-        env, pairs = _parse_vars(buf, str(mv[:end], "latin-1"), end)
+        # The native parser answers None for anything but a clean block: the
+        # stdlib parser then refuses it with the reason, or joins repeated headers.
+        env = PARSE_VARS(buf, end, MAX_VARS) if PARSE_VARS is not None else None
+        if env is None:
+            env, pairs = _parse_vars(buf, str(mv[:end], "latin-1"), end)
+        else:
+            pairs = len(env)
         length = _content_length(env.get("CONTENT_LENGTH"))
         if "REQUEST_METHOD" not in env or ("PATH_INFO" not in env and "REQUEST_URI" not in env):
             raise BadRequest(400, "uwsgi request without REQUEST_METHOD or PATH_INFO")
