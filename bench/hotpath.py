@@ -147,7 +147,7 @@ def main():
     native_parse = sys.modules[mod.__name__ + ".protocol"].PARSE_VARS
 
     def parse_native(client, fd):
-        native_parse(buf, end, 1024)
+        native_parse(buf, end, 1024, base)
 
     env0 = dict(parse_vars(buf, text, end)[0], **base)
 

@@ -15,7 +15,7 @@ import sys
 
 NATIVE_KEY = "amy_worker/_native.abi3.so"
 # Must match CONTRACT_VERSION in amy_native.c: the meaning of parse_vars' result.
-CONTRACT_VERSION = 1
+CONTRACT_VERSION = 2
 _NAME = "amy_worker._native"
 
 # Why the module is not in use, for the worker's start-up line; "" when it is.

@@ -34,7 +34,7 @@ def test_native_and_stdlib_parsers_agree_on_mutated_blocks():
         fuzz_parsers.run_one("uwsgi", data, rng)
         if len(data) >= 4:
             end = min(4 + (data[1] | (data[2] << 8)), len(data))
-            answered += fuzz_parsers.NATIVE(bytearray(data), end, 1024) is not None
+            answered += fuzz_parsers.NATIVE(bytearray(data), end, 1024, fuzz_parsers.BASE) is not None
     assert answered > 1000  # the mutator keeps many blocks clean: both sides are exercised
 
 
@@ -58,10 +58,46 @@ def test_native_parser_edge_blocks(block):
 def test_native_parser_refuses_more_vars_than_the_limit():
     block = b"".join(b"\x04\x00K%03d\x01\x00v" % i for i in range(20))
     buf = bytearray(b"\x00" + len(block).to_bytes(2, "little") + b"\x00" + block)
-    assert len(fuzz_parsers.NATIVE(buf, len(buf), 20)) == 20
-    assert fuzz_parsers.NATIVE(buf, len(buf), 19) is None
+    env, pairs = fuzz_parsers.NATIVE(buf, len(buf), 20, {})
+    assert pairs == 20 and len(env) == 20
+    assert fuzz_parsers.NATIVE(buf, len(buf), 19, {}) is None
     with pytest.raises(TypeError):
-        fuzz_parsers.NATIVE(bytes(buf), len(buf), 20)
+        fuzz_parsers.NATIVE(bytes(buf), len(buf), 20, {})
+
+
+def _block(pairs):
+    block = b"".join(len(k).to_bytes(2, "little") + k + len(v).to_bytes(2, "little") + v for k, v in pairs)
+    return bytearray(b"\x00" + len(block).to_bytes(2, "little") + b"\x00" + block)
+
+
+def test_native_environ_shape_never_carries_an_earlier_request():
+    """The same key sequence again starts from the kept shape: each request's
+    environ has exactly its own values and the base's, whatever came before (a
+    change of key, of key order, of base, a refused or repeated block between)."""
+    parse = fuzz_parsers.NATIVE
+    base = {"wsgi.url_scheme": "http", "wsgi.run_once": False}
+    other_base = {"wsgi.url_scheme": "https"}
+    seqs = [
+        [(b"REQUEST_METHOD", b"GET"), (b"PATH_INFO", b"/a"), (b"HTTP_COOKIE", b"s=1")],
+        [(b"REQUEST_METHOD", b"POST"), (b"PATH_INFO", b"/b"), (b"HTTP_COOKIE", b"s=2")],
+        [(b"REQUEST_METHOD", b"GET"), (b"PATH_INFO", b"/c")],
+        [(b"PATH_INFO", b"/d"), (b"REQUEST_METHOD", b"PUT"), (b"HTTP_COOKIE", b"s=3")],
+        [(b"REQUEST_METHOD", b"GET"), (b"PATH_INFO", b"/e"), (b"HTTP_X", b"x")],
+        [(b"REQUEST_METHOD", b"GET"), (b"REQUEST_METHOD", b"HEAD"), (b"PATH_INFO", b"/f")],
+        [(b"REQUEST_METHOD", b"GET"), (b"wsgi.url_scheme", b"gopher")],
+    ]
+    rng = random.Random(5)
+    for _ in range(3000):
+        pairs = rng.choice(seqs)
+        b = rng.choice((base, base, other_base))
+        got = parse(_block(pairs), len(_block(pairs)), 1024, b)
+        keys = [k for k, _ in pairs]
+        if len(set(keys)) != len(keys):
+            assert got is None
+            continue
+        want = {k.decode(): v.decode() for k, v in pairs}
+        want.update(b)
+        assert got == (want, len(pairs))
 
 
 HEADERS = [("HTTP_X_E", ""), ("HTTP_X_U", "\xe9\xff"), ("HTTP_COOKIE", "a=b"), ("HTTP_COOKIE", "c=d"), ("HTTP_X_A", "1"), ("HTTP_X_A", "2")]

@@ -52,6 +52,7 @@ typedef struct PyModuleDef {
 #define PYTHON_ABI_VERSION 3
 
 extern PyTypeObject PyByteArray_Type;
+extern PyTypeObject PyDict_Type;
 extern PyObject _Py_NoneStruct;
 extern PyObject *PyExc_TypeError;
 
@@ -67,6 +68,12 @@ Py_ssize_t PyByteArray_Size(PyObject *bytearray);
 PyObject *PyDict_New(void);
 int PyDict_SetItem(PyObject *dict, PyObject *key, PyObject *value);
 Py_ssize_t PyDict_Size(PyObject *dict);
+PyObject *PyDict_Copy(PyObject *dict);
+int PyDict_Contains(PyObject *dict, PyObject *key);
+int PyDict_Update(PyObject *dict, PyObject *other);
+int PyDict_Next(PyObject *dict, Py_ssize_t *pos, PyObject **key, PyObject **value);
+PyObject *PyTuple_Pack(Py_ssize_t n, ...);
+PyObject *PyLong_FromSsize_t(Py_ssize_t value);
 PyObject *PyUnicode_DecodeLatin1(const char *s, Py_ssize_t size, const char *errors);
 void Py_IncRef(PyObject *o);
 void Py_DecRef(PyObject *o);
