@@ -4,16 +4,20 @@
 # has uWSGI 2.0.31 built with its gevent plugin, and gevent):
 #   slow   /sleep?s=0.1        an app waiting 100 ms on an upstream (patched sleep)
 #   stream /stream?n=10&...    a response streamed in 10 chunks 20 ms apart
+#   lone   /                   LONE requests one at a time, 50 ms apart, on
+#                              idle workers: the latency of one request (curl's
+#                              time_total through nginx; p50 and p99 of them)
 # Each round runs both servers once per app, interleaved; ROUNDS rounds (>= 3),
 # DURATION seconds each, wrk with CONNS keep-alive connections to nginx.
 # Prints one line per run and the medians. A measurement, not a test.
 #
-#   bench/gevent.sh [ROUNDS] [DURATION] [CONNS]
+#   bench/gevent.sh [ROUNDS] [DURATION] [CONNS] [LONE]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${1:-3}
 DURATION=${2:-10}
 CONNS=${3:-200}
+LONE=${4:-50}
 PROCS=2
 GREENLETS=100
 VENV=$PWD/.venv-test
@@ -90,7 +94,22 @@ trap cleanup EXIT
 
 declare -A URIS=([slow]="/sleep?s=0.1" [stream]="/stream?n=10&pause=0.02&size=1024")
 : >"$W/results"
+# LONE sequential requests 50 ms apart: ms per request, sorted.
+lone_run() {
+  for _ in $(seq "$LONE"); do
+    sleep 0.05
+    curl -sf -o /dev/null -w '%{time_total}\n' "http://127.0.0.1:$PORT/"
+  done | awk '{printf "%.3f\n", $1 * 1000}' | sort -g
+}
+pct() { awk -v p="$1" '{x[NR]=$1} END {i=int(NR*p/100+0.5); if (i<1) i=1; print x[i]}'; }
 for round in $(seq "$ROUNDS"); do
+  for server in amy uwsgi; do
+    start_server $server
+    sleep 1  # every worker idle again after the readiness probes
+    lat=$(lone_run)
+    stop_server
+    echo "round $round lone $server ok/s - p50 $(pct 50 <<<"$lat")ms p99 $(pct 99 <<<"$lat")ms" | tee -a "$W/results"
+  done
   for app in slow stream; do
     for server in amy uwsgi; do
       start_server $server
@@ -109,7 +128,7 @@ for round in $(seq "$ROUNDS"); do
 done
 echo "medians of $ROUNDS rounds ($PROCS workers x $GREENLETS greenlets, wrk -c$CONNS -d${DURATION}s via nginx):"
 to_ms() { awk '{v=$1; if (v ~ /ms$/) {sub(/ms$/,"",v); print v} else if (v ~ /us$/) {sub(/us$/,"",v); print v/1000} else {sub(/s$/,"",v); print v*1000}}'; }
-for app in slow stream; do
+for app in lone slow stream; do
   for server in amy uwsgi; do
     rows=$(awk -v a=$app -v s=$server '$3==a && $4==s' "$W/results")
     med() { sort -g | awk '{x[NR]=$1} END {print x[int((NR+1)/2)]}'; }

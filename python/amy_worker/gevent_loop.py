@@ -23,17 +23,31 @@ What uWSGI's gevent loop (plugins/gevent/gevent.c) does, and how it is done here
   worker with N requests in flight stops taking connections and the kernel
   gives them to the others. Accepted connections reach the hub through a deque
   and a wake-up pipe; each is served by `server._serve_one` in its own greenlet.
+- Idle. Nothing ticks: as the threaded server's idle threads do, the acceptor
+  sleeps in poll() on the listeners and the stop pipe (Worker.stop writes it)
+  once accept() has found nothing for ACCEPT_WAKEUP, and the hub sleeps in its
+  loop until a connection, a signal, the master's EOF or the stop pipe.
+- Closing. gevent >= 25.8.1's patched `os.close` always defers the close to a
+  check watcher, which runs only after the hub's next poll returns: on an idle
+  hub the client's EOF (which nginx waits for) waited for the next wake-up, so
+  a lone request took as long as the hub slept (250 ms with a 0.25 s tick).
+  Connections are closed as gevent closes its own sockets instead
+  (`_prompt_close`): at once, unless a watcher on the fd still has to run.
+  uWSGI's loop closes with close(2) too.
 - Connections are non-blocking. The worker's I/O goes through `fdio`, `wsgi`,
   `protocol`, `http`: every read either follows a `_wait` (poll with a
   deadline) or treats EAGAIN as "wait with the deadline", so reads need only
   `select.poll` to be gevent's; writes and sendfile wait for the socket to be
   writable (up to SEND_TIMEOUT without progress, as SO_SNDTIMEO bounds them in
   the threaded server). `_cooperative_io` swaps the `os` and `select` those
-  modules see for the two small shims below, in this process only.
-- Stop. SIGTERM (gevent.signal_handler, as uWSGI maps it) or the master's
-  EOF: the acceptor leaves within ACCEPT_WAKEUP (or once a slot frees), every
-  connection it accepted is served, the greenlets in flight finish, then the
-  worker exits; the master's mercy timer bounds it. SIGINT/SIGQUIT exit at once.
+  modules see for the two small shims below (and `server`'s `os`, for its
+  close), in this process only.
+- Stop. SIGTERM (gevent.signal_handler, as uWSGI maps it), the master's EOF,
+  or a stop from harakiri's thread or after_request (the stop pipe): the
+  acceptor leaves at once from poll(), within ACCEPT_WAKEUP from accept() (or
+  once a slot frees), every connection it accepted is served, the greenlets in
+  flight finish, then the worker exits; the master's mercy timer bounds it.
+  SIGINT/SIGQUIT exit at once.
 - Harakiri. The dump thread is a real OS thread waiting in sigwait, as in the
   threaded server; the stuck request's stack is its greenlet's frame.
 - The scoreboard and counters are updated under a real lock (sections that
@@ -53,8 +67,6 @@ from .limits import ACCEPT_WAKEUP, READ_SLACK
 
 # Connections the acceptor hands over per wake-up at most.
 BATCH = 64
-# How often the idle hub wakes (see run()).
-IDLE_TICK = 0.01
 
 
 def settings(cfg):
@@ -75,10 +87,12 @@ def patch_before_app(cfg):
 
 class _CooperativeOS(object):
     """`os` for the serving modules: write and sendfile wait for the
-    non-blocking socket to drain instead of failing with EAGAIN."""
+    non-blocking socket to drain instead of failing with EAGAIN; close is
+    `close` (`_prompt_close`), not gevent's always-deferred one."""
 
-    def __init__(self, wait_write):
+    def __init__(self, wait_write, close=os.close):
         self._wait_write = wait_write
+        self.close = close
 
     def __getattr__(self, name):
         return getattr(os, name)
@@ -121,19 +135,46 @@ class _CooperativeSelect(object):
         return getattr(_select, name)
 
 
-def _cooperative_io():
+def _prompt_close(loop, real_close, deferred_close):
+    """close(fd) as gevent's socket.close does it: tell the loop, and close at
+    once unless that queued a watcher still on the fd (then `deferred_close`,
+    gevent's os.close, which closes after that watcher has run).
+
+    gevent's patched os.close defers every close to a check watcher, which
+    runs only after the loop's next poll returns: on an idle hub nothing else
+    wakes it, so the peer's EOF waited for the next event (see the module
+    docstring). A connection's waits all end before its greenlet closes it, so
+    the deferred branch is a safety net, not the path taken."""
+
+    def close(fd):
+        if loop.closing_fd(fd):
+            deferred_close(fd)
+        else:
+            real_close(fd)
+
+    return close
+
+
+def _cooperative_io(loop):
+    import gevent.os
     import gevent.select
     import gevent.socket
+    from gevent import monkey
 
-    from . import fdio, http, protocol, wsgi
+    from . import fdio, http, protocol, server, wsgi
 
-    cos = _CooperativeOS(gevent.socket.wait_write)
+    real_close = monkey.get_original("os", "close")
+    close = _prompt_close(loop, real_close, getattr(gevent.os, "close", real_close))
+    cos = _CooperativeOS(gevent.socket.wait_write, close)
     csel = _CooperativeSelect(gevent.select.poll)
     for module in (fdio, wsgi, protocol, http):
         if hasattr(module, "os"):
             module.os = cos
         if hasattr(module, "select"):
             module.select = csel
+    # server._serve_one closes the connection with `os.close` (its other uses
+    # of `os` are the threaded server's, never run in a gevent worker).
+    server.os = cos
 
 
 def run(worker, listeners):
@@ -150,7 +191,7 @@ def run(worker, listeners):
     from .wsgi import Request, _base_environ
 
     gevent.reinit()
-    _cooperative_io()
+    _cooperative_io(gevent.get_hub().loop)
 
     start_thread = monkey.get_original("_thread", "start_new_thread")
     real_lock = monkey.get_original("_thread", "allocate_lock")
@@ -169,6 +210,9 @@ def run(worker, listeners):
     slot_r, slot_w = os.pipe()
     wake_r, wake_w = os.pipe()
     os.set_blocking(wake_r, False)
+    # The stop pipe: Worker.stop writes it (never drained: once stopping,
+    # every poll on it returns), so the idle acceptor and hub need no tick.
+    worker.wake_r, worker.wake_w = os.pipe()
     # N tokens: a pipe holds far more than any sane N (64 KiB).
     os.write(slot_w, b"s" * n)
 
@@ -197,11 +241,12 @@ def run(worker, listeners):
 
     def accept_loop():
         """The acceptor thread: no gevent call, only blocking syscalls."""
-        poller = None
-        if len(listeners) > 1:
-            poller = real_poll()
-            for lst in listeners:
-                poller.register(lst.fd, _select.POLLIN)
+        # What the thread sleeps in when no connection is pending: the
+        # listeners and the stop pipe, no timeout.
+        idle = real_poll()
+        for lst in listeners:
+            idle.register(lst.fd, _select.POLLIN)
+        idle.register(worker.wake_r, _select.POLLIN)
         by_fd = dict((lst.fd, lst) for lst in listeners)
         # After one blocking accept, whatever else is already pending is taken
         # in the same turn (as many as there are free slots), so the thread
@@ -217,7 +262,7 @@ def run(worker, listeners):
                 os.read(slot_r, 1)
                 got = None
                 while got is None and not worker.stopping:
-                    got = _accept_one(listeners, poller, by_fd)
+                    got = _accept_one(listeners, idle, by_fd)
                 if got is None:
                     break
                 accepted.append(got)
@@ -225,7 +270,9 @@ def run(worker, listeners):
                     if worker.stopping or not ready.poll(0) or not pending.poll(0):
                         break
                     os.read(slot_r, 1)
-                    more = _accept_one(listeners, poller, by_fd)
+                    # No sleep here: this batch's connections wait for the
+                    # hand-off below.
+                    more = _accept_one(listeners, idle, by_fd, wait=False)
                     if more is None:
                         os.write(slot_w, b"s")
                         break
@@ -263,6 +310,10 @@ def run(worker, listeners):
         # The master is gone: behave as on SIGTERM (finish the requests, exit).
         on_term()
 
+    def watch_stop():
+        gevent.socket.wait_read(worker.wake_r)
+        stop_ev.set()
+
     def on_term():
         worker.stop(EXIT_OK)
         stop_ev.set()
@@ -281,15 +332,11 @@ def run(worker, listeners):
         signal.pthread_sigmask(signal.SIG_UNBLOCK, stops)
     gevent.spawn(dispatch)
     gevent.spawn(watch_master)
+    gevent.spawn(watch_stop)
     os.write(FD_CONTROL, MSG_READY)
-    while not worker.stopping:
-        # Harakiri's thread and after_request set `stopping` without a wake-up.
-        # The short tick is a workaround: with the hub idle longer, a connection
-        # the acceptor thread has been handed by accept() was measured to wait
-        # up to the whole tick before it reached the hub (250 ms with 0.25 s;
-        # not explained yet, see the report of issue 8). 100 wake-ups/s per
-        # idle worker is the price.
-        stop_ev.wait(IDLE_TICK)
+    # A stop before the pipe existed set only the flag; any later one writes it.
+    if not worker.stopping:
+        stop_ev.wait()
     # Every accepted connection is served: the acceptor leaves within
     # ACCEPT_WAKEUP (or when a slot frees), then the greenlets finish.
     acceptor_done.wait()
@@ -297,21 +344,34 @@ def run(worker, listeners):
     _exit(worker.exit_code)
 
 
-def _accept_one(listeners, poller, by_fd):
-    """One connection as (fd, addr, listener), or None after ACCEPT_WAKEUP."""
+def _accept_one(listeners, idle, by_fd, wait=True):
+    """One connection as (fd, addr, listener), or None: none came, and (with
+    `wait`) the thread slept in `idle` until one is pending or the worker stops.
+
+    accept() on the blocking listeners returns EAGAIN after ACCEPT_WAKEUP
+    (SO_RCVTIMEO, server.Listener), so a connection another worker took first
+    costs at most that; under load accept() never times out and the idle poll
+    costs no syscall per request (one listener) or one per batch (several)."""
     try:
-        if poller is None:
+        if len(listeners) == 1:
             lst = listeners[0]
-            fd, addr = lst.sock._accept()
-            return (fd, addr, lst)
-        for fd, _ in poller.poll(ACCEPT_WAKEUP * 1000):
-            lst = by_fd[fd]
+            try:
+                fd, addr = lst.sock._accept()
+                return (fd, addr, lst)
+            except BlockingIOError:
+                if wait:
+                    idle.poll()
+                return None
+        for fd, _ in idle.poll(None if wait else 0):
+            lst = by_fd.get(fd)
+            if lst is None:
+                continue  # the stop pipe
             try:
                 conn, addr = lst.sock._accept()
             except BlockingIOError:
                 continue  # another worker took it
             return (conn, addr, lst)
-    except (BlockingIOError, InterruptedError):
+    except InterruptedError:
         pass
     except OSError as e:
         # EMFILE and friends: wait a little instead of spinning.
