@@ -1087,8 +1087,8 @@ def main():
     ap.add_argument("--processes", type=int, default=4)
     ap.add_argument("--conns", type=int, default=32)
     ap.add_argument("--duration", type=float, help="wrk seconds (default 6, quick 4)")
-    ap.add_argument("--budget", type=float, default=1200,
-                    help="seconds for all rounds (default 20 min): a round past its share (by the estimate) "
+    ap.add_argument("--budget", type=float,
+                    help="seconds for all rounds (default 20 min, quick 8): a round past its share (by the estimate) "
                          "repeats no noisy measurement, so a busy machine cannot stretch the command")
     ap.add_argument("--foreign-max", type=float, default=20.0,
                     help="a load measurement whose foreign CPU %% is above this is noisy (default 20)")
@@ -1103,6 +1103,7 @@ def main():
     ap.add_argument("--no-report", action="store_true")
     a = ap.parse_args()
     a.rounds = a.rounds or (1 if a.quick else 3)
+    a.budget = a.budget or (480 if a.quick else 1200)
     a.side_rounds = min(a.rounds, a.side_rounds if a.side_rounds is not None else 1)
     a.warmup = 1 if a.quick else 2
     a.duration = int(a.duration or (4 if a.quick else 6))
