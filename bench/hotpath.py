@@ -6,7 +6,8 @@
     (or: bench/.work/venv-bench/bin/python bench/hotpath.py --callgrind WORKER_SOURCE [N [PART]])
 
 PART is `full` (default) or one piece alone: `syscalls` (readv + one write + close),
-`decode` (the latin-1 decode of the vars block), `parse` (`_parse_vars`), `app` (the
+`decode` (the latin-1 decode of the vars block), `parse` (`_parse_vars`), `parse-native`
+(the native parser; with AMY_HOTPATH_NATIVE=the .so, see below), `app` (the
 hello app with `start_response` and the memoised head), `scoreboard` (its two writes).
 
 Loads a worker source (the single file `python/amy_worker.py`, or the package
@@ -16,6 +17,10 @@ serves N requests of the hello app, each the uwsgi packet nginx sends (the same 
 inside `itertools.starmap` (C: `starmap_next`), which is what callgrind collects:
 the figure is the worker's own user-space cost per request (parse, environ, app,
 head, write, close, scoreboard), repeatable on a busy machine.
+
+AMY_HOTPATH_NATIVE=FILE uses the native parser from that shared object, e.g.
+    target/release/amy-emperor worker-bundle | python3 -c 'import json,sys; \
+        sys.stdout.buffer.write(json.load(sys.stdin)["amy_worker/_native.abi3.so"].encode("latin-1"))' > /tmp/n.so
 """
 
 import importlib.util
@@ -98,6 +103,12 @@ def main():
 
     worker = find(mod, "Worker")({"processes": 4, "threads": 1, "disable_logging": True}, hello.application)
     req = find(mod, "Request")(worker, 0)
+    native_so = os.environ.get("AMY_HOTPATH_NATIVE")
+    if native_so:
+        # The binary's native parser (its bundle's .so, e.g. from `amy-emperor worker-package`).
+        with open(native_so, "rb") as f:
+            find(mod, "PARSE_VARS")  # the package has the hook
+            sys.modules[mod.__name__ + ".protocol"].PARSE_VARS = find(mod, "load")(f.read()).parse_vars
     handle = find(mod, "handle_uwsgi")
     base = find(mod, "_base_environ")(worker, None)
     max_block = worker.max_block
@@ -133,6 +144,11 @@ def main():
     def parse(client, fd):
         parse_vars(buf, text, end)
 
+    native_parse = sys.modules[mod.__name__ + ".protocol"].PARSE_VARS
+
+    def parse_native(client, fd):
+        native_parse(buf, end, 1024, base)
+
     env0 = dict(parse_vars(buf, text, end)[0], **base)
 
     def app(client, fd):
@@ -147,7 +163,7 @@ def main():
         sb_struct.pack_into(worker.scoreboard, 0, 0.0, 1, 2, 3.0, 0, 0, b"")
 
     part = args[2] if len(args) > 2 else "full"
-    fn = {"full": serve_one, "syscalls": syscalls, "decode": decode, "parse": parse, "app": app,
+    fn = {"full": serve_one, "syscalls": syscalls, "decode": decode, "parse": parse, "parse-native": parse_native, "app": app,
           "scoreboard": scoreboard}[part]
     deque(itertools.starmap(fn, conns), maxlen=0)
     if part == "full":

@@ -41,6 +41,10 @@ pub enum Command {
     /// The `http =` router process; started by the master, not by people.
     #[command(hide = true)]
     Router,
+    /// Print the worker package bundle, exactly as workers read it (JSON: path
+    /// → source, and the native module). For tests, benchmarks and the curious.
+    #[command(hide = true)]
+    WorkerBundle,
 }
 
 #[derive(Debug, Clone, Args)]

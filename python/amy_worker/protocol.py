@@ -7,6 +7,7 @@ import time
 from .errors import BadRequest
 from .fdio import CLOSE, _read_more, _reject
 from .limits import HEADER_TIMEOUT, MAX_VARS
+from .native import PARSE_VARS
 from .wsgi import Input, run_app
 
 
@@ -146,7 +147,14 @@ def handle_uwsgi(worker, req, fd, addr, buf, mv, base, listener):
         return _reject(fd, 400, "empty uwsgi request")
     end = 4 + size
     try:
-        env, pairs = _parse_vars(buf, str(mv[:end], "latin-1"), end)
+        # The native parser answers None for anything but a clean block: the
+        # stdlib parser then refuses it with the reason, or joins repeated headers.
+        parsed = PARSE_VARS(buf, end, MAX_VARS, base) if PARSE_VARS is not None else None
+        if parsed is None:
+            env, pairs = _parse_vars(buf, str(mv[:end], "latin-1"), end)
+            env.update(base)
+        else:
+            env, pairs = parsed  # already updated with base
         length = _content_length(env.get("CONTENT_LENGTH"))
         if "REQUEST_METHOD" not in env or ("PATH_INFO" not in env and "REQUEST_URI" not in env):
             raise BadRequest(400, "uwsgi request without REQUEST_METHOD or PATH_INFO")
@@ -160,7 +168,6 @@ def handle_uwsgi(worker, req, fd, addr, buf, mv, base, listener):
         env["PATH_INFO"] = env["REQUEST_URI"].partition("?")[0]
     # Extra bytes past the body (a second request) are discarded (P9).
     body = bytes(mv[end : min(n, end + length)]) if length else b""
-    env.update(base)
     if "SERVER_NAME" not in env:
         env["SERVER_NAME"] = "localhost"
     if "SERVER_PORT" not in env:

@@ -115,6 +115,14 @@ pub fn run(cli: Cli) -> ExitCode {
             crate::logs::init_tracing(std::io::stderr, verbosity);
             return crate::router::run_process();
         }
+        Command::WorkerBundle => {
+            use std::io::Write;
+            let bundle = crate::worker::spawn::package_json();
+            return match std::io::stdout().lock().write_all(bundle.as_bytes()) {
+                Ok(()) => std::process::ExitCode::SUCCESS,
+                Err(_) => std::process::ExitCode::FAILURE,
+            };
+        }
     };
     exit_code(result)
 }

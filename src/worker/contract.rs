@@ -163,6 +163,7 @@ pub const WORKER_PACKAGE: &[(&str, &str)] = package![
     "amy_worker/hooks.py",
     "amy_worker/http.py",
     "amy_worker/limits.py",
+    "amy_worker/native.py",
     "amy_worker/logvars.py",
     "amy_worker/mounts.py",
     "amy_worker/proctitle.py",
@@ -178,6 +179,13 @@ pub const WORKER_PACKAGE: &[(&str, &str)] = package![
     "amy_worker/wsgi.py",
 ];
 
+/// The worker's optional native fast path (`src/worker/native/amy_native.c`, a
+/// CPython stable-ABI extension built by build.rs; empty when the build had no C
+/// compiler). It travels in the package bundle under [`NATIVE_KEY`], its bytes as
+/// a latin-1 string; `python/amy_worker/native.py` loads it from a memfd.
+pub const NATIVE_MODULE: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/amy_native.so"));
+pub const NATIVE_KEY: &str = "amy_worker/_native.abi3.so";
+
 /// Executed with `python -c`: reads the package from [`FD_SOURCE`] (`pread` from
 /// offset 0 because every worker shares the memfd's file offset), marks it
 /// close-on-exec (it stays open: `uwsgi.lock()` locks a byte of it), and
@@ -185,7 +193,8 @@ pub const WORKER_PACKAGE: &[(&str, &str)] = package![
 /// top-level names of [`TOP_LEVEL_MODULES`] from their files in the package
 /// (first on `sys.meta_path`, so a `uwsgidecorators.py` a pip-installed uWSGI
 /// left in the venv is not the one imported). Sources are put in `linecache` so
-/// tracebacks name `amy_worker/x.py` with their lines. Python 3.8+, stdlib only;
+/// tracebacks name `amy_worker/x.py` with their lines; `get_data(path)` hands
+/// out other entries of the bundle (the native module). Python 3.8+, stdlib only;
 /// nothing is written to disk, so only our worker processes can import them:
 /// a hook, daemon or cron command, or anything the app spawns, cannot.
 pub const BOOTSTRAP: &str = r#"import os,sys,json,linecache
@@ -221,6 +230,8 @@ class AmyWorkerImporter:
     def get_filename(self,name):
         spec=self.find_spec(name)
         return spec.origin if spec else None
+    def get_data(self,path):
+        return B[path]
 sys.meta_path.insert(0,AmyWorkerImporter())
 import amy_worker.__main__
 "#;

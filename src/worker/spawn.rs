@@ -369,11 +369,16 @@ pub(crate) fn place_fds(moves: &[(RawFd, RawFd)]) -> io::Result<()> {
 }
 
 /// The worker package as BOOTSTRAP reads it: one JSON object, path → source.
-fn package_json() -> String {
-    let files: serde_json::Map<String, serde_json::Value> = contract::WORKER_PACKAGE
+pub fn package_json() -> String {
+    let mut files: serde_json::Map<String, serde_json::Value> = contract::WORKER_PACKAGE
         .iter()
         .map(|(path, source)| (path.to_string(), serde_json::Value::from(*source)))
         .collect();
+    if !contract::NATIVE_MODULE.is_empty() {
+        // Latin-1: one char per byte, which JSON carries losslessly.
+        let latin1: String = contract::NATIVE_MODULE.iter().map(|&b| b as char).collect();
+        files.insert(contract::NATIVE_KEY.to_string(), latin1.into());
+    }
     serde_json::Value::Object(files).to_string()
 }
 
@@ -453,6 +458,26 @@ mod tests {
             assert_eq!(*source, disk, "{path}");
         }
         let bundle: serde_json::Value = serde_json::from_str(&package_json()).unwrap();
-        assert_eq!(bundle.as_object().unwrap().len(), on_disk.len());
+        let bundle = bundle.as_object().unwrap();
+        // Plus the native module, when the build had a C compiler.
+        let native = usize::from(!contract::NATIVE_MODULE.is_empty());
+        assert_eq!(bundle.len(), on_disk.len() + native);
+    }
+
+    /// The native module travels as latin-1 (one char per byte) and comes back
+    /// byte for byte, as `python/amy_worker/native.py` reads it; it is an ELF
+    /// shared object exporting the module's init function.
+    #[test]
+    fn bundle_carries_the_native_module_byte_for_byte() {
+        let bundle: serde_json::Value = serde_json::from_str(&package_json()).unwrap();
+        let Some(text) = bundle.get(contract::NATIVE_KEY) else {
+            assert!(contract::NATIVE_MODULE.is_empty());
+            return;
+        };
+        let bytes: Vec<u8> = text.as_str().unwrap().chars().map(|c| c as u8).collect();
+        assert_eq!(bytes, contract::NATIVE_MODULE);
+        assert_eq!(&bytes[..4], b"\x7fELF");
+        let init = b"PyInit__native";
+        assert!(bytes.windows(init.len()).any(|w| w == init));
     }
 }

@@ -63,6 +63,8 @@ def app(environ, start_response):
         return _text(start_response, json.dumps(_environ_json(environ), sort_keys=True))
     if path == "/env":
         return _text(start_response, os.environ.get(_qs(environ, "name"), ""))
+    if path == "/loaded":
+        return _text(start_response, str(_qs(environ, "name") in sys.modules))
     if path == "/pid":
         return _text(start_response, str(os.getpid()))
     if path == "/echo":

@@ -75,14 +75,37 @@ def free_port():
 
 
 
-def package_bundle():
-    """The worker package as the master puts it in the memfd at FD_SOURCE."""
+NATIVE_KEY = _contract_constant("NATIVE_KEY")
+# The binary whose bundle holds the native module (built by scripts/test.sh).
+BINARY = os.environ.get("AMY_TEST_BINARY") or os.path.join(ROOT, "target", "debug", "amy-emperor")
+_native_blob = []
+
+
+def native_blob():
+    """The native module of the built binary's bundle (`amy-emperor worker-bundle`),
+    as a latin-1 str; "" when there is no binary or it has none."""
+    if not _native_blob:
+        blob = ""
+        if os.path.exists(BINARY):
+            out = subprocess.run([BINARY, "worker-bundle"], check=True, capture_output=True).stdout
+            blob = json.loads(out).get(NATIVE_KEY, "")
+        _native_blob.append(blob)
+    return _native_blob[0]
+
+
+def package_bundle(native=True):
+    """The worker package as the master puts it in the memfd at FD_SOURCE: every
+    file of python/amy_worker/ and, with `native` and a built binary, the binary's
+    native module (so the tests run what ships: the native parser where it loads,
+    the stdlib parser for everything it hands back)."""
     files = {}
     for name in sorted(os.listdir(PACKAGE_DIR)):
         path = os.path.join(PACKAGE_DIR, name)
         if os.path.isfile(path):
             with open(path, encoding="utf-8") as f:
                 files["amy_worker/" + name] = f.read()
+    if native and native_blob():
+        files[NATIVE_KEY] = native_blob()
     return json.dumps(files).encode("utf-8")
 
 
@@ -99,9 +122,10 @@ def wait_for(predicate, timeout=10.0, what="condition"):
 class Worker:
     """One worker process plus the master-side ends of its fds."""
 
-    def __init__(self, tmp_path, app="pep3333", listeners=("uwsgi-unix",), chdir=APPS, python=VENV_PYTHON, env=None, share=None, **cfg):
+    def __init__(self, tmp_path, app="pep3333", listeners=("uwsgi-unix",), chdir=APPS, python=VENV_PYTHON, env=None, share=None, native=True, **cfg):
         """`share`: another Worker whose listening sockets this one accepts on too
-        (a second process of the same pool)."""
+        (a second process of the same pool). `native=False`: a bundle without the
+        native module (the stdlib parser only)."""
         self.tmp_path = tmp_path
         self.serial = next(_serial)
         self.log_path = os.path.join(str(tmp_path), "worker-%d.log" % self.serial)
@@ -154,7 +178,7 @@ class Worker:
         os.ftruncate(board, SCOREBOARD_SIZE)
         self.scoreboard = mmap.mmap(board, SCOREBOARD_SIZE)
         source = os.memfd_create("amy-worker-package")
-        bundle = package_bundle()
+        bundle = package_bundle(native)
         assert os.write(source, bundle) == len(bundle)
         os.lseek(source, 0, os.SEEK_SET)
         log = os.open(self.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
