@@ -1084,8 +1084,11 @@ def main():
     ap.add_argument("--processes", type=int, default=4)
     ap.add_argument("--conns", type=int, default=32)
     ap.add_argument("--duration", type=float, help="wrk seconds (default 6, quick 4)")
+    ap.add_argument("--total", type=float, default=1560,
+                    help="seconds the whole command aims at, setup and builds included (default 26 min): the "
+                         "rounds' budget is what setup and builds left, never less than the estimate")
     ap.add_argument("--budget", type=float,
-                    help="seconds for all rounds (default 20 min, quick 8): a round past its share (by the estimate) "
+                    help="seconds for all rounds (default: from --total; quick 8 min): a round past its share (by the estimate) "
                          "repeats no noisy measurement, so a busy machine cannot stretch the command")
     ap.add_argument("--foreign-max", type=float, default=20.0,
                     help="a load measurement whose foreign CPU %% is above this is noisy (default 20)")
@@ -1100,7 +1103,6 @@ def main():
     ap.add_argument("--no-report", action="store_true")
     a = ap.parse_args()
     a.rounds = a.rounds or (1 if a.quick else 3)
-    a.budget = a.budget or (480 if a.quick else 1200)
     a.side_rounds = min(a.rounds, a.side_rounds if a.side_rounds is not None else 1)
     a.warmup = 1 if a.quick else 2
     a.duration = int(a.duration or (4 if a.quick else 6))
@@ -1180,21 +1182,6 @@ def main():
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         raise KeyboardInterrupt()
 
-    signal.signal(signal.SIGTERM, on_stop)
-    signal.signal(signal.SIGINT, on_stop)
-    signal.signal(signal.SIGALRM, on_alarm)
-    meta = {"scenario": "meta", "server": "-", "app": "-", "round": 0, "argv": sys.argv[1:],
-            "command": "bench/run.sh " + " ".join(sys.argv[1:]), "servers": servers, "apps": apps,
-            "rounds": a.rounds, "side_rounds": a.side_rounds, "processes": a.processes, "conns": a.conns, "durations": {
-                "warmup": a.warmup, "wrk": a.duration, "direct": a.direct_duration, "http": a.http_duration,
-                "idle": a.idle_seconds, "reload": a.reload_duration, "reload_at": a.reload_at,
-                "broken": a.broken_duration},
-            "foreign_max": a.foreign_max, "foreign_max_reload": a.foreign_max_reload, "retries": a.retries, "budget_s": a.budget, "features": a.features,
-            "machine": machine_info(a), "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-    with open(results, "a") as f:
-        f.write(json.dumps(meta) + "\n")
-    log(f"servers={servers} apps={apps} rounds={a.rounds} features="
-        f"{ {k: v for k, v in a.features.items() if not k.endswith('_probe')} } results={results}")
     interrupted = False
     app_servers = [s for s in servers if s != "nginx"]
 
@@ -1206,9 +1193,29 @@ def main():
         return [(s, x) for s, x in plan if plan_steps(s, x, rnd, a)]
 
     est = [sum(estimate_s(s, x, rnd, a) for s, x in round_plan(rnd)) for rnd in range(1, a.rounds + 1)]
+    used = a.setup_s + (time.monotonic() - t_start)
+    if a.budget is None:
+        a.budget = 480.0 if a.quick else max(sum(est), a.total - used)
     log(f"estimate: {sum(est) / 60:.1f} min of measurements on a quiet machine (rounds: "
         f"{', '.join(f'{e / 60:.1f}' for e in est)} min; each noisy repeat adds its length), budget "
-        f"{a.budget / 60:.1f} min, side scenarios in {a.side_rounds} of {a.rounds} rounds")
+        f"{a.budget / 60:.1f} min, side scenarios in {a.side_rounds} of {a.rounds} rounds; setup and builds took "
+        f"{used / 60:.1f} min, so the command should end in about {(used + sum(est)) / 60:.1f} min")
+    signal.signal(signal.SIGTERM, on_stop)
+    signal.signal(signal.SIGINT, on_stop)
+    signal.signal(signal.SIGALRM, on_alarm)
+    meta = {"scenario": "meta", "server": "-", "app": "-", "round": 0, "argv": sys.argv[1:],
+            "command": "bench/run.sh " + " ".join(sys.argv[1:]), "servers": servers, "apps": apps,
+            "rounds": a.rounds, "side_rounds": a.side_rounds, "processes": a.processes, "conns": a.conns, "durations": {
+                "warmup": a.warmup, "wrk": a.duration, "direct": a.direct_duration, "http": a.http_duration,
+                "idle": a.idle_seconds, "reload": a.reload_duration, "reload_at": a.reload_at,
+                "broken": a.broken_duration},
+            "foreign_max": a.foreign_max, "foreign_max_reload": a.foreign_max_reload, "retries": a.retries, "budget_s": a.budget,
+            "estimate_s": round(sum(est)), "total_s": a.total, "features": a.features,
+            "machine": machine_info(a), "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    with open(results, "a") as f:
+        f.write(json.dumps(meta) + "\n")
+    log(f"servers={servers} apps={apps} rounds={a.rounds} features="
+        f"{ {k: v for k, v in a.features.items() if not k.endswith('_probe')} } results={results}")
     t_rounds = time.monotonic()
     for rnd in range(1, a.rounds + 1):
         # A round's share of the budget follows its estimated length.
