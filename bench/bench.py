@@ -662,9 +662,15 @@ def estimate_s(server, app, rnd, a):
             "throughput": pages * (a.warmup + a.duration + 0.3), "memory": 0.3,
             "direct": pages * (a.direct_duration + 0.3),
             "http": len(http_vias(server, app, a)) * (1 + 2 * a.http_duration + 0.6),
-            "reload": a.reload_duration + 3.5, "shutdown": 1.0, "broken": a.broken_duration + 0.5}
+            "reload": a.reload_duration + 3.5, "shutdown": STOP_S.get(server, 0.5),
+            # The instance a broken release leaves is stopped by the cleanup (5 s grace).
+            "broken": a.broken_duration + 0.5 + min(5.0, STOP_S.get(server, 0.5))}
     steps = plan_steps(server, app, rnd, a)
     return (1.0 + sum(cost[s] for s in steps)) if steps else 0.0
+
+
+# SIGTERM -> tree gone, seconds, as measured (Granian waits for its workers' own timeout).
+STOP_S = {"uwsgi": 2.5, "gunicorn": 1.5, "granian": 9.0}
 
 
 # ---------------------------------------------------------------- one run

@@ -567,7 +567,9 @@ def markdown(d, pics, path_note):
               "--worker-class sync --bind unix:RUN/app.sock ... | granian --interface wsgi --workers 4 "
               "--host 127.0.0.1 --port PORT ...",
               "```", ""]
-    lines += ["Features that land later are measured once `amy-emperor check` accepts their key:", ""]
+    lines += ["Features of this build (detected: `amy-emperor check` accepts the key; preload = a template "
+              "process at start) and the variants measured for them (`lazy-apps = true` is preload off, "
+              "`reload-check = /` is reload-check on):", ""]
     lines += feature_rows(d)
     lines += ["", "## Throughput and latency through nginx", "",
               "nginx's own `return 200` is the ceiling of this path on this machine.", ""]
