@@ -634,9 +634,10 @@ def plan_steps(server, app, rnd, a):
         return ["ready", "throughput", "memory", "direct", "shutdown"] if app == "hello" else []
     if server in VARIANTS:
         # amy-lazy's start and memory differ from amy's every round; amy-check's do not.
+        # "warm": a short load first, so that memory is taken after load as for amy.
         if not side:
-            return ["ready", "memory", "shutdown"] if server == "amy-lazy" else []
-        return ["ready", "memory", "reload", "shutdown", "restart", "broken"]
+            return ["ready", "warm", "memory", "shutdown"] if server == "amy-lazy" else []
+        return ["ready", "warm", "memory", "reload", "shutdown", "restart", "broken"]
     steps = ["ready"] + (["idle"] if side else []) + ["throughput", "memory", "direct"]
     if side:
         # A broken release may leave no server at all (uWSGI, gunicorn): it comes
@@ -659,7 +660,8 @@ def estimate_s(server, app, rnd, a):
     pages = 2 if app == "django" else 1
     start = 3.0 if app == "django" else 1.5
     cost = {"ready": start + 0.5, "restart": start + 0.5, "idle": 2 + a.idle_seconds + 0.3,
-            "throughput": pages * (a.warmup + a.duration + 0.3), "memory": 0.3,
+            "throughput": pages * (a.warmup + a.duration + 0.3), "warm": pages * (a.warmup + 1.2),
+            "memory": 0.3,
             "direct": pages * (a.direct_duration + 0.3),
             "http": len(http_vias(server, app, a)) * (1 + 2 * a.http_duration + 0.6),
             "reload": a.reload_duration + 3.5, "shutdown": STOP_S.get(server, 0.5),
@@ -845,6 +847,12 @@ class Run:
             log(f"{self.server}: status --json workers {ws} templates {ts}, titles say {rs}")
             rs = dict(rs, worker=ws, template=ts)
         return rs, match
+
+    def scenario_warm(self):
+        """Load without a figure (variants that skip throughput): the memory taken next
+        is then after load, as for the servers measured after their throughput run."""
+        for _, path in self.pages():
+            self.wrk(f"http://127.0.0.1:{self.port}{path}", self.a.warmup + 1)
 
     def scenario_memory(self):
         """total = master + template + workers (uWSGI: master + workers, its master is
@@ -1094,8 +1102,9 @@ def main():
                     help="seconds the whole command aims at, setup and builds included (default 26 min): the "
                          "rounds' budget is what setup and builds left, never less than the estimate")
     ap.add_argument("--budget", type=float,
-                    help="seconds for all rounds (default: from --total; quick 8 min): a round past its share (by the estimate) "
-                         "repeats no noisy measurement, so a busy machine cannot stretch the command")
+                    help="seconds for all rounds (default: from --total; quick: the estimate + 1 min): a round "
+                         "past its share (by the estimate) repeats no noisy measurement, so a busy machine cannot "
+                         "stretch the command")
     ap.add_argument("--foreign-max", type=float, default=20.0,
                     help="a load measurement whose foreign CPU %% is above this is noisy (default 20)")
     ap.add_argument("--foreign-max-reload", type=float, default=50.0,
@@ -1201,7 +1210,8 @@ def main():
     est = [sum(estimate_s(s, x, rnd, a) for s, x in round_plan(rnd)) for rnd in range(1, a.rounds + 1)]
     used = a.setup_s + (time.monotonic() - t_start)
     if a.budget is None:
-        a.budget = 480.0 if a.quick else max(sum(est), a.total - used)
+        # --quick is a smoke run: a minute of repeats at most.
+        a.budget = sum(est) + 60 if a.quick else max(sum(est), a.total - used)
     log(f"estimate: {sum(est) / 60:.1f} min of measurements on a quiet machine (rounds: "
         f"{', '.join(f'{e / 60:.1f}' for e in est)} min; each noisy repeat adds its length), budget "
         f"{a.budget / 60:.1f} min, side scenarios in {a.side_rounds} of {a.rounds} rounds; setup and builds took "
@@ -1215,7 +1225,8 @@ def main():
                 "warmup": a.warmup, "wrk": a.duration, "direct": a.direct_duration, "http": a.http_duration,
                 "idle": a.idle_seconds, "reload": a.reload_duration, "reload_at": a.reload_at,
                 "broken": a.broken_duration},
-            "foreign_max": a.foreign_max, "foreign_max_reload": a.foreign_max_reload, "retries": a.retries, "budget_s": a.budget,
+            "foreign_max": a.foreign_max, "foreign_max_reload": a.foreign_max_reload, "retries": a.retries,
+            "budget_s": a.budget,
             "estimate_s": round(sum(est)), "total_s": a.total, "features": a.features,
             "machine": machine_info(a), "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     with open(results, "a") as f:
@@ -1250,7 +1261,8 @@ def main():
         f.write(json.dumps({"scenario": "meta_end", "server": "-", "app": "-", "round": 0,
                             "wall_s": round(time.monotonic() - t_start + a.setup_s, 1),
                             "bench_s": round(time.monotonic() - t_start, 1), "setup_s": a.setup_s,
-                            "estimate_s": round(sum(est)), "build_s": a.build_s, "rounds_s": round(time.monotonic() - t_rounds, 1),
+                            "estimate_s": round(sum(est)), "build_s": a.build_s,
+                            "rounds_s": round(time.monotonic() - t_rounds, 1),
                             "ended": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}) + "\n")
     print(f"\nResults: {results}\n")
     if not a.no_report:

@@ -538,7 +538,8 @@ def markdown(d, pics, path_note):
               f"the ini touched at {dur.get('reload_at')} s (gunicorn, Granian: SIGHUP). Broken release: the "
               "app's entry module replaced by one that raises at import, then the same trigger, "
               f"{dur.get('broken')} s of load.",
-              f"- Memory: `/proc` VmRSS and `smaps_rollup` Pss after the throughput run. Idle wake-ups: context "
+              f"- Memory: `/proc` VmRSS and `smaps_rollup` Pss after the throughput run (the lazy-apps and "
+              f"reload-check variants, which skip it: after {dur.get('warmup', 2) + 1} s of unreported load). Idle wake-ups: context "
               f"switches of all the master's threads (and of the workers) over {dur.get('idle')} idle seconds.",
               f"- **Noise**: each load measurement records the CPU used by processes other than this run's "
               f"(`foreign CPU`). Above **{d.meta.get('foreign_max')} %** it is repeated (at most "
