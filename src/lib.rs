@@ -5,7 +5,9 @@
 //! machine and its executor), `worker/` (spawning workers and the master↔worker
 //! contract), and the resources the master owns: `socket`, `pidfile`, `logs`,
 //! `signals`, `watch`, `control`, `scoreboard`, `stats`, `metrics`, `privileges`,
-//! `systemd`; `router` is the `http =` HTTP router process and its supervision.
+//! `systemd`; `local_server` is the accept loop `stats`, `metrics` and
+//! `emperor-stats` share; `router` is the `http =` HTTP router process and its
+//! supervision.
 //! See ARCHITECTURE.md.
 
 pub mod around;
@@ -16,6 +18,7 @@ pub mod control;
 pub mod emperor;
 pub mod fifo;
 pub mod leftovers;
+pub mod local_server;
 pub mod logs;
 pub mod metrics;
 pub mod pidfile;

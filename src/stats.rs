@@ -14,8 +14,7 @@
 //! status document grows: a secret from `uwsgi_env` must never appear in stats.
 //!
 //! # Where it listens
-//! A unix socket is created 0600 through [`socket::bind`] (never wider, not even
-//! for a moment). TCP is accepted only on an explicit loopback address
+//! A unix socket is created 0600 (see [`crate::local_server`]). TCP is accepted only on an explicit loopback address
 //! (`127.0.0.1:PORT`, `localhost:PORT`, `[::1]:PORT`): uWSGI's `:9191` or
 //! `0.0.0.0:9191` would publish worker pids and traffic counters to the network
 //! with no authentication, so those are refused with an error saying why.
@@ -32,28 +31,22 @@
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
-use std::os::fd::OwnedFd;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Serialize;
 use serde_json::{json, Value};
-use tokio::io::{AsyncWrite, AsyncWriteExt};
-use tokio::sync::Semaphore;
-use tracing::{debug, info};
+use tokio::io::AsyncWriteExt;
+use tracing::info;
 
-use crate::config::{Protocol, SocketAddress, SocketSpec};
-use crate::socket::{self, BindOptions, Listener, SocketError};
+use crate::config::{Protocol, SocketAddress};
+use crate::local_server::{self, Client, Listen, LocalServer, LocalServerError};
+use crate::socket::SocketError;
 use crate::supervisor::inbox::{ask_status, Inbox};
 use crate::supervisor::status::{Status, WorkerStatus};
 
 /// What `version` says: tools print it next to "uwsgi".
 pub const VERSION: &str = concat!("amy-emperor-", env!("CARGO_PKG_VERSION"));
-
-/// Clients served at once; more wait in the listen backlog, so a local flood
-/// cannot make the master build status documents without bound.
-const MAX_CLIENTS: usize = 8;
 
 /// How long a client may take to receive the document, and the master to answer.
 const TIMEOUT: Duration = Duration::from_secs(5);
@@ -122,119 +115,46 @@ pub fn parse_address(addr: &str) -> Result<StatsAddress, StatsError> {
     })
 }
 
-/// The running server. Dropping it leaves the server running (it lives as long
-/// as the master); [`StatsServer::vacuum`] removes a unix socket file at exit.
-#[derive(Debug)]
-pub struct StatsServer {
-    listener: Listener,
+/// The running server (see [`LocalServer`]).
+pub type StatsServer = LocalServer;
+
+impl From<StatsAddress> for SocketAddress {
+    fn from(a: StatsAddress) -> Self {
+        match a {
+            StatsAddress::Unix(path) => SocketAddress::Unix(path),
+            StatsAddress::Loopback { host, port } => SocketAddress::Tcp { host, port },
+        }
+    }
 }
 
-impl StatsServer {
-    /// The path, or `host:port` with the real port.
-    pub fn local_address(&self) -> String {
-        self.listener.local_address()
-    }
-
-    /// Removes the unix socket file if it is still the one we created.
-    pub fn vacuum(&self) {
-        socket::vacuum(&self.listener);
+impl StatsError {
+    /// The error of binding or serving `stats = ADDR` (also `emperor-stats`).
+    pub fn serving(addr: &str, e: LocalServerError) -> Self {
+        let address = addr.to_owned();
+        match e {
+            LocalServerError::Bind(source) => StatsError::Bind { address, source },
+            LocalServerError::Io(source) => StatsError::Io { address, source },
+            LocalServerError::NotLoopback => StatsError::NotLoopback(address),
+        }
     }
 }
 
 /// Binds `stats = ADDR` and serves it for the master's lifetime. Call inside the
 /// master's tokio runtime.
 pub fn spawn_server(addr: &str, inbox: Inbox) -> Result<StatsServer, StatsError> {
-    let address = match parse_address(addr)? {
-        StatsAddress::Unix(path) => SocketAddress::Unix(path),
-        StatsAddress::Loopback { host, port } => SocketAddress::Tcp { host, port },
+    let listen = Listen {
+        key: "stats",
+        address: parse_address(addr)?.into(),
+        loopback_only: true,
     };
-    let spec = SocketSpec {
-        address,
-        protocol: Protocol::Http,
-        key: "stats".to_owned(),
-        line: 0,
-    };
-    let opts = BindOptions {
-        chmod: Some(0o600),
-        chown: None,
-        backlog: Some(64),
-    };
-    let (listener, _warnings) = socket::bind(&spec, &opts).map_err(|source| StatsError::Bind {
-        address: addr.to_owned(),
-        source,
-    })?;
-    let io = |source| StatsError::Io {
-        address: addr.to_owned(),
-        source,
-    };
-    let fd: OwnedFd = listener.fd.try_clone().map_err(io)?;
-    let accepting = match &spec.address {
-        SocketAddress::Unix(_) => {
-            let std = std::os::unix::net::UnixListener::from(fd);
-            std.set_nonblocking(true).map_err(io)?;
-            Accepting::Unix(tokio::net::UnixListener::from_std(std).map_err(io)?)
-        }
-        SocketAddress::Tcp { .. } => {
-            let std = std::net::TcpListener::from(fd);
-            // `localhost` is resolved by the system: check what was really bound.
-            if !std.local_addr().map_err(io)?.ip().is_loopback() {
-                return Err(StatsError::NotLoopback(addr.to_owned()));
-            }
-            std.set_nonblocking(true).map_err(io)?;
-            Accepting::Tcp(tokio::net::TcpListener::from_std(std).map_err(io)?)
-        }
-    };
-    let server = StatsServer { listener };
+    let server =
+        local_server::spawn(listen, inbox, answer).map_err(|e| StatsError::serving(addr, e))?;
     info!(address = %server.local_address(), "stats server listening");
-    tokio::spawn(serve(accepting, inbox));
     Ok(server)
 }
 
-enum Accepting {
-    Unix(tokio::net::UnixListener),
-    Tcp(tokio::net::TcpListener),
-}
-
-async fn serve(listener: Accepting, inbox: Inbox) {
-    let permits = Arc::new(Semaphore::new(MAX_CLIENTS));
-    loop {
-        let Ok(permit) = permits.clone().acquire_owned().await else {
-            return;
-        };
-        let accepted = match &listener {
-            Accepting::Unix(l) => l.accept().await.map(|(s, _)| Client::Unix(s)),
-            Accepting::Tcp(l) => l.accept().await.map(|(s, _)| Client::Tcp(s)),
-        };
-        let client = match accepted {
-            Ok(c) => c,
-            Err(e) => {
-                // EMFILE and friends: back off instead of spinning.
-                debug!(error = %e, "stats accept failed");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        if inbox.is_closed() {
-            return;
-        }
-        let inbox = inbox.clone();
-        tokio::spawn(async move {
-            let _permit = permit;
-            match client {
-                Client::Unix(s) => answer(s, &inbox).await,
-                Client::Tcp(s) => answer(s, &inbox).await,
-            }
-        });
-    }
-}
-
-enum Client {
-    Unix(tokio::net::UnixStream),
-    Tcp(tokio::net::TcpStream),
-}
-
-async fn answer(mut stream: impl AsyncWrite + Unpin, inbox: &Inbox) {
-    let Ok(Some(status)) = tokio::time::timeout(TIMEOUT, ask_status(inbox)).await else {
+async fn answer(mut stream: Client, inbox: Inbox) {
+    let Ok(Some(status)) = tokio::time::timeout(TIMEOUT, ask_status(&inbox)).await else {
         return;
     };
     let document = render(&uwsgi_json(&status));
@@ -419,7 +339,6 @@ fn worker_json(w: &WorkerStatus) -> Value {
 mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
-    use tokio::io::AsyncReadExt;
 
     const TOP_KEYS: [&str; 12] = [
         "version",
@@ -717,10 +636,7 @@ mod tests {
         let mode = std::fs::metadata(&path).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
         for _ in 0..2 {
-            let mut stream = tokio::net::UnixStream::connect(&path).await.unwrap();
-            let mut text = String::new();
-            stream.read_to_string(&mut text).await.unwrap();
-            let doc: Value = serde_json::from_str(&text).unwrap();
+            let doc: Value = serde_json::from_str(&server.read_answer().await).unwrap();
             assert_eq!(doc["workers"][0]["status"], "idle");
             assert_eq!(doc["sockets"][0]["name"], "/srv/amy.sock");
         }
@@ -737,12 +653,7 @@ mod tests {
             Err(StatsError::NotLoopback(_))
         ));
         let server = spawn_server("127.0.0.1:0", inbox).unwrap();
-        let mut stream = tokio::net::TcpStream::connect(server.local_address())
-            .await
-            .unwrap();
-        let mut text = String::new();
-        stream.read_to_string(&mut text).await.unwrap();
-        let doc: Value = serde_json::from_str(&text).unwrap();
+        let doc: Value = serde_json::from_str(&server.read_answer().await).unwrap();
         assert_eq!(doc["pid"], 4242);
         assert_eq!(doc["workers"], json!([]));
     }

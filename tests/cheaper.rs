@@ -7,9 +7,6 @@
 
 mod common;
 
-use std::io::Read;
-use std::os::unix::net::UnixStream;
-use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,26 +14,9 @@ use std::time::Duration;
 use common::*;
 use serde_json::Value;
 
-/// Workers of the serving generation that take requests (idle or busy).
+/// Workers of the serving generation that take requests or are about to.
 fn active(status: &Value) -> usize {
-    let generation = status["generation"].as_u64();
-    status["workers"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|w| w["generation"].as_u64() == generation)
-        .filter(|w| w["state"] == "idle" || w["state"] == "busy" || w["state"] == "booting")
-        .count()
-}
-
-fn read_stats(path: &Path) -> Value {
-    let mut stream = UnixStream::connect(path).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    let mut text = String::new();
-    stream.read_to_string(&mut text).unwrap();
-    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"))
+    serving_workers_in(status, &["idle", "busy", "booting"])
 }
 
 /// `amy_workers{state="STATE"}` from the metrics endpoint.
@@ -188,16 +168,7 @@ fn cheaper_keys_are_checked_and_other_algorithms_fail_closed() {
             "cheaper-busyness-max",
         ),
     ] {
-        let site = Site::new("cheaper-check", "memapp", 6, extra);
-        let out = site.cli(&["check", site.ini().to_str().unwrap()]);
-        let err = String::from_utf8_lossy(&out.stderr).to_string()
-            + &String::from_utf8_lossy(&out.stdout);
-        assert_eq!(out.status.code(), Some(2), "{extra}: {err}");
-        assert!(
-            err.contains("amy_uwsgi.ini:"),
-            "{extra}: path:line in {err}"
-        );
-        assert!(err.contains(needle), "{extra}: {err}");
+        assert_check_refuses(&Site::new("cheaper-check", "memapp", 6, extra), needle);
     }
     let site = Site::new(
         "cheaper-ok",
@@ -205,10 +176,8 @@ fn cheaper_keys_are_checked_and_other_algorithms_fail_closed() {
         6,
         "cheaper = 2\ncheaper-initial = 1\ncheaper-algo = spare2\ncheaper-idle = 5",
     );
-    let out = site.cli(&["check", site.ini().to_str().unwrap()]);
-    let text =
-        String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(0), "{text}");
+    let (code, text) = check_site(&site);
+    assert_eq!(code, Some(0), "{text}");
     assert!(
         text.contains("cheaper-initial = 1: below cheaper"),
         "uWSGI's warning: {text}"

@@ -5,237 +5,20 @@
 
 use std::collections::BTreeSet;
 use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{Duration, Instant, SystemTime};
+use std::path::Path;
+use std::process::Command;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, SystemTime};
 
 mod common;
+#[path = "common/vassals.rs"]
+mod vassals;
 
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
-use common::{alive, kill, load, repo, uwsgi_get, venv, wait_for, Nginx, BIN};
-const READY: Duration = Duration::from_secs(60);
-
-static COUNTER: AtomicU32 = AtomicU32::new(0);
-
-/// The vassal directory and, beside it, a directory for the vassals' sockets,
-/// pidfiles and logs (so that their writes do not land in the watched one).
-/// Removed at the end of a passing test; kept for inspection after a failure.
-struct Dirs {
-    base: PathBuf,
-    vassals: PathBuf,
-    run: PathBuf,
-}
-
-impl Drop for Dirs {
-    fn drop(&mut self) {
-        if !std::thread::panicking() {
-            let _ = std::fs::remove_dir_all(&self.base);
-        }
-    }
-}
-
-fn dirs(name: &str) -> Dirs {
-    let n = COUNTER.fetch_add(1, Ordering::SeqCst);
-    let base = PathBuf::from(format!("/tmp/amy-e-{}-{n}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&base);
-    let d = Dirs {
-        vassals: base.join("vassals"),
-        run: base.join("run"),
-        base,
-    };
-    std::fs::create_dir_all(&d.vassals).unwrap();
-    std::fs::create_dir_all(&d.run).unwrap();
-    d
-}
-
-impl Dirs {
-    fn ini(&self, name: &str) -> PathBuf {
-        self.vassals.join(format!("{name}.ini"))
-    }
-    fn sock(&self, name: &str) -> PathBuf {
-        self.run.join(format!("{name}.sock"))
-    }
-    fn pidfile(&self, name: &str) -> PathBuf {
-        self.run.join(format!("{name}.pid"))
-    }
-
-    fn ini_text(&self, name: &str, extra: &str) -> String {
-        format!(
-            "[uwsgi]\nchdir = {apps}\nmodule = hello\nhome = {venv}\nmaster = true\nprocesses = 1\n\
-             socket = {sock}\nvacuum = true\npidfile = {pid}\nlogto = {run}/{name}.log\n\
-             worker-reload-mercy = 10\n{extra}\n",
-            apps = repo().join("tests/apps").display(),
-            venv = venv().display(),
-            sock = self.sock(name).display(),
-            pid = self.pidfile(name).display(),
-            run = self.run.display(),
-        )
-    }
-
-    fn write_vassal(&self, name: &str) {
-        std::fs::write(self.ini(name), self.ini_text(name, "")).unwrap();
-    }
-
-    fn master_pid(&self, name: &str) -> Option<i32> {
-        std::fs::read_to_string(self.pidfile(name))
-            .ok()?
-            .trim()
-            .parse()
-            .ok()
-    }
-
-    /// The pid of the worker that answered a request on `name`'s socket.
-    fn serving_pid(&self, name: &str) -> Option<i32> {
-        let r = uwsgi_get(&self.sock(name), "/").ok()?;
-        if r.status != 200 || r.body != b"Hello, World!\n" {
-            return None;
-        }
-        r.header("X-Worker-Pid")?.parse().ok()
-    }
-
-    fn emperor_pidfile(&self) -> PathBuf {
-        self.run.join("emperor.pid")
-    }
-
-    /// `amy-emperor ARGS`, run to completion in the base directory.
-    fn cli(&self, args: &[&str]) -> std::process::Output {
-        Command::new(BIN)
-            .args(args)
-            .current_dir(&self.base)
-            .output()
-            .unwrap()
-    }
-
-    /// `status --json --pidfile run/emperor.pid`.
-    fn status(&self) -> serde_json::Value {
-        let pidfile = self.emperor_pidfile();
-        let out = self.cli(&["status", "--json", "--pidfile", pidfile.to_str().unwrap()]);
-        serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null)
-    }
-
-    /// The emperor's view of one vassal.
-    fn vassal_status(&self, name: &str) -> serde_json::Value {
-        let file = self.ini(name);
-        self.status()["vassals"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .find(|v| v["file"] == file.to_str().unwrap())
-            .cloned()
-            .unwrap_or(serde_json::Value::Null)
-    }
-
-    /// The pids of `name`'s current workers, as its own master reports them.
-    fn worker_pids(&self, name: &str) -> Vec<i64> {
-        let mut pids: Vec<i64> = self.vassal_status(name)["workers"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|w| w["pid"].as_i64())
-            .collect();
-        pids.sort();
-        pids
-    }
-
-    /// An emperor ini beside the vassal directory.
-    fn write_emperor_ini(&self, extra: &str) -> PathBuf {
-        let path = self.base.join("emperor.ini");
-        std::fs::write(
-            &path,
-            format!(
-                "[uwsgi]\nemperor = {vassals}\nemperor-pidfile = {run}/emperor.pid\n\
-                 logto = {run}/emperor.log\nmaster = true\ndie-on-term = true\nvacuum = true\n{extra}\n",
-                vassals = self.vassals.display(),
-                run = self.run.display(),
-            ),
-        )
-        .unwrap();
-        path
-    }
-
-    fn emperor_log(&self) -> String {
-        std::fs::read_to_string(self.run.join("emperor.log")).unwrap_or_default()
-    }
-
-    fn wait_serving(&self, name: &str) -> i32 {
-        wait_for(&format!("vassal {name} to serve"), READY, || {
-            self.serving_pid(name)
-        })
-    }
-}
-
-/// A running `amy-emperor start --emperor DIR`; stopped (and its vassals with it)
-/// on drop, printing its stderr if the test failed.
-struct Emperor<'a> {
-    dirs: &'a Dirs,
-    child: Option<Child>,
-}
-
-fn start_emperor(dirs: &Dirs) -> Emperor<'_> {
-    let dir = dirs.vassals.to_str().unwrap().to_owned();
-    spawn_emperor(dirs, &["start", "--emperor", &dir])
-}
-
-/// `amy-emperor ARGS` as the emperor, its output in run/emperor.{out,err}.
-fn spawn_emperor<'a>(dirs: &'a Dirs, args: &[&str]) -> Emperor<'a> {
-    let child = Command::new(BIN)
-        .args(args)
-        .current_dir(&dirs.base)
-        .stdin(Stdio::null())
-        .stdout(Stdio::from(
-            std::fs::File::create(dirs.run.join("emperor.out")).unwrap(),
-        ))
-        .stderr(Stdio::from(
-            std::fs::File::create(dirs.run.join("emperor.err")).unwrap(),
-        ))
-        .spawn()
-        .unwrap();
-    Emperor {
-        dirs,
-        child: Some(child),
-    }
-}
-
-impl Emperor<'_> {
-    fn pid(&self) -> i32 {
-        self.child.as_ref().expect("running").id() as i32
-    }
-
-    fn stderr(&self) -> String {
-        std::fs::read_to_string(self.dirs.run.join("emperor.err")).unwrap_or_default()
-    }
-
-    fn wait_exit(&mut self, timeout: Duration) -> Option<i32> {
-        let child = self.child.as_mut().expect("running");
-        let status = wait_for("the emperor to exit", timeout, || child.try_wait().unwrap());
-        self.child = None;
-        status.code()
-    }
-}
-
-impl Drop for Emperor<'_> {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            eprintln!("--- emperor stderr ---\n{}", self.stderr());
-            let log = self.dirs.emperor_log();
-            let lines: Vec<&str> = log.lines().collect();
-            let from = lines.len().saturating_sub(60);
-            eprintln!("--- emperor log tail ---\n{}", lines[from..].join("\n"));
-        }
-        if let Some(mut child) = self.child.take() {
-            kill(child.id() as i32, libc::SIGINT);
-            let deadline = Instant::now() + Duration::from_secs(20);
-            while Instant::now() < deadline && child.try_wait().ok().flatten().is_none() {
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
+use common::{alive, kill, load, uwsgi_get, wait_for, Nginx};
+use vassals::{dirs, Dirs, Emperor, READY};
 
 fn touch(path: &Path) {
     let mut f = std::fs::File::options().append(true).open(path).unwrap();
@@ -249,7 +32,7 @@ fn vassals_come_and_go_with_their_files_and_stop_with_the_emperor() {
     let d = dirs("life");
     d.write_vassal("v1");
     d.write_vassal("v2");
-    let mut emperor = start_emperor(&d);
+    let mut emperor = Emperor::start(&d);
     let mut workers = vec![d.wait_serving("v1"), d.wait_serving("v2")];
     let mut masters = vec![d.master_pid("v1").unwrap(), d.master_pid("v2").unwrap()];
     assert_ne!(masters[0], masters[1]);
@@ -300,7 +83,7 @@ fn vassals_come_and_go_with_their_files_and_stop_with_the_emperor() {
 fn a_killed_vassal_is_restarted_and_a_changed_one_reloads() {
     let d = dirs("restart");
     d.write_vassal("v1");
-    let emperor = start_emperor(&d);
+    let emperor = Emperor::start(&d);
     let first_worker = d.wait_serving("v1");
     let first_master = d.master_pid("v1").unwrap();
 
@@ -341,7 +124,7 @@ fn an_invalid_ini_is_reported_once_and_waits_for_a_fix() {
     // Not vassals: hidden files and editor backups.
     std::fs::write(d.vassals.join(".hidden.ini"), d.ini_text("hidden", "")).unwrap();
     std::fs::write(d.vassals.join("backup.ini~"), d.ini_text("backup", "")).unwrap();
-    let emperor = start_emperor(&d);
+    let emperor = Emperor::start(&d);
     wait_for("the config error", Duration::from_secs(30), || {
         emperor
             .stderr()
@@ -366,7 +149,7 @@ fn an_invalid_ini_is_reported_once_and_waits_for_a_fix() {
 fn vassals_stop_when_the_emperor_is_killed() {
     let d = dirs("orphan");
     d.write_vassal("v1");
-    let mut emperor = start_emperor(&d);
+    let mut emperor = Emperor::start(&d);
     let worker = d.wait_serving("v1");
     let master = d.master_pid("v1").unwrap();
     kill(emperor.pid(), libc::SIGKILL);
@@ -387,7 +170,7 @@ fn a_crashing_vassal_is_restarted_with_back_off() {
             .replace("module = hello", "module = broken_import"),
     )
     .unwrap();
-    let emperor = start_emperor(&d);
+    let emperor = Emperor::start(&d);
     let deaths = |err: &str| {
         err.lines()
             .filter(|l| l.contains("vassal died, restarting"))
@@ -433,7 +216,7 @@ fn two_vassals_behind_nginx_serve_through_add_touch_break_fix_and_remove() {
     std::fs::write(d.ini("a"), app_ini(&d, "a", "vassal_app")).unwrap();
     std::fs::write(d.ini("b"), app_ini(&d, "b", "vassal_app")).unwrap();
     let ini = d.write_emperor_ini("");
-    let mut emperor = spawn_emperor(&d, &["start", ini.to_str().unwrap()]);
+    let mut emperor = Emperor::spawn(&d, &["start", ini.to_str().unwrap()]);
     d.wait_serving("a");
     d.wait_serving("b");
     let status = wait_for("status to list both vassals", READY, || {
@@ -588,7 +371,7 @@ fn reload_through_the_emperor_reports_every_vassal() {
     std::fs::write(d.ini("v2"), app_ini(&d, "v2", "vassal_app")).unwrap();
     let pidfile = d.emperor_pidfile();
     let dir = d.vassals.to_str().unwrap().to_owned();
-    let _emperor = spawn_emperor(
+    let _emperor = Emperor::spawn(
         &d,
         &[
             "start",
@@ -659,7 +442,7 @@ fn an_emperor_ini_with_a_glob_runs_only_matching_files() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let _emperor = spawn_emperor(&d, &["start", path.to_str().unwrap()]);
+    let _emperor = Emperor::spawn(&d, &["start", path.to_str().unwrap()]);
     d.wait_serving("amy_one");
     wait_for("status", READY, || {
         (d.status()["vassals"].as_array().map(Vec::len) == Some(1)).then_some(())
@@ -723,7 +506,7 @@ fn tyrant_mode_runs_each_vassal_as_the_owner_of_its_file() {
     chown(&d.ini("mine"), 65534, 65534);
     std::fs::write(d.ini("rooted"), text("rooted")).unwrap();
     let ini = d.write_emperor_ini("emperor-tyrant = true");
-    let _emperor = spawn_emperor(&d, &["start", ini.to_str().unwrap()]);
+    let _emperor = Emperor::spawn(&d, &["start", ini.to_str().unwrap()]);
     let worker = d.wait_serving("mine");
     let master = d.master_pid("mine").unwrap();
     for pid in [master, worker] {

@@ -3,161 +3,27 @@
 //! config still loads), and a vassal file in another uWSGI format named once
 //! in the log instead of being skipped silently.
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::time::Duration;
 
 mod common;
+#[path = "common/vassals.rs"]
+mod vassals;
 
-use common::{alive, kill, repo, uwsgi_get, venv, wait_for, BIN};
-
-const READY: Duration = Duration::from_secs(60);
-
-struct Dirs {
-    base: PathBuf,
-    vassals: PathBuf,
-    run: PathBuf,
-}
-
-impl Drop for Dirs {
-    fn drop(&mut self) {
-        if !std::thread::panicking() {
-            let _ = std::fs::remove_dir_all(&self.base);
-        }
-    }
-}
-
-fn dirs(name: &str) -> Dirs {
-    let base = PathBuf::from(format!("/tmp/amy-ed-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&base);
-    let d = Dirs {
-        vassals: base.join("vassals"),
-        run: base.join("run"),
-        base,
-    };
-    std::fs::create_dir_all(&d.vassals).unwrap();
-    std::fs::create_dir_all(&d.run).unwrap();
-    d
-}
-
-impl Dirs {
-    fn ini(&self, name: &str) -> PathBuf {
-        self.vassals.join(format!("{name}.ini"))
-    }
-    fn sock(&self, name: &str) -> PathBuf {
-        self.run.join(format!("{name}.sock"))
-    }
-    fn pidfile(&self, name: &str) -> PathBuf {
-        self.run.join(format!("{name}.pid"))
-    }
-    fn write_vassal(&self, name: &str, extra: &str) {
-        let text = format!(
-            "[uwsgi]\nchdir = {apps}\nmodule = hello\nhome = {venv}\nmaster = true\nprocesses = 1\n\
-             socket = {sock}\nvacuum = true\npidfile = {pid}\nlogto = {run}/{name}.log\n{extra}\n",
-            apps = repo().join("tests/apps").display(),
-            venv = venv().display(),
-            sock = self.sock(name).display(),
-            pid = self.pidfile(name).display(),
-            run = self.run.display(),
-        );
-        std::fs::write(self.ini(name), text).unwrap();
-    }
-    fn master_pid(&self, name: &str) -> Option<i32> {
-        std::fs::read_to_string(self.pidfile(name))
-            .ok()?
-            .trim()
-            .parse()
-            .ok()
-    }
-    fn wait_serving(&self, name: &str) {
-        wait_for(&format!("vassal {name} to serve"), READY, || {
-            let r = uwsgi_get(&self.sock(name), "/").ok()?;
-            (r.status == 200).then_some(())
-        })
-    }
-}
-
-struct Emperor {
-    child: Child,
-    err: PathBuf,
-}
-
-impl Emperor {
-    fn start(d: &Dirs) -> Emperor {
-        let err = d.run.join("emperor.err");
-        let child = Command::new(BIN)
-            .args(["start", "--emperor", d.vassals.to_str().unwrap()])
-            .current_dir(&d.base)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::from(std::fs::File::create(&err).unwrap()))
-            .spawn()
-            .unwrap();
-        Emperor { child, err }
-    }
-    fn pid(&self) -> i32 {
-        self.child.id() as i32
-    }
-    fn stderr(&self) -> String {
-        std::fs::read_to_string(&self.err).unwrap_or_default()
-    }
-}
-
-impl Drop for Emperor {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            eprintln!("--- emperor stderr ---\n{}", self.stderr());
-        }
-        kill(self.pid(), libc::SIGINT);
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline && self.child.try_wait().ok().flatten().is_none() {
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn cmdline(pid: i32) -> String {
-    let raw = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-    String::from_utf8_lossy(&raw)
-        .trim_end_matches('\0')
-        .replace('\0', " ")
-}
-
-/// The children of `parent`, from /proc.
-fn children(parent: i32) -> Vec<i32> {
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            continue;
-        };
-        let ppid = stat
-            .rsplit(')')
-            .next()
-            .and_then(|s| s.split_whitespace().nth(1))
-            .and_then(|s| s.parse::<i32>().ok());
-        if ppid == Some(parent) {
-            found.push(pid);
-        }
-    }
-    found
-}
+use common::{alive, child_pids, cmdline, wait_for};
+use vassals::{dirs, Emperor};
 
 #[test]
 fn the_emperor_and_a_vassal_master_are_titled_by_role_even_while_the_config_loads() {
     let d = dirs("titles");
-    d.write_vassal("v1", "");
+    d.write_vassal("v1");
     // v2's ini takes a few seconds to read (`@(exec://…)`): its master must be
     // titled from the start, not show `…/amy-emperor start <ini>` meanwhile.
-    d.write_vassal("v2", "slow-value = @(exec://sleep 4; echo x)");
+    d.write_vassal_with("v2", "slow-value = @(exec://sleep 4; echo x)");
     let emperor = Emperor::start(&d);
     let v2 = d.ini("v2");
     let loading = wait_for("v2's master to run", Duration::from_secs(20), || {
-        children(emperor.pid())
+        child_pids(emperor.pid())
             .into_iter()
             .find(|&p| cmdline(p).ends_with(v2.to_str().unwrap()))
     });
@@ -185,7 +51,7 @@ fn the_emperor_and_a_vassal_master_are_titled_by_role_even_while_the_config_load
 #[test]
 fn a_vassal_file_in_another_uwsgi_format_is_named_once_not_skipped_silently() {
     let d = dirs("formats");
-    d.write_vassal("v1", "");
+    d.write_vassal("v1");
     std::fs::write(d.vassals.join("legacy.yml"), "uwsgi:\n  socket: x.sock\n").unwrap();
     std::fs::write(
         d.vassals.join("notes.txt"),
@@ -223,4 +89,37 @@ fn a_vassal_file_in_another_uwsgi_format_is_named_once_not_skipped_silently() {
     // The ini vassal kept serving; the yaml one was never started.
     d.wait_serving("v1");
     assert!(!Path::new(&d.run.join("x.sock")).exists());
+}
+
+#[test]
+fn emperor_stats_lists_the_vassals_on_a_0600_socket_one_document_per_connection() {
+    use std::io::Read;
+    use std::os::unix::fs::PermissionsExt;
+    let d = dirs("estats");
+    d.write_vassal("v1");
+    let stats = d.run.join("estats.sock");
+    let ini = d.write_emperor_ini(&format!("emperor-stats = {}", stats.display()));
+    let emperor = Emperor::spawn(&d, &["start", ini.to_str().unwrap()]);
+    d.wait_serving("v1");
+    let master = wait_for("v1's pidfile", Duration::from_secs(10), || {
+        d.master_pid("v1")
+    });
+    let mode = std::fs::metadata(&stats).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+    for _ in 0..2 {
+        let doc = wait_for("v1 in the stats", Duration::from_secs(20), || {
+            let mut text = String::new();
+            std::os::unix::net::UnixStream::connect(&stats)
+                .ok()?
+                .read_to_string(&mut text)
+                .ok()?;
+            let doc: serde_json::Value = serde_json::from_str(&text).ok()?;
+            let listed = doc["vassals"]
+                .as_array()?
+                .iter()
+                .any(|v| v["id"] == "v1.ini" && v["pid"].as_i64() == Some(i64::from(master)));
+            listed.then_some(doc)
+        });
+        assert_eq!(doc["pid"].as_i64(), Some(i64::from(emperor.pid())), "{doc}");
+    }
 }

@@ -102,19 +102,6 @@ fn sigterm_during_a_sighup_storm_wins() {
 }
 
 /// Sends a uwsgi request for `uri` and returns the stream (the answer is read later).
-fn send(sock: &std::path::Path, uri: &str) -> UnixStream {
-    let mut s = UnixStream::connect(sock).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    s.write_all(&uwsgi_packet("GET", uri, &[], b"")).unwrap();
-    s
-}
-
-fn read_all(mut s: UnixStream) -> Vec<u8> {
-    let mut out = Vec::new();
-    let _ = s.read_to_end(&mut out);
-    out
-}
-
 #[test]
 fn sigkilled_master_workers_finish_in_flight_stop_accepting_and_a_new_start_serves() {
     let site = Site::new("sigkill", "pep3333", 2, "");
@@ -124,8 +111,7 @@ fn sigkilled_master_workers_finish_in_flight_stop_accepting_and_a_new_start_serv
     let workers = inst.worker_pids();
     assert_eq!(workers.len(), 2);
     // One request in flight (3 s) when the master dies.
-    let slow = send(&site.sock(), "/sleep?s=3");
-    std::thread::sleep(Duration::from_millis(300));
+    let slow = request_in_flight(&site.sock(), 3.0);
     let master = inst.pid();
     assert!(kill(master, libc::SIGKILL));
     let _ = inst.wait_exit(Duration::from_secs(10));
@@ -147,8 +133,10 @@ fn sigkilled_master_workers_finish_in_flight_stop_accepting_and_a_new_start_serv
         );
     }
     // The in-flight request finished.
-    let answer = read_all(slow);
-    let r = parse_response(&answer).expect("the in-flight request got an answer");
+    let r = slow
+        .join()
+        .unwrap()
+        .expect("the in-flight request got an answer");
     assert_eq!(r.status, 200, "{}", r.text());
     wait_for("the old workers to exit", Duration::from_secs(15), || {
         workers.iter().all(|w| !alive(*w)).then_some(())

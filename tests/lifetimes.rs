@@ -14,14 +14,7 @@ use common::*;
 
 /// Workers of the serving generation that take requests (idle or busy).
 fn accepting(status: &serde_json::Value) -> usize {
-    let generation = status["generation"].as_u64();
-    status["workers"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|w| w["generation"].as_u64() == generation)
-        .filter(|w| w["state"] == "idle" || w["state"] == "busy")
-        .count()
+    serving_workers_in(status, &["idle", "busy"])
 }
 
 fn pid_of(r: &Response) -> i32 {
@@ -292,6 +285,7 @@ fn min_worker_lifetime_holds_max_requests_until_the_worker_is_old_enough() {
     let t0 = Instant::now();
     let first = pid_of(&uwsgi_get(&site.sock(), "/").unwrap());
     let mut pid = first;
+    // An observation window: for 2 s every request lands on the first worker.
     while t0.elapsed() < Duration::from_secs(2) {
         pid = pid_of(&uwsgi_get(&site.sock(), "/").unwrap());
         assert_eq!(pid, first, "recycled before min-worker-lifetime");
@@ -319,16 +313,7 @@ fn lifetime_and_memory_keys_are_checked_with_path_and_line() {
         ("evil-reload-on-rss = -5", "evil-reload-on-rss"),
     ];
     for (extra, needle) in cases {
-        let site = Site::new("lifetimecheck", "memapp", 2, extra);
-        let out = site.cli(&["check", site.ini().to_str().unwrap()]);
-        let err = String::from_utf8_lossy(&out.stderr).to_string()
-            + &String::from_utf8_lossy(&out.stdout);
-        assert_eq!(out.status.code(), Some(2), "{extra}: {err}");
-        assert!(
-            err.contains("amy_uwsgi.ini:"),
-            "{extra}: path:line in {err}"
-        );
-        assert!(err.contains(needle), "{extra}: {err}");
+        assert_check_refuses(&Site::new("lifetimecheck", "memapp", 2, extra), needle);
     }
     let site = Site::new(
         "lifetimeok",
@@ -338,14 +323,8 @@ fn lifetime_and_memory_keys_are_checked_with_path_and_line() {
          reload-on-as = 900\nevil-reload-on-rss = 600\nevil-reload-on-as = 2048\n\
          max-requests = 1000\nmax-requests-delta = 50\nmin-worker-lifetime = 60",
     );
-    let out = site.cli(&["check", site.ini().to_str().unwrap()]);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (code, text) = check_site(&site);
+    assert_eq!(code, Some(0), "{text}");
 }
 
 #[test]

@@ -31,6 +31,15 @@ fn busy(site: &Site) -> bool {
         .is_some_and(|ws| ws.iter().any(|w| w["request_age_s"].is_number()))
 }
 
+/// The `amy-emperor router` process of the master `inst`.
+fn router_pid(inst: &Instance) -> i32 {
+    wait_for("the router process", Duration::from_secs(10), || {
+        child_pids(inst.pid())
+            .into_iter()
+            .find(|p| cmdline(*p).contains(" router"))
+    })
+}
+
 fn read_all(mut s: TcpStream) -> std::io::Result<Response> {
     let mut out = Vec::new();
     s.read_to_end(&mut out)?;
@@ -62,10 +71,24 @@ fn requests_in_flight_through_the_router_at_stop_complete() {
     )
     .unwrap();
     c.write_all(&body[..10]).unwrap();
-    // Let the router take B and C (its accept loop is quick; no readiness to poll).
-    std::thread::sleep(Duration::from_millis(300));
+    // The router has taken A, B and C out of its accept queue.
+    wait_for(
+        "the router to accept B and C",
+        Duration::from_secs(10),
+        || {
+            let (established, accepted) = connections_to(port);
+            (established >= 3 && accepted == established).then_some(())
+        },
+    );
+    let router = router_pid(&inst);
+    assert!(holds_listener(router, port), "{}", inst.tail());
     inst.signal(libc::SIGTERM);
-    std::thread::sleep(Duration::from_millis(500));
+    // The stop has begun: the router has closed its copy of the listener.
+    wait_for(
+        "the router to stop accepting",
+        Duration::from_secs(10),
+        || (!holds_listener(router, port)).then_some(()),
+    );
     c.write_all(&body[10..]).unwrap();
 
     let ra = a.join().unwrap().expect("A is answered");

@@ -6,30 +6,12 @@ mod common;
 use std::io::Read;
 use std::net::TcpStream;
 use std::os::unix::fs::PermissionsExt;
-use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
 use common::*;
 use serde_json::Value;
-
-const CANARY: &str = "canary-secret-7f3a9";
-
-/// Reads the stats socket until EOF, as uwsgitop does, and parses it.
-fn read_stats(path: &Path) -> Value {
-    let mut stream = UnixStream::connect(path).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    let mut text = String::new();
-    stream.read_to_string(&mut text).unwrap();
-    assert!(
-        !text.contains(CANARY),
-        "request data or env in stats: {text}"
-    );
-    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"))
-}
 
 fn keys(v: &Value) -> Vec<&str> {
     v.as_object().unwrap().keys().map(String::as_str).collect()

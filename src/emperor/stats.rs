@@ -4,108 +4,37 @@
 //! connection, as uWSGI serves it. Each vassal's own `stats` socket still serves
 //! its workers (DESIGN §8): this one only lists the vassals.
 
-use std::os::fd::OwnedFd;
 use std::time::Duration;
 
 use serde_json::Value;
-use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::sync::oneshot;
-use tracing::{debug, info};
+use tracing::info;
 
 use super::executor::{Inbox, Input, Request};
-use crate::config::{Protocol, SocketAddress, SocketSpec};
-use crate::socket::{self, BindOptions, Listener};
-use crate::stats::{parse_address, StatsAddress, StatsError};
+use crate::local_server::{self, Client, Listen, LocalServer};
+use crate::stats::{parse_address, StatsError};
 
-pub struct Server {
-    listener: Listener,
-}
+/// The running server (see [`LocalServer`]).
+pub type Server = LocalServer;
 
-impl Server {
-    pub fn local_address(&self) -> String {
-        self.listener.local_address()
-    }
-
-    /// Removes the unix socket file if it is still the one we created.
-    pub fn vacuum(&self) {
-        socket::vacuum(&self.listener);
-    }
-}
+/// How long the emperor may take to answer, and a client to receive the document.
+const TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Binds ADDR and serves it for the emperor's lifetime (inside its runtime).
 pub fn spawn_server(addr: &str, inbox: Inbox) -> Result<Server, StatsError> {
-    let address = match parse_address(addr)? {
-        StatsAddress::Unix(path) => SocketAddress::Unix(path),
-        StatsAddress::Loopback { host, port } => SocketAddress::Tcp { host, port },
+    let listen = Listen {
+        key: "emperor-stats",
+        address: parse_address(addr)?.into(),
+        loopback_only: true,
     };
-    let spec = SocketSpec {
-        address,
-        protocol: Protocol::Http,
-        key: "emperor-stats".to_owned(),
-        line: 0,
-    };
-    let opts = BindOptions {
-        chmod: Some(0o600),
-        chown: None,
-        backlog: Some(64),
-    };
-    let (listener, _) = socket::bind(&spec, &opts).map_err(|source| StatsError::Bind {
-        address: addr.to_owned(),
-        source,
-    })?;
-    let io = |source| StatsError::Io {
-        address: addr.to_owned(),
-        source,
-    };
-    let fd: OwnedFd = listener.fd.try_clone().map_err(io)?;
-    match &spec.address {
-        SocketAddress::Unix(_) => {
-            let std = std::os::unix::net::UnixListener::from(fd);
-            std.set_nonblocking(true).map_err(io)?;
-            let l = tokio::net::UnixListener::from_std(std).map_err(io)?;
-            tokio::spawn(async move {
-                loop {
-                    match l.accept().await {
-                        Ok((s, _)) => {
-                            tokio::spawn(answer(s, inbox.clone()));
-                        }
-                        Err(e) => backoff(e).await,
-                    }
-                }
-            });
-        }
-        SocketAddress::Tcp { .. } => {
-            let std = std::net::TcpListener::from(fd);
-            // `localhost` is resolved by the system: check what was really bound.
-            if !std.local_addr().map_err(io)?.ip().is_loopback() {
-                return Err(StatsError::NotLoopback(addr.to_owned()));
-            }
-            std.set_nonblocking(true).map_err(io)?;
-            let l = tokio::net::TcpListener::from_std(std).map_err(io)?;
-            tokio::spawn(async move {
-                loop {
-                    match l.accept().await {
-                        Ok((s, _)) => {
-                            tokio::spawn(answer(s, inbox.clone()));
-                        }
-                        Err(e) => backoff(e).await,
-                    }
-                }
-            });
-        }
-    }
-    let server = Server { listener };
+    let server =
+        local_server::spawn(listen, inbox, answer).map_err(|e| StatsError::serving(addr, e))?;
     info!(address = %server.local_address(), "emperor stats server listening");
     Ok(server)
 }
 
-/// EMFILE and friends: back off instead of spinning.
-async fn backoff(e: std::io::Error) {
-    debug!(error = %e, "emperor stats accept failed");
-    tokio::time::sleep(Duration::from_millis(100)).await;
-}
-
-async fn answer(mut stream: impl AsyncWrite + Unpin, inbox: Inbox) {
+async fn answer(mut stream: Client, inbox: Inbox) {
     let (reply, answer) = oneshot::channel::<Value>();
     if inbox
         .send(Input::Control {
@@ -116,8 +45,64 @@ async fn answer(mut stream: impl AsyncWrite + Unpin, inbox: Inbox) {
     {
         return;
     }
-    if let Ok(doc) = answer.await {
-        let _ = stream.write_all(doc.to_string().as_bytes()).await;
-        let _ = stream.shutdown().await;
+    let Ok(Ok(doc)) = tokio::time::timeout(TIMEOUT, answer).await else {
+        return;
+    };
+    let _ = tokio::time::timeout(TIMEOUT, async {
+        stream.write_all(doc.to_string().as_bytes()).await?;
+        stream.shutdown().await
+    })
+    .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testutil::TempDir;
+    use serde_json::json;
+    use std::os::unix::fs::PermissionsExt;
+
+    /// A stand-in emperor loop that answers every stats request with `doc`.
+    fn fake_emperor(doc: Value) -> Inbox {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Input>();
+        tokio::spawn(async move {
+            while let Some(input) = rx.recv().await {
+                if let Input::Control {
+                    command: Request::Stats,
+                    reply,
+                } = input
+                {
+                    let _ = reply.send(doc.clone());
+                }
+            }
+        });
+        tx
+    }
+
+    #[tokio::test]
+    async fn each_client_reads_one_document_from_a_0600_unix_socket() {
+        let dir = TempDir::new("emperor-stats");
+        let path = dir.0.join("emperor-stats.sock");
+        let doc = json!({"version": "x", "vassals": [{"id": "a.ini", "pid": 7}]});
+        let server = spawn_server(path.to_str().unwrap(), fake_emperor(doc.clone())).unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        for _ in 0..2 {
+            let text = server.read_answer().await;
+            assert_eq!(serde_json::from_str::<Value>(&text).unwrap(), doc);
+        }
+        server.vacuum();
+        assert!(!path.exists());
+    }
+
+    #[tokio::test]
+    async fn tcp_is_served_on_loopback_only() {
+        let inbox = fake_emperor(json!({"vassals": []}));
+        assert!(matches!(
+            spawn_server("0.0.0.0:0", inbox.clone()),
+            Err(StatsError::NotLoopback(_))
+        ));
+        let server = spawn_server("127.0.0.1:0", inbox).unwrap();
+        assert_eq!(server.read_answer().await, r#"{"vassals":[]}"#);
     }
 }

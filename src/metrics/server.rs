@@ -8,21 +8,18 @@
 //! the endpoint has no authentication (request counts and worker pids are still
 //! information about the site).
 
-use std::os::fd::OwnedFd;
-use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::{oneshot, Semaphore};
-use tracing::{debug, info};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::oneshot;
+use tracing::info;
 
-use crate::config::{Protocol, SocketAddress, SocketSpec};
-use crate::socket::{self, BindOptions, Listener, SocketError};
+use crate::config::SocketAddress;
+use crate::local_server::{self, Client, Listen, LocalServer, LocalServerError};
+use crate::socket::SocketError;
 use crate::stats::{StatsAddress, StatsError};
 use crate::supervisor::inbox::{ControlRequest, Inbox, Input};
 
-/// Scrapes served at once; more wait in the backlog.
-const MAX_CLIENTS: usize = 8;
 const TIMEOUT: Duration = Duration::from_secs(5);
 /// The request head we read at most.
 const MAX_HEAD: usize = 8192;
@@ -72,114 +69,30 @@ pub fn parse_address(addr: &str, public: bool) -> Result<SocketAddress, MetricsE
     }
 }
 
-/// The running endpoint; [`MetricsServer::vacuum`] removes a unix socket at exit.
-#[derive(Debug)]
-pub struct MetricsServer {
-    listener: Listener,
-}
-
-impl MetricsServer {
-    pub fn local_address(&self) -> String {
-        self.listener.local_address()
-    }
-
-    pub fn vacuum(&self) {
-        socket::vacuum(&self.listener);
-    }
-}
+/// The running endpoint (see [`LocalServer`]); `vacuum` removes a unix socket at exit.
+pub type MetricsServer = LocalServer;
 
 /// Binds `prometheus = ADDR` and serves it for the master's life.
 pub fn spawn_server(addr: &str, public: bool, inbox: Inbox) -> Result<MetricsServer, MetricsError> {
-    let address = parse_address(addr, public)?;
-    let spec = SocketSpec {
-        address,
-        protocol: Protocol::Http,
-        key: "prometheus".to_owned(),
-        line: 0,
+    let listen = Listen {
+        key: "prometheus",
+        address: parse_address(addr, public)?,
+        loopback_only: !public,
     };
-    let opts = BindOptions {
-        chmod: Some(0o600),
-        chown: None,
-        backlog: Some(64),
-    };
-    let (listener, _warnings) =
-        socket::bind(&spec, &opts).map_err(|source| MetricsError::Bind {
-            address: addr.to_owned(),
-            source,
-        })?;
-    let io = |source| MetricsError::Io {
-        address: addr.to_owned(),
-        source,
-    };
-    let fd: OwnedFd = listener.fd.try_clone().map_err(io)?;
-    let accepting = match &spec.address {
-        SocketAddress::Unix(_) => {
-            let std = std::os::unix::net::UnixListener::from(fd);
-            std.set_nonblocking(true).map_err(io)?;
-            Accepting::Unix(tokio::net::UnixListener::from_std(std).map_err(io)?)
-        }
-        SocketAddress::Tcp { .. } => {
-            let std = std::net::TcpListener::from(fd);
-            // `localhost` is resolved by the system: check what was really bound.
-            if !public && !std.local_addr().map_err(io)?.ip().is_loopback() {
-                return Err(MetricsError::NotLoopback(addr.to_owned()));
-            }
-            std.set_nonblocking(true).map_err(io)?;
-            Accepting::Tcp(tokio::net::TcpListener::from_std(std).map_err(io)?)
-        }
-    };
-    let server = MetricsServer { listener };
+    let address = addr.to_owned();
+    let server = local_server::spawn(listen, inbox, |client, inbox| async move {
+        let _ = tokio::time::timeout(TIMEOUT, answer(client, &inbox)).await;
+    })
+    .map_err(|e| match e {
+        LocalServerError::Bind(source) => MetricsError::Bind { address, source },
+        LocalServerError::Io(source) => MetricsError::Io { address, source },
+        LocalServerError::NotLoopback => MetricsError::NotLoopback(address),
+    })?;
     info!(address = %server.local_address(), "metrics endpoint listening");
-    tokio::spawn(serve(accepting, inbox));
     Ok(server)
 }
 
-enum Accepting {
-    Unix(tokio::net::UnixListener),
-    Tcp(tokio::net::TcpListener),
-}
-
-async fn serve(listener: Accepting, inbox: Inbox) {
-    let permits = Arc::new(Semaphore::new(MAX_CLIENTS));
-    loop {
-        let Ok(permit) = permits.clone().acquire_owned().await else {
-            return;
-        };
-        let accepted = match &listener {
-            Accepting::Unix(l) => l.accept().await.map(|(s, _)| Client::Unix(s)),
-            Accepting::Tcp(l) => l.accept().await.map(|(s, _)| Client::Tcp(s)),
-        };
-        let client = match accepted {
-            Ok(c) => c,
-            Err(e) => {
-                debug!(error = %e, "metrics accept failed");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        if inbox.is_closed() {
-            return;
-        }
-        let inbox = inbox.clone();
-        tokio::spawn(async move {
-            let _permit = permit;
-            let _ = tokio::time::timeout(TIMEOUT, async {
-                match client {
-                    Client::Unix(s) => answer(s, &inbox).await,
-                    Client::Tcp(s) => answer(s, &inbox).await,
-                }
-            })
-            .await;
-        });
-    }
-}
-
-enum Client {
-    Unix(tokio::net::UnixStream),
-    Tcp(tokio::net::TcpStream),
-}
-
-async fn answer(mut stream: impl AsyncRead + AsyncWrite + Unpin, inbox: &Inbox) {
+async fn answer(mut stream: Client, inbox: &Inbox) {
     let mut head = Vec::with_capacity(512);
     let mut buf = [0u8; 1024];
     while !head.windows(4).any(|w| w == b"\r\n\r\n") && !head.windows(2).any(|w| w == b"\n\n") {

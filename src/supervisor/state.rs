@@ -1175,6 +1175,8 @@ fn kill(w: &mut Worker, actions: &mut Vec<Action>) {
     });
 }
 
+#[cfg(test)]
+mod fixtures;
 mod recycle;
 #[cfg(test)]
 mod recycle_tests;

@@ -629,3 +629,140 @@ pub fn load(
         total
     })
 }
+
+/// The processes whose parent is `parent`, from /proc (zombies included).
+pub fn child_pids(parent: i32) -> Vec<i32> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        let ppid = stat
+            .rsplit(')')
+            .next()
+            .and_then(|s| s.split_whitespace().nth(1))
+            .and_then(|s| s.parse::<i32>().ok());
+        if ppid == Some(parent) {
+            found.push(pid);
+        }
+    }
+    found
+}
+
+/// `ps`'s view of a process: its command line, spaces between the arguments.
+pub fn cmdline(pid: i32) -> String {
+    let raw = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    String::from_utf8_lossy(&raw)
+        .trim_end_matches('\0')
+        .replace('\0', " ")
+}
+
+/// One IPv4 TCP socket of this network namespace, from /proc/net/tcp.
+struct TcpSocket {
+    local_port: u16,
+    /// The kernel's state number: 0x01 established, 0x0A listening.
+    state: u8,
+    /// 0 for a connection still in a listener's accept queue: no process has
+    /// accepted it yet, so it has no file.
+    inode: u64,
+}
+
+fn tcp_sockets() -> Vec<TcpSocket> {
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            let port = f.get(1)?.rsplit_once(':')?.1;
+            Some(TcpSocket {
+                local_port: u16::from_str_radix(port, 16).ok()?,
+                state: u8::from_str_radix(f.get(3)?, 16).ok()?,
+                inode: f.get(9)?.parse().ok()?,
+            })
+        })
+        .collect()
+}
+
+/// The connections a loopback TCP listener on `port` has taken in:
+/// `(established, accepted)`, where accepted ones are out of the accept queue
+/// and held by the server process.
+pub fn connections_to(port: u16) -> (usize, usize) {
+    let mine: Vec<TcpSocket> = tcp_sockets()
+        .into_iter()
+        .filter(|s| s.local_port == port && s.state == 0x01)
+        .collect();
+    let accepted = mine.iter().filter(|s| s.inode != 0).count();
+    (mine.len(), accepted)
+}
+
+/// Whether process `pid` holds the listening TCP socket on `port` among its
+/// file descriptors (false once it has closed it, or has exited).
+pub fn holds_listener(pid: i32, port: u16) -> bool {
+    let Some(listener) = tcp_sockets()
+        .into_iter()
+        .find(|s| s.local_port == port && s.state == 0x0A)
+    else {
+        return false;
+    };
+    let wanted = format!("socket:[{}]", listener.inode);
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return false;
+    };
+    fds.flatten().any(|fd| {
+        std::fs::read_link(fd.path()).is_ok_and(|target| target.as_os_str() == wanted.as_str())
+    })
+}
+
+/// The secret `Site::new` puts in `uwsgi_env`: it must never show in stats,
+/// status, logs or check output.
+pub const CANARY: &str = "canary-secret-7f3a9";
+
+/// Reads a stats socket until EOF, as uwsgitop does, and parses it; the
+/// document must not carry the site's secret.
+pub fn read_stats(path: &Path) -> serde_json::Value {
+    let mut stream = UnixStream::connect(path).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut text = String::new();
+    stream.read_to_string(&mut text).unwrap();
+    assert!(!text.contains(CANARY), "secret in stats: {text}");
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"))
+}
+
+/// Workers of the serving generation (per `status --json`) whose state is
+/// one of `states`.
+pub fn serving_workers_in(status: &serde_json::Value, states: &[&str]) -> usize {
+    let generation = status["generation"].as_u64();
+    status["workers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|w| w["generation"].as_u64() == generation)
+        .filter(|w| states.iter().any(|s| w["state"] == *s))
+        .count()
+}
+
+/// `amy-emperor check INI` on the site: its exit code and what it printed
+/// (stderr, then stdout).
+pub fn check_site(site: &Site) -> (Option<i32>, String) {
+    let out = site.cli(&["check", site.ini().to_str().unwrap()]);
+    let text =
+        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
+    (out.status.code(), text)
+}
+
+/// `check` refuses the site's ini (exit 2), naming `path:line` and `needle`.
+pub fn assert_check_refuses(site: &Site, needle: &str) {
+    let (code, text) = check_site(site);
+    assert_eq!(code, Some(2), "{needle}: {text}");
+    assert!(
+        text.contains("amy_uwsgi.ini:"),
+        "{needle}: path:line in {text}"
+    );
+    assert!(text.contains(needle), "{needle}: {text}");
+}

@@ -3,19 +3,13 @@
 
 use std::time::{Duration, Instant};
 
+use super::fixtures::{plan, running_with, signals, spawn_ready, spawns};
 use super::recycle::{spare, spare2, CheaperCounts, Decision};
 use super::*;
 use crate::config::lifetimes::{Cheaper, CheaperAlgo};
 
 fn secs(n: u64) -> Duration {
     Duration::from_secs(n)
-}
-
-fn plan(processes: usize) -> GenerationPlan {
-    GenerationPlan {
-        processes,
-        ..GenerationPlan::default()
-    }
 }
 
 fn cheaper(min: usize, initial: usize, step: usize, overload: u64) -> Cheaper {
@@ -27,64 +21,6 @@ fn cheaper(min: usize, initial: usize, step: usize, overload: u64) -> Cheaper {
         idle: 10,
         algo: CheaperAlgo::Spare,
     }
-}
-
-fn spawns(actions: &[Action]) -> Vec<(usize, u64)> {
-    actions
-        .iter()
-        .filter_map(|a| match a {
-            Action::Spawn { slot, generation } => Some((*slot, *generation)),
-            _ => None,
-        })
-        .collect()
-}
-
-fn signals(actions: &[Action]) -> Vec<(i32, WorkerSignal)> {
-    actions
-        .iter()
-        .filter_map(|a| match a {
-            Action::Signal { pid, signal } => Some((*pid, *signal)),
-            _ => None,
-        })
-        .collect()
-}
-
-/// Starts `p` and makes every asked worker (pids 101.. by slot) ready at `t0`.
-fn running_with(p: GenerationPlan, t0: Instant) -> (Supervisor, Vec<Action>) {
-    let (mut sup, actions) = Supervisor::start(p, t0);
-    let asked = spawns(&actions);
-    let mut last = Vec::new();
-    for (slot, g) in &asked {
-        sup.handle(
-            Event::Spawned {
-                slot: *slot,
-                generation: *g,
-                pid: 101 + *slot as i32,
-            },
-            t0,
-        );
-    }
-    for (slot, _) in &asked {
-        last = sup.handle(
-            Event::WorkerReady {
-                pid: 101 + *slot as i32,
-            },
-            t0,
-        );
-    }
-    (sup, last)
-}
-
-fn spawn_ready(sup: &mut Supervisor, slot: usize, pid: i32, at: Instant) -> Vec<Action> {
-    sup.handle(
-        Event::Spawned {
-            slot,
-            generation: 1,
-            pid,
-        },
-        at,
-    );
-    sup.handle(Event::WorkerReady { pid }, at)
 }
 
 fn busy(pids: &[i32]) -> Event {

@@ -2,50 +2,8 @@
 
 use std::time::{Duration, Instant};
 
+use super::fixtures::{preload, signals, spawns, template_spawns};
 use super::*;
-
-fn preload(processes: usize) -> GenerationPlan {
-    GenerationPlan {
-        processes,
-        mercy: Duration::from_secs(60),
-        harakiri: None,
-        harakiri_grace: Duration::from_secs(3),
-        harakiri_graceful_signal: None,
-        one_by_one: false,
-        preload: true,
-        ..GenerationPlan::default()
-    }
-}
-
-fn spawns(actions: &[Action]) -> Vec<(usize, u64)> {
-    actions
-        .iter()
-        .filter_map(|a| match a {
-            Action::Spawn { slot, generation } => Some((*slot, *generation)),
-            _ => None,
-        })
-        .collect()
-}
-
-fn template_spawns(actions: &[Action]) -> Vec<u64> {
-    actions
-        .iter()
-        .filter_map(|a| match a {
-            Action::SpawnTemplate { generation } => Some(*generation),
-            _ => None,
-        })
-        .collect()
-}
-
-fn signals(actions: &[Action]) -> Vec<(i32, WorkerSignal)> {
-    actions
-        .iter()
-        .filter_map(|a| match a {
-            Action::Signal { pid, signal } => Some((*pid, *signal)),
-            _ => None,
-        })
-        .collect()
-}
 
 /// Generation 1 preloaded and serving: template pid 900, workers 101.. .
 fn running(n: usize, t0: Instant) -> Supervisor {

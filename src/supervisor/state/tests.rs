@@ -3,82 +3,8 @@
 
 use std::time::{Duration, Instant};
 
+use super::fixtures::{load_generation, plan, running, signals, spawns};
 use super::*;
-
-fn plan(processes: usize) -> GenerationPlan {
-    GenerationPlan {
-        processes,
-        mercy: Duration::from_secs(60),
-        harakiri: None,
-        harakiri_grace: Duration::from_secs(3),
-        harakiri_graceful_signal: None,
-        one_by_one: false,
-        preload: false,
-        ..GenerationPlan::default()
-    }
-}
-
-/// A running supervisor with `n` ready workers of generation 1 (pids 101..).
-fn running(n: usize, t0: Instant) -> Supervisor {
-    let (mut sup, actions) = Supervisor::start(plan(n), t0);
-    assert_eq!(
-        actions
-            .iter()
-            .filter(|a| matches!(a, Action::Spawn { generation: 1, .. }))
-            .count(),
-        n
-    );
-    for slot in 0..n {
-        sup.handle(
-            Event::Spawned {
-                slot,
-                generation: 1,
-                pid: 101 + slot as i32,
-            },
-            t0,
-        );
-    }
-    for slot in 0..n {
-        sup.handle(
-            Event::WorkerReady {
-                pid: 101 + slot as i32,
-            },
-            t0,
-        );
-    }
-    assert_eq!(sup.phase(), Phase::Running);
-    sup
-}
-
-fn spawns(actions: &[Action]) -> Vec<(usize, u64)> {
-    actions
-        .iter()
-        .filter_map(|a| match a {
-            Action::Spawn { slot, generation } => Some((*slot, *generation)),
-            _ => None,
-        })
-        .collect()
-}
-
-fn signals(actions: &[Action]) -> Vec<(i32, WorkerSignal)> {
-    actions
-        .iter()
-        .filter_map(|a| match a {
-            Action::Signal { pid, signal } => Some((*pid, *signal)),
-            _ => None,
-        })
-        .collect()
-}
-
-fn load_generation(actions: &[Action]) -> u64 {
-    actions
-        .iter()
-        .find_map(|a| match a {
-            Action::LoadConfig { generation } => Some(*generation),
-            _ => None,
-        })
-        .expect("a LoadConfig action")
-}
 
 #[test]
 fn cold_start_is_ready_only_when_every_worker_is() {
