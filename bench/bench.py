@@ -65,8 +65,14 @@ LOADGEN_TARGET = WORK / "target-loadgen"
 LOADGEN = LOADGEN_TARGET / "release" / "loadgen"
 UWSGI_PARAMS = "/etc/nginx/uwsgi_params"
 SERVERS = ("amy", "uwsgi", "gunicorn", "granian")
-# Variants of amy-emperor added when its build has the feature (see `probe_features`).
-VARIANTS = ("amy-lazy", "amy-check")
+# Variants of amy-emperor: amy-lazy and amy-check when its build has the feature (see
+# `probe_features`); amy-pure always (the worker's request path without its native
+# part, for the before/after of the same run).
+VARIANTS = ("amy-lazy", "amy-check", "amy-pure")
+# Variants measured on the headline scenarios (through nginx, direct) and only these.
+HEADLINE_VARIANTS = ("amy-pure",)
+# What amy-pure runs with: the master (and so every worker) without the native fast path.
+PURE_ENV = {"AMY_EMPEROR_NO_NATIVE": "1"}
 APPS = ("hello", "django")
 # What each app is called in the ini, and where its code comes from.
 APP_MODULE = {"hello": "hello:application", "django": "amyish.wsgi:application"}
@@ -122,10 +128,55 @@ def descendants(pid):
     return out, children
 
 
-def workers_of(pid):
-    """The leaf processes under `pid`: the ones serving requests."""
+def cmdline(pid):
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().replace(b"\0", b" ").decode(errors="replace").strip()
+    except OSError:
+        return ""
+
+
+def role_of(pid):
+    """What a process of a server's tree is, from its title: amy-emperor names each
+    process (`amy-emperor worker 1 gen 1`, `amy-emperor template gen 1`, `amy-emperor
+    router`), uWSGI too with `auto-procname` (`uWSGI worker 1`, `uWSGI http 1`).
+    Anything else (gunicorn's and Granian's workers) is a worker when it is a leaf."""
+    t = cmdline(pid)
+    for prefix, role in (("amy-emperor worker", "worker"), ("amy-emperor template", "template"),
+                         ("amy-emperor router", "router"), ("uWSGI worker", "worker"),
+                         ("uWSGI http", "router")):
+        if t.startswith(prefix):
+            return role
+    return None
+
+
+def roles(pid):
+    """{"worker": [...], "template": [...], "router": [...], "other": [...]} below `pid`.
+    amy-emperor's template (the app imported once per generation, which forks the
+    workers) is a leaf too: it must not be taken for a worker."""
     desc, children = descendants(pid)
-    return sorted(p for p in desc if not children.get(p))
+    out = {"worker": [], "template": [], "router": [], "other": []}
+    for p in desc:
+        r = role_of(p)
+        if r is None:
+            r = "worker" if not children.get(p) else "other"
+        out[r].append(p)
+    return {k: sorted(v) for k, v in out.items()}
+
+
+def workers_of(pid):
+    """The processes under `pid` that serve requests (not a template, not a router)."""
+    return roles(pid)["worker"]
+
+
+def amy_status(amy_bin, ini, timeout=10):
+    """`amy-emperor status --json`: the master's own word on which pid is a worker and
+    which a template. None when it does not answer."""
+    try:
+        r = subprocess.run([str(amy_bin), "status", "--json", str(ini)], capture_output=True, timeout=timeout)
+        return json.loads(r.stdout.decode()) if r.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError, ValueError):
+        return None
 
 
 def status_kib(pid, field):
@@ -433,6 +484,9 @@ def ini_text(server, app, d, a, ports):
     if server == "uwsgi":
         # uWSGI reloads on a touch only when told to watch the file.
         lines.append(f"touch-reload = {d}/amy_uwsgi.ini")
+        # Process titles (`uWSGI worker 1`, `uWSGI http 1`) so that its `http =` router
+        # is not taken for a worker; amy-emperor names its processes by itself.
+        lines.append("auto-procname = true")
     if server == "amy-lazy":
         lines.append("lazy-apps = true")
     if server == "amy-check":
@@ -522,10 +576,12 @@ def parse_env_file(path):
 
 
 def probe_features(amy_bin):
-    """Which amy-emperor features this build has. A key: `check` with `strict = true`
-    on an ini holding it exits 0 and names it in no warning ("not supported ...
-    ignored", "unknown"). Preload: a short start of hello with 2 workers, whose
-    workers are then children of a template process, not of the master."""
+    """Which amy-emperor features this build has. A key: `check` on an ini holding it
+    exits 0 and names it in no warning ("unknown key ... ignored", "not supported").
+    Not with `strict = true`: uWSGI's strict mode rejects every key uWSGI does not
+    know, amy-emperor's own `reload-check` included. Preload: a short start of hello
+    with 2 workers shows a template process (`status --json` lists it under
+    `templates`; its title says `template`)."""
     feats = {}
     with tempfile.TemporaryDirectory(prefix="bench-probe-") as tmp:
         d = Path(tmp)
@@ -536,13 +592,14 @@ def probe_features(amy_bin):
         for name, key, line in (("http_router", "http", "http = 127.0.0.1:18999"),
                                 ("reload_check", "reload-check", "reload-check = /")):
             ini = d / f"{name}.ini"
-            ini.write_text("\n".join(base + ["strict = true", line]) + "\n")
+            ini.write_text("\n".join(base + [line]) + "\n")
             try:
                 r = subprocess.run([str(amy_bin), "check", str(ini)], capture_output=True, timeout=30)
                 out = (r.stdout + r.stderr).decode(errors="replace")
             except (OSError, subprocess.SubprocessError) as e:
                 r, out = None, str(e)
-            feats[name] = r is not None and r.returncode == 0 and f'"{key}"' not in out
+            named = any(f'"{key}"' in ln for ln in out.splitlines() if "warning" in ln)
+            feats[name] = r is not None and r.returncode == 0 and not named
             feats[name + "_probe"] = {"exit": None if r is None else r.returncode, "output": out.strip()[-300:]}
         ini = d / "preload.ini"
         ini.write_text("\n".join(base) + "\n")
@@ -551,11 +608,71 @@ def probe_features(amy_bin):
             p = reaper.spawn([str(amy_bin), "start", str(ini)], stdout=subprocess.DEVNULL,
                              stderr=subprocess.DEVNULL, cwd=d)
             ws = wait_until(lambda: len(workers_of(p.pid)) >= 2 and workers_of(p.pid), 30, 0.05) or []
-            ppids = all_ppids()
-            feats["preload"] = bool(ws) and any(ppids.get(w) != p.pid for w in ws)
+            st = amy_status(amy_bin, ini) or {}
+            templates = [t.get("pid") for t in st.get("templates") or []]
+            feats["preload"] = bool(ws) and (bool(templates) or bool(roles(p.pid)["template"]))
+            feats["preload_probe"] = {"workers": len(ws), "status_templates": len(templates),
+                                      "titled_templates": len(roles(p.pid)["template"])}
         finally:
             reaper.stop_all()
     return feats
+
+
+# ---------------------------------------------------------------- plan
+
+
+def plan_steps(server, app, rnd, a):
+    """The scenarios of one server x app in round `rnd`. The headline ones (through
+    nginx, direct; ready, memory and shutdown come with them) run every round; the
+    others (idle, HTTP, reload, broken release, the lazy-apps and reload-check
+    variants) in the first `--side-rounds` rounds only, so that 3 rounds of the
+    headline fit in the time. [] means: this pair does not run."""
+    side = rnd <= a.side_rounds
+    if server == "nginx":
+        return ["throughput"]
+    if server in HEADLINE_VARIANTS:
+        return ["ready", "throughput", "memory", "direct", "shutdown"] if app == "hello" else []
+    if server in VARIANTS:
+        # amy-lazy's start and memory differ from amy's every round; amy-check's do not.
+        # "warm": a short load first, so that memory is taken after load as for amy.
+        if not side:
+            return ["ready", "warm", "memory", "shutdown"] if server == "amy-lazy" else []
+        return ["ready", "warm", "memory", "reload", "shutdown", "restart", "broken"]
+    steps = ["ready"] + (["idle"] if side else []) + ["throughput", "memory", "direct"]
+    if side:
+        # A broken release may leave no server at all (uWSGI, gunicorn): it comes
+        # last, on a fresh instance, so the stop before it was of a healthy one.
+        steps += ["http", "reload", "shutdown", "restart", "broken"]
+    else:
+        steps += ["shutdown"]
+    return steps
+
+
+def http_vias(server, app, a):
+    if app != "hello" or server not in SERVERS:
+        return []
+    return ["http_socket"] + (["http_router"] if server == "uwsgi" or (
+        server == "amy" and a.features.get("http_router")) else [])
+
+
+def estimate_s(server, app, rnd, a):
+    """Seconds one server x app of round `rnd` takes on a quiet machine, no repeats."""
+    pages = 2 if app == "django" else 1
+    start = 3.0 if app == "django" else 1.5
+    cost = {"ready": start + 0.5, "restart": start + 0.5, "idle": 2 + a.idle_seconds + 0.3,
+            "throughput": pages * (a.warmup + a.duration + 0.3), "warm": pages * (a.warmup + 1.2),
+            "memory": 0.3,
+            "direct": pages * (a.direct_duration + 0.3),
+            "http": len(http_vias(server, app, a)) * (1 + 2 * a.http_duration + 0.6),
+            "reload": a.reload_duration + 3.5, "shutdown": STOP_S.get(server, 0.5),
+            # The instance a broken release leaves is stopped by the cleanup (5 s grace).
+            "broken": a.broken_duration + 0.5 + min(5.0, STOP_S.get(server, 0.5))}
+    steps = plan_steps(server, app, rnd, a)
+    return (1.0 + sum(cost[s] for s in steps)) if steps else 0.0
+
+
+# SIGTERM -> tree gone, seconds, as measured (Granian waits for its workers' own timeout).
+STOP_S = {"uwsgi": 2.5, "gunicorn": 1.5, "granian": 9.0}
 
 
 # ---------------------------------------------------------------- one run
@@ -598,10 +715,8 @@ class Run:
             return
         render_app(self.app, self.d, self.seed_db)
         (self.d / "broken.py").write_text(BROKEN)
-        if self.app == "hello" and self.server in SERVERS:
-            self.ports["http_socket"] = free_port()
-            if self.server == "uwsgi" or (self.server == "amy" and self.a.features.get("http_router")):
-                self.ports["http_router"] = free_port()
+        for via in http_vias(self.server, self.app, self.a):
+            self.ports[via] = free_port()
         if self.server == "granian":
             self.ports["http_socket"] = free_port()
         self.ini.write_text(ini_text(self.server, self.app, self.d, self.a, self.ports))
@@ -633,6 +748,11 @@ class Run:
         if self.server in ("gunicorn", "granian"):
             # No for-readline there: export the env file as a site would.
             env.update(parse_env_file(self.d / "uwsgi_env"))
+        # Every other server runs with the native path as built, whatever the caller has.
+        for k in PURE_ENV:
+            env.pop(k, None)
+        if self.server == "amy-pure":
+            env.update(PURE_ENV)
         return env
 
     def start_nginx(self):
@@ -659,9 +779,13 @@ class Run:
             raise RuntimeError(f"{self.server} not ready in {self.a.ready_timeout}s (see {self.d}/server.log)")
         ready_ms = (time.monotonic() - t0) * 1e3
         n = self.a.processes
-        all_up = wait_until(lambda: len(workers_of(self.server_proc.pid)) >= n, 30)
-        self.emit(scenario, ready_ms=round(ready_ms, 1), workers=len(workers_of(self.server_proc.pid)),
-                  all_workers_up=bool(all_up), pid=self.server_proc.pid)
+        # Workers only: amy-emperor's template is a leaf of the tree too.
+        all_up = wait_until(lambda: len(workers_of(self.server_proc.pid)) >= n, 30, 0.005)
+        all_ms = (time.monotonic() - t0) * 1e3 if all_up else None
+        rs = roles(self.server_proc.pid)
+        self.emit(scenario, ready_ms=round(ready_ms, 1), workers=len(rs["worker"]), templates=len(rs["template"]),
+                  all_workers_up=bool(all_up), all_workers_ms=None if all_ms is None else round(all_ms, 1),
+                  pid=self.server_proc.pid)
 
     def our_pids(self):
         pids = [self.nginx.pid] + descendants(self.nginx.pid)[0]
@@ -707,35 +831,80 @@ class Run:
             self.wrk(url, self.a.warmup)
             self.measured("throughput", app, lambda: self.wrk(url, self.a.duration))
 
+    def amy_roles(self):
+        """amy-emperor: which pid is a worker and which a template, as the master says
+        (`status --json`), checked against the process titles `roles` reads."""
+        rs = roles(self.server_proc.pid)
+        if not is_amy(self.server):
+            return rs, None
+        st = amy_status(self.a.amy_bin, self.ini)
+        if st is None:
+            return rs, False
+        ws = sorted(w["pid"] for w in st.get("workers") or [] if w.get("pid"))
+        ts = sorted(t["pid"] for t in st.get("templates") or [] if t.get("pid"))
+        match = ws == rs["worker"] and ts == rs["template"]
+        if not match:
+            log(f"{self.server}: status --json workers {ws} templates {ts}, titles say {rs}")
+            rs = dict(rs, worker=ws, template=ts)
+        return rs, match
+
+    def scenario_warm(self):
+        """Load without a figure (variants that skip throughput): the memory taken next
+        is then after load, as for the servers measured after their throughput run."""
+        for _, path in self.pages():
+            self.wrk(f"http://127.0.0.1:{self.port}{path}", self.a.warmup + 1)
+
     def scenario_memory(self):
+        """total = master + template + workers (uWSGI: master + workers, its master is
+        the template); the `http =` router apart; `tree_*` is everything below the pid."""
         master = self.server_proc.pid
-        workers = workers_of(master)
-        rss = [status_kib(p, "VmRSS") or 0 for p in workers]
-        pss = [pss_kib(p) or 0 for p in workers]
-        desc = descendants(master)[0]
-        tree = [master, *desc]
+        rs, match = self.amy_roles()
+
+        def rss(ps):
+            return sum(status_kib(p, "VmRSS") or 0 for p in ps)
+
+        def pss(ps):
+            return sum(pss_kib(p) or 0 for p in ps)
+
+        core = [master, *rs["template"], *rs["worker"]]
+        tree = [master, *descendants(master)[0]]
         self.emit("memory", master_rss_kib=status_kib(master, "VmRSS"), master_pss_kib=pss_kib(master),
-                  workers=len(workers), workers_rss_kib=sum(rss), workers_pss_kib=sum(pss),
-                  total_rss_kib=sum(status_kib(p, "VmRSS") or 0 for p in tree),
-                  total_pss_kib=sum(pss_kib(p) or 0 for p in tree), processes_in_tree=len(tree))
+                  templates=len(rs["template"]), template_rss_kib=rss(rs["template"]) if rs["template"] else None,
+                  template_pss_kib=pss(rs["template"]) if rs["template"] else None,
+                  workers=len(rs["worker"]), workers_rss_kib=rss(rs["worker"]), workers_pss_kib=pss(rs["worker"]),
+                  router_rss_kib=rss(rs["router"]) if rs["router"] else None,
+                  router_pss_kib=pss(rs["router"]) if rs["router"] else None,
+                  total_rss_kib=rss(core), total_pss_kib=pss(core),
+                  tree_rss_kib=rss(tree), tree_pss_kib=pss(tree), processes_in_tree=len(tree),
+                  roles_match_status=match)
 
     def scenario_idle(self):
         """Wake-ups with no traffic: what the master (and each idle worker) costs a
         machine that hosts many sites. Measured right after start, before any load
         (after a load run, Django workers are still busy with the backlog)."""
+        # Roles first: `status --json` talks to the master, so not inside the window.
+        rs, _ = self.amy_roles()
         time.sleep(2.0)
         master = self.server_proc.pid
-        workers = workers_of(master)
-        m0 = ctx_switches(master)
-        w0 = {p: ctx_switches(p) for p in workers}
+        workers, templates = rs["worker"], rs["template"]
+
+        def total(ps):
+            v = [ctx_switches(p) for p in ps]
+            return None if any(x is None for x in v) else sum(v)
+
+        m0, t0_, w0 = ctx_switches(master), total(templates), {p: ctx_switches(p) for p in workers}
         t0 = time.monotonic()
         time.sleep(self.a.idle_seconds)
         span = time.monotonic() - t0
-        m1 = ctx_switches(master)
+        m1, t1_ = ctx_switches(master), total(templates)
         w = [ctx_switches(p) - w0[p] for p in workers if w0.get(p) is not None and ctx_switches(p) is not None]
-        self.emit("idle", seconds=round(span, 2),
-                  master_wakeups_per_s=None if m0 is None or m1 is None else round((m1 - m0) / span, 1),
-                  workers_wakeups_per_s=round(sum(w) / span, 1) if w else None, workers=len(w))
+        mw = None if m0 is None or m1 is None else (m1 - m0) / span
+        tw = (t1_ - t0_) / span if templates and t0_ is not None and t1_ is not None else None
+        self.emit("idle", seconds=round(span, 2), master_wakeups_per_s=None if mw is None else round(mw, 1),
+                  template_wakeups_per_s=None if tw is None else round(tw, 1),
+                  supervisor_wakeups_per_s=None if mw is None else round(mw + (tw or 0), 1),
+                  workers_wakeups_per_s=round(sum(w) / span, 1) if w else None, workers=len(w),
+                  templates=len(templates))
 
     def direct_argv(self, path, seconds):
         if self.proto == "uwsgi":
@@ -755,11 +924,8 @@ class Run:
 
     def scenario_http(self):
         """HTTP straight at the server (no nginx), hello only: the app does not matter here."""
-        targets = []
-        if "http_socket" in self.ports:
-            targets.append(("http_socket", self.ports["http_socket"]))
-        if "http_router" in self.ports:
-            targets.append(("http_router", self.ports["http_router"]))
+        # Not `self.ports`: Granian's bind is there for every app (it is its only socket).
+        targets = [(via, self.ports[via]) for via in http_vias(self.server, self.app, self.a)]
         for via, port in targets:
             url = f"http://127.0.0.1:{port}/"
             self.wrk(url, 1)
@@ -834,27 +1000,16 @@ class Run:
             self.sock.unlink()
 
     def execute(self):
+        steps = plan_steps(self.server, self.app, self.round, self.a)
         self.render()
         self.start_nginx()
         if self.server == "nginx":
             self.server_proc = None
-            self.scenario_throughput()
-            return
-        self.scenario_ready()
-        variant = self.server in VARIANTS
-        if not variant:
-            self.scenario_idle()
-            self.scenario_throughput()
-        self.scenario_memory()
-        if not variant:
-            self.scenario_direct()
-            self.scenario_http()
-        self.scenario_reload()
-        self.scenario_shutdown()
-        # A broken release may leave no server at all (uWSGI, gunicorn): it comes
-        # last, on a fresh instance, so the stop above was of a healthy one.
-        self.scenario_ready("restart")
-        self.scenario_broken()
+        for step in steps:
+            if step == "restart":
+                self.scenario_ready("restart")
+            else:
+                getattr(self, f"scenario_{step}")()
 
     def cleanup(self):
         self.reaper.stop_all()
@@ -936,19 +1091,26 @@ def main():
     ap.add_argument("--servers", default=",".join(SERVERS) + ",nginx",
                     help="amy,uwsgi,gunicorn,granian and nginx (the return-200 ceiling)")
     ap.add_argument("--apps", default=",".join(APPS))
-    ap.add_argument("--rounds", type=int)
+    ap.add_argument("--rounds", type=int, help="rounds of the headline scenarios (default 3, quick 1)")
+    ap.add_argument("--side-rounds", type=int,
+                    help="rounds (the first ones) that also run idle, HTTP, reload, broken release and the "
+                         "lazy-apps / reload-check variants (default 1)")
     ap.add_argument("--processes", type=int, default=4)
     ap.add_argument("--conns", type=int, default=32)
     ap.add_argument("--duration", type=float, help="wrk seconds (default 6, quick 4)")
-    ap.add_argument("--budget", type=float, default=1560,
-                    help="seconds for all rounds (default 26 min): a round past its share repeats no noisy "
-                         "measurement, so a busy machine cannot stretch the command")
+    ap.add_argument("--total", type=float, default=1560,
+                    help="seconds the whole command aims at, setup and builds included (default 26 min): the "
+                         "rounds' budget is what setup and builds left, never less than the estimate")
+    ap.add_argument("--budget", type=float,
+                    help="seconds for all rounds (default: from --total; quick: the estimate + 1 min): a round "
+                         "past its share (by the estimate) repeats no noisy measurement, so a busy machine cannot "
+                         "stretch the command")
     ap.add_argument("--foreign-max", type=float, default=20.0,
                     help="a load measurement whose foreign CPU %% is above this is noisy (default 20)")
     ap.add_argument("--foreign-max-reload", type=float, default=50.0,
                     help="a reload or broken-release run above this foreign CPU %% is dropped (default 50)")
     ap.add_argument("--retries", type=int, default=2, help="repeats of a noisy measurement (default 2)")
-    ap.add_argument("--no-variants", action="store_true", help="skip amy-lazy / amy-check even if supported")
+    ap.add_argument("--no-variants", action="store_true", help="skip amy-lazy / amy-check / amy-pure")
     ap.add_argument("--amy-bin", help="amy-emperor binary (default: $CARGO_TARGET_DIR or target/ release build)")
     ap.add_argument("--no-build", action="store_true", help="never run cargo build for amy-emperor")
     ap.add_argument("--run-timeout", type=float, default=300, help="cap on one server x app x round, seconds")
@@ -956,6 +1118,7 @@ def main():
     ap.add_argument("--no-report", action="store_true")
     a = ap.parse_args()
     a.rounds = a.rounds or (1 if a.quick else 3)
+    a.side_rounds = min(a.rounds, a.side_rounds if a.side_rounds is not None else 1)
     a.warmup = 1 if a.quick else 2
     a.duration = int(a.duration or (4 if a.quick else 6))
     a.direct_duration = 3 if a.quick else 5
@@ -971,6 +1134,7 @@ def main():
     a.stop_timeout = 30
     # run.sh measures bench/setup.sh and passes it on, so the wall time is the command's.
     a.setup_s = float(os.environ.get("BENCH_SETUP_S") or 0)
+    a.build_s = None
     report_dir = Path(a.report_dir) if a.report_dir else (WORK / "report" if a.quick else ROOT / "docs")
     servers = [s for s in a.servers.split(",") if s]
     apps = [x for x in a.apps.split(",") if x]
@@ -993,9 +1157,16 @@ def main():
                      "loadgen", 600, env):
             log("loadgen did not build")
             return 1
+    explicit_bin = bool(a.amy_bin)
     a.amy_bin = find_amy_bin(a.amy_bin)
-    if any(is_amy(s) for s in servers) and not a.no_build and not a.amy_bin.exists():
-        build(["cargo", "build", "--release"], "amy-emperor", 1500)
+    # Always (unless told which binary): a release binary left from an older commit
+    # would be measured as this one. Up to date, cargo answers in a second or two.
+    if any(is_amy(s) for s in servers) and not a.no_build and not explicit_bin:
+        t_build = time.monotonic()
+        if not build(["cargo", "build", "--release", "-q"], "amy-emperor", 1500):
+            log("amy-emperor did not build")
+            return 1
+        a.build_s = round(time.monotonic() - t_build, 1)
     if not a.amy_bin.exists():
         log(f"no amy-emperor binary at {a.amy_bin}: skipping amy")
         servers = [s for s in servers if not is_amy(s)]
@@ -1009,6 +1180,8 @@ def main():
             servers.append("amy-lazy")
         if a.features.get("reload_check") and "amy-check" not in servers:
             servers.append("amy-check")
+        if "amy-pure" not in servers:
+            servers.append("amy-pure")
 
     py = str(VENV / "bin" / "python")
     seed_db = prepare_django_db(py) if "django" in apps else None
@@ -1024,31 +1197,48 @@ def main():
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         raise KeyboardInterrupt()
 
+    interrupted = False
+    app_servers = [s for s in servers if s != "nginx"]
+
+    def round_plan(rnd):
+        # Rotate the order each round so no server always runs first (or last).
+        k = (rnd - 1) % max(1, len(app_servers))
+        order = app_servers[k:] + app_servers[:k]
+        plan = ([("nginx", "static")] if "nginx" in servers else []) + [(s, x) for s in order for x in apps]
+        return [(s, x) for s, x in plan if plan_steps(s, x, rnd, a)]
+
+    est = [sum(estimate_s(s, x, rnd, a) for s, x in round_plan(rnd)) for rnd in range(1, a.rounds + 1)]
+    used = a.setup_s + (time.monotonic() - t_start)
+    if a.budget is None:
+        # --quick is a smoke run: a minute of repeats at most.
+        a.budget = sum(est) + 60 if a.quick else max(sum(est), a.total - used)
+    log(f"estimate: {sum(est) / 60:.1f} min of measurements on a quiet machine (rounds: "
+        f"{', '.join(f'{e / 60:.1f}' for e in est)} min; each noisy repeat adds its length), budget "
+        f"{a.budget / 60:.1f} min, side scenarios in {a.side_rounds} of {a.rounds} rounds; setup and builds took "
+        f"{used / 60:.1f} min, so the command should end in about {(used + sum(est)) / 60:.1f} min")
     signal.signal(signal.SIGTERM, on_stop)
     signal.signal(signal.SIGINT, on_stop)
     signal.signal(signal.SIGALRM, on_alarm)
     meta = {"scenario": "meta", "server": "-", "app": "-", "round": 0, "argv": sys.argv[1:],
             "command": "bench/run.sh " + " ".join(sys.argv[1:]), "servers": servers, "apps": apps,
-            "rounds": a.rounds, "processes": a.processes, "conns": a.conns, "durations": {
+            "rounds": a.rounds, "side_rounds": a.side_rounds, "processes": a.processes, "conns": a.conns, "durations": {
                 "warmup": a.warmup, "wrk": a.duration, "direct": a.direct_duration, "http": a.http_duration,
                 "idle": a.idle_seconds, "reload": a.reload_duration, "reload_at": a.reload_at,
                 "broken": a.broken_duration},
-            "foreign_max": a.foreign_max, "foreign_max_reload": a.foreign_max_reload, "retries": a.retries, "budget_s": a.budget, "features": a.features,
+            "foreign_max": a.foreign_max, "foreign_max_reload": a.foreign_max_reload, "retries": a.retries,
+            "budget_s": a.budget,
+            "estimate_s": round(sum(est)), "total_s": a.total, "features": a.features,
             "machine": machine_info(a), "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     with open(results, "a") as f:
         f.write(json.dumps(meta) + "\n")
     log(f"servers={servers} apps={apps} rounds={a.rounds} features="
         f"{ {k: v for k, v in a.features.items() if not k.endswith('_probe')} } results={results}")
-    interrupted = False
-    app_servers = [s for s in servers if s != "nginx"]
     t_rounds = time.monotonic()
     for rnd in range(1, a.rounds + 1):
-        a.round_deadline = t_rounds + a.budget * rnd / a.rounds
-        # Rotate the order each round so no server always runs first (or last).
-        k = (rnd - 1) % max(1, len(app_servers))
-        order = app_servers[k:] + app_servers[:k]
-        plan = ([("nginx", "static")] if "nginx" in servers else []) + [(s, x) for s in order for x in apps]
-        for server, app in plan:
+        # A round's share of the budget follows its estimated length.
+        a.round_deadline = t_rounds + a.budget * sum(est[:rnd]) / max(sum(est), 1.0)
+        t_round = time.monotonic()
+        for server, app in round_plan(rnd):
             run = Run(a, server, app, rnd, seed_db, results, stamp)
             signal.alarm(int(a.run_timeout))
             try:
@@ -1064,12 +1254,15 @@ def main():
                 run.cleanup()
             if interrupted:
                 break
+        log(f"round {rnd} took {(time.monotonic() - t_round) / 60:.1f} min (estimate {est[rnd - 1] / 60:.1f})")
         if interrupted:
             break
     with open(results, "a") as f:
         f.write(json.dumps({"scenario": "meta_end", "server": "-", "app": "-", "round": 0,
                             "wall_s": round(time.monotonic() - t_start + a.setup_s, 1),
                             "bench_s": round(time.monotonic() - t_start, 1), "setup_s": a.setup_s,
+                            "estimate_s": round(sum(est)), "build_s": a.build_s,
+                            "rounds_s": round(time.monotonic() - t_rounds, 1),
                             "ended": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}) + "\n")
     print(f"\nResults: {results}\n")
     if not a.no_report:

@@ -14,9 +14,10 @@ import statistics
 import sys
 from pathlib import Path
 
-SERVER_ORDER = ["amy", "amy-lazy", "amy-check", "uwsgi", "gunicorn", "granian", "nginx"]
+SERVER_ORDER = ["amy", "amy-pure", "amy-lazy", "amy-check", "uwsgi", "gunicorn", "granian", "nginx"]
 LABEL = {
     "amy": "amy-emperor",
+    "amy-pure": "amy-emperor, no native path",
     "amy-lazy": "amy-emperor, lazy-apps",
     "amy-check": "amy-emperor, reload-check",
     "uwsgi": "uWSGI",
@@ -24,7 +25,10 @@ LABEL = {
     "granian": "Granian",
     "nginx": "nginx `return 200`",
 }
-COLOR = {"amy": "#1b7837", "amy-lazy": "#5aae61", "amy-check": "#a6dba0", "uwsgi": "#762a83",
+# Bar-chart ticks: one word each, distinct.
+SHORT = {"amy": "amy", "amy-pure": "amy-pure", "amy-lazy": "amy-lazy", "amy-check": "amy-check",
+         "uwsgi": "uWSGI", "gunicorn": "gunicorn", "granian": "Granian", "nginx": "nginx"}
+COLOR = {"amy": "#1b7837", "amy-pure": "#b8860b", "amy-lazy": "#5aae61", "amy-check": "#a6dba0", "uwsgi": "#762a83",
          "gunicorn": "#e08214", "granian": "#2166ac", "nginx": "#777777"}
 APP_LABEL = {"hello": "hello", "django": "Django page", "django-heavy": "Django heavy page",
              "static": "(no app)"}
@@ -157,10 +161,22 @@ def load_table(d, scenario, apps=None, extra_note=None):
                          ratio(m, u) if s != "uwsgi" else "1.00×",
                          fmt(d.median(s, app, scenario, "p50_ms")), fmt(d.median(s, app, scenario, "p99_ms")),
                          fmt(sum(d.values(s, app, scenario, "errors"))), len(v),
-                         fmt(d.median(s, app, scenario, "cpu_foreign_pct"))])
+                         per_run_foreign(d, s, app, scenario)])
     out = table(["app", "server", "req/s, median (min–max)", "÷ uWSGI", "p50 ms", "p99 ms", "errors",
-                 "rounds", "foreign CPU %"], rows) if rows else ["No kept measurement."]
+                 "rounds", "foreign CPU % per attempt (round: kept, *noisy*)"], rows) if rows else [
+        "No kept measurement."]
     return out + noisy_rows(d, scenario)
+
+
+def per_run_foreign(d, server, app, scenario):
+    """Every attempt's foreign CPU, in round order: `r1 4.2, r2 *31* 6.0` (noisy in italics)."""
+    by = {}
+    for r in d.recs:
+        if r["server"] == server and r["app"] == app and r["scenario"] == scenario:
+            v = r.get("cpu_foreign_pct")
+            by.setdefault(r["round"], []).append("–" if v is None else (
+                f"*{fmt(float(v))}*" if r.get("noisy") else fmt(float(v))))
+    return ", ".join(f"r{k} {' '.join(v)}" for k, v in sorted(by.items()))
 
 
 def noisy_rows(d, scenario):
@@ -301,8 +317,9 @@ def plots(d, img):
         ax.set_yscale("log")
         ax.set_xlabel("seconds from the reload trigger")
         ax.set_ylabel("slowest answer per 100–500 ms bucket (ms, log)")
-        ax.set_title(f"Reload under load through nginx, {APP_LABEL.get(app, app)}: slowest answer per "
-                     "bucket; bars at the bottom = no answer at all; × = failed requests", fontsize=10)
+        ax.set_title(f"Reload under load through nginx, {APP_LABEL.get(app, app)}, every server\n"
+                     "slowest answer per bucket; bars at the bottom = no answer at all; × = failed requests",
+                     fontsize=9, loc="left")
         ax.grid(True, which="both", alpha=0.25)
         ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
         fig.tight_layout()
@@ -352,7 +369,7 @@ def plots(d, img):
                 lab = fmt(float(m)) + (f"\n{m / u:.2f}×" if u and s != "uwsgi" else "")
                 ax.text(i, m, lab, ha="center", va="bottom", fontsize=7)
             ax.set_xticks(range(len(ss)))
-            ax.set_xticklabels([LABEL.get(s, s).split(" ")[0].split(",")[0] for s in ss], fontsize=8)
+            ax.set_xticklabels([SHORT.get(s, s) for s in ss], fontsize=8)
             ax.set_title(f"{APP_LABEL.get(app, app)}, {titles.get(sc, sc)}", fontsize=9)
             ax.set_ylabel("req/s")
             ax.margins(y=0.25)
@@ -365,28 +382,36 @@ def plots(d, img):
         plt.close(fig)
         out["rps"] = "rps.png"
 
-    # Memory bars: master RSS and the whole tree's PSS, per app.
+    # Memory bars: master RSS, template RSS (amy-emperor with preload) and the total PSS
+    # (master + template + workers), per app.
     apps = d.apps("memory")
     if apps:
-        fig, axes = plt.subplots(1, len(apps), figsize=(6 * len(apps), 3.8), squeeze=False)
+        fig, axes = plt.subplots(1, len(apps), figsize=(6.5 * len(apps), 4.0), squeeze=False)
         for ax, app in zip(axes.flat, apps):
             ss = d.servers("memory", app)
-            w = 0.38
+            w = 0.27
             m_rss = [(d.median(s, app, "memory", "master_rss_kib") or 0) / 1024 for s in ss]
+            t_rss = [(d.median(s, app, "memory", "template_rss_kib") or 0) / 1024 for s in ss]
             t_pss = [(d.median(s, app, "memory", "total_pss_kib") or 0) / 1024 for s in ss]
-            xs = range(len(ss))
-            ax.bar([x - w / 2 for x in xs], m_rss, w, label="master RSS", color=[COLOR.get(s) for s in ss],
-                   alpha=0.55)
-            ax.bar([x + w / 2 for x in xs], t_pss, w, label="whole tree PSS", color=[COLOR.get(s) for s in ss])
-            for x, a, b in zip(xs, m_rss, t_pss):
-                ax.text(x - w / 2, a, f"{a:.1f}", ha="center", va="bottom", fontsize=7)
-                ax.text(x + w / 2, b, f"{b:.0f}", ha="center", va="bottom", fontsize=7)
-            ax.set_xticks(list(xs))
-            ax.set_xticklabels([LABEL.get(s, s).replace(", ", "\n") for s in ss], fontsize=8)
+            xs = list(range(len(ss)))
+            colors = [COLOR.get(s) for s in ss]
+            ax.bar([x - w for x in xs], m_rss, w, label="master RSS", color=colors, alpha=0.45)
+            ax.bar(xs, t_rss, w, label="template RSS", color=colors, alpha=0.7, hatch="//")
+            ax.bar([x + w for x in xs], t_pss, w, label="total PSS", color=colors)
+            um = [(a, b) for s, a, b in zip(ss, m_rss, t_pss) if s == "uwsgi"]
+            for x, s, a, t, b in zip(xs, ss, m_rss, t_rss, t_pss):
+                ax.text(x - w, a, f"{a:.1f}", ha="center", va="bottom", fontsize=7)
+                if t:
+                    ax.text(x, t, f"{t:.1f}", ha="center", va="bottom", fontsize=7)
+                lab = f"{b:.0f}" + (f"\n{b / um[0][1]:.2f}×" if um and um[0][1] and s != "uwsgi" else "")
+                ax.text(x + w, b, lab, ha="center", va="bottom", fontsize=7)
+            ax.set_xticks(xs)
+            ax.set_xticklabels([SHORT.get(s, s) for s in ss], fontsize=8)
             ax.set_ylabel("MiB")
-            ax.set_title(f"{APP_LABEL.get(app, app)}: master RSS (light) and total PSS (dark), "
-                         f"{d.meta.get('processes', 4)} workers", fontsize=9)
-            ax.margins(y=0.15)
+            ax.set_title(f"{APP_LABEL.get(app, app)}, {d.meta.get('processes', 4)} workers", fontsize=9)
+            ax.margins(y=0.2)
+        fig.suptitle("Memory: master RSS (light), template RSS (hatched), total PSS = master + template + "
+                     "workers (dark, ratio to uWSGI)", fontsize=9)
         fig.tight_layout()
         fig.savefig(img / "memory.png", dpi=110)
         plt.close(fig)
@@ -404,6 +429,9 @@ def feature_rows(d):
                       ("preload", "preload (app imported once per generation)"),
                       ("reload_check", "`reload-check` (new workers checked before traffic)")):
         rows.append([what, "measured" if f.get(key) else "n/a (not in this build)"])
+    if any(r["server"] == "amy-pure" for r in d.kept):
+        rows.append(["the worker without its native path (`AMY_EMPEROR_NO_NATIVE=1`, server "
+                     "`amy-emperor, no native path`)", "measured (hello, through nginx and direct)"])
     return table(["feature", "in this report"], rows)
 
 
@@ -426,6 +454,11 @@ def headline(d):
             sp = f" (per round {min(rr):.2f}–{max(rr):.2f}×)" if len(rr) > 1 else ""
             out.append(f"- {what}: **{ra:.2f}×** uWSGI{sp} — {fmt(statistics.median(a))} vs "
                        f"{fmt(statistics.median(u))} req/s")
+    for sc, what in (("throughput", "through nginx"), ("direct", "directly on the socket")):
+        a, p = d.median("amy", "hello", sc, "rps"), d.median("amy-pure", "hello", sc, "rps")
+        if a and p:
+            out.append(f"- the worker's native path, hello {what}: {fmt(a)} req/s with it, {fmt(p)} without "
+                       f"(`AMY_EMPEROR_NO_NATIVE=1`): **{a / p:.2f}×**")
     for app in ("hello", "django"):
         a = d.median("amy", app, "reload", "longest_gap_ms")
         u = d.median("uwsgi", app, "reload", "longest_gap_ms")
@@ -451,7 +484,9 @@ def markdown(d, pics, path_note):
         "",
         f"Generated by `{d.meta.get('command', 'bench/run.sh')}` — started {d.meta.get('started', '?')}, "
         f"ended {d.end.get('ended', '?')}, wall time **{fmt((d.end.get('wall_s') or 0) / 60)} min** "
-        f"(setup {fmt(float(d.end.get('setup_s') or 0))} s). Every figure and plot below comes from that one run "
+        f"(setup {fmt(float(d.end.get('setup_s') or 0))} s, amy-emperor release build "
+        f"{fmt(float(d.end.get('build_s') or 0))} s, measurements {fmt((d.end.get('rounds_s') or 0) / 60)} min "
+        f"against an estimate of {fmt((d.end.get('estimate_s') or 0) / 60)} min on a quiet machine). Every figure and plot below comes from that one run "
         f"(`{path_note}`).",
         "",
         "## Headline (amy-emperor ÷ uWSGI 2.0.31, medians of kept rounds)",
@@ -476,8 +511,13 @@ def markdown(d, pics, path_note):
         ["nginx / wrk", f"{m.get('nginx')} / {m.get('wrk')}"],
     ])
     lines += ["", "## How it was measured", "",
-              f"- {d.meta.get('rounds')} rounds, interleaved: round 1 of every server × app, then round 2, …, "
-              "the server order rotated each round. Each server runs with the same ini keys "
+              f"- {d.meta.get('rounds')} round(s), interleaved: round 1 of every server × app, then round 2, …, "
+              "the server order rotated each round. Every round: start (ready), through nginx, memory, "
+              f"direct, stop; the first {d.meta.get('side_rounds', d.meta.get('rounds'))} round(s) also: idle "
+              "wake-ups, HTTP, reload, broken release, and the lazy-apps / reload-check variants (so that 3 "
+              "rounds of the headline fit in the time). `amy-emperor, no native path` is amy-emperor with "
+              "`AMY_EMPEROR_NO_NATIVE=1` in the master's environment (the workers inherit it), hello only. "
+              "Each server runs with the same ini keys "
               f"(`processes = {d.meta.get('processes')}`, `master`, `socket`, `vacuum`, `die-on-term`, "
               "`need-app`, `home`, `for-readline = uwsgi_env`, `disable-logging`), behind the same nginx "
               "(`worker_processes 1`, `access_log off`): `uwsgi_pass unix:` for amy-emperor and uWSGI, "
@@ -498,7 +538,8 @@ def markdown(d, pics, path_note):
               f"the ini touched at {dur.get('reload_at')} s (gunicorn, Granian: SIGHUP). Broken release: the "
               "app's entry module replaced by one that raises at import, then the same trigger, "
               f"{dur.get('broken')} s of load.",
-              f"- Memory: `/proc` VmRSS and `smaps_rollup` Pss after the throughput run. Idle wake-ups: context "
+              f"- Memory: `/proc` VmRSS and `smaps_rollup` Pss after the throughput run (the lazy-apps and "
+              f"reload-check variants, which skip it: after {dur.get('warmup', 2) + 1} s of unreported load). Idle wake-ups: context "
               f"switches of all the master's threads (and of the workers) over {dur.get('idle')} idle seconds.",
               f"- **Noise**: each load measurement records the CPU used by processes other than this run's "
               f"(`foreign CPU`). Above **{d.meta.get('foreign_max')} %** it is repeated (at most "
@@ -527,7 +568,9 @@ def markdown(d, pics, path_note):
               "--worker-class sync --bind unix:RUN/app.sock ... | granian --interface wsgi --workers 4 "
               "--host 127.0.0.1 --port PORT ...",
               "```", ""]
-    lines += ["Features that land later are measured once `amy-emperor check` accepts their key:", ""]
+    lines += ["Features of this build (detected: `amy-emperor check` accepts the key; preload = a template "
+              "process at start) and the variants measured for them (`lazy-apps = true` is preload off, "
+              "`reload-check = /` is reload-check on):", ""]
     lines += feature_rows(d)
     lines += ["", "## Throughput and latency through nginx", "",
               "nginx's own `return 200` is the ceiling of this path on this machine.", ""]
@@ -540,8 +583,9 @@ def markdown(d, pics, path_note):
               "`http-socket` (amy-emperor, uWSGI) or the server's own HTTP bind (gunicorn, Granian):", ""]
     for sc, what in (("http_socket_ka", "keep-alive asked for"), ("http_socket_close", "`Connection: close`")):
         lines += ["", f"**{what}**", ""] + load_table(d, sc)
-    router = [sc for sc in ("http_router_ka", "http_router_close") if d.apps(sc)]
-    lines += ["", "**`http =` router** (uWSGI's HTTP router process; amy-emperor's once it lands):", ""]
+    router = [sc for sc in ("http_router_ka", "http_router_close") if any(r["scenario"] == sc for r in d.recs)]
+    lines += ["", "**`http =` router** (a router process in front of the workers: uWSGI's, and amy-emperor's "
+              "when its build has it):", ""]
     for sc in router:
         lines += ["", f"*{'keep-alive' if sc.endswith('ka') else 'Connection: close'}*", ""] + load_table(d, sc)
     if not router:
@@ -564,20 +608,31 @@ def markdown(d, pics, path_note):
               "The app's entry module is replaced by one that raises at import, then the reload trigger. "
               "What a site answers while its release is broken:", ""]
     br_fields = [
-        ("errors_after_trigger", "failed after trigger", False), ("longest_gap_ms", "longest gap ms", False),
+        ("errors_after_trigger", "failed after trigger", False), ("longest_gap_ms", "longest gap ms", True),
         ("ok_last_2s", "answers in the last 2 s", False), ("server_alive", "server still running", False),
         ("old_pid_after", "old workers still answering", False), ("cpu_foreign_pct", "foreign CPU %", False)]
     lines += figure_table(d, "broken", br_fields) + figure_table(d, "broken", br_fields, noisy=True)
     lines += ["", "## Start, stop, memory, idle cost", ""]
-    lines += figure_table(d, "ready", [("ready_ms", "launch → first 200 ms", True)])
-    lines += [""] + figure_table(d, "memory", [
+    lines += figure_table(d, "ready", [("ready_ms", "launch → first 200 ms", True),
+                                       ("all_workers_ms", f"launch → all {d.meta.get('processes', 4)} workers ms",
+                                        True)])
+    lines += ["", "Memory after the throughput run. **total** = master + template + workers: amy-emperor's "
+              "template (with preload, the app imported once per generation; it forks the workers) is counted "
+              "there and shown apart; uWSGI's master is its template. The `http =` router process (hello, "
+              "amy-emperor and uWSGI) is apart and not in the total.", ""]
+    lines += figure_table(d, "memory", [
         ("master_rss_kib", "master RSS KiB", True), ("master_pss_kib", "master PSS KiB", True),
-        ("total_rss_kib", "tree RSS KiB", True), ("total_pss_kib", "tree PSS KiB", True),
-        ("processes_in_tree", "processes", False)])
+        ("template_rss_kib", "template RSS KiB", False), ("workers_pss_kib", "workers PSS KiB", True),
+        ("total_rss_kib", "total RSS KiB", True), ("total_pss_kib", "total PSS KiB", True),
+        ("router_rss_kib", "router RSS KiB", True)])
     if "memory" in pics:
         lines += ["", f"![memory](img/{pics['memory']})"]
-    lines += [""] + figure_table(d, "idle", [("master_wakeups_per_s", "master wake-ups/s", False),
-                                             ("workers_wakeups_per_s", "workers wake-ups/s (all)", False)])
+    lines += ["", "Idle wake-ups (context switches per second, all threads) right after start, no traffic; "
+              "*master + template* is the supervisor's own cost (uWSGI: its master).", ""]
+    lines += figure_table(d, "idle", [("master_wakeups_per_s", "master wake-ups/s", True),
+                                      ("template_wakeups_per_s", "template wake-ups/s", False),
+                                      ("supervisor_wakeups_per_s", "master + template wake-ups/s", True),
+                                      ("workers_wakeups_per_s", "workers wake-ups/s (all)", True)])
     lines += [""] + figure_table(d, "shutdown", [("stop_ms", "SIGTERM → tree gone ms", True),
                                                  ("socket_left", "socket left behind", False)])
     lines += ["", "## Dropped and failed", ""]

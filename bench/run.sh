@@ -9,6 +9,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 t0=$(date +%s)
+# What to expect (measured on 2 shared cores, 2026-12-02): setup from nothing ~3 min (pip
+# builds uWSGI from its sdist), amy-emperor's release build ~5 min if target/release has
+# none, then the measurements: bench.py prints its own estimate (full ~19 min, --quick ~9).
+echo "bench/run.sh: setup first (from nothing: ~3 min, plus ~5 min for a first release build of amy-emperor)" >&2
 bench/setup.sh
 py=bench/.work/venv-bench/bin/python
 export BENCH_SETUP_S=$(( $(date +%s) - t0 ))
