@@ -361,15 +361,7 @@ pub fn build(
             _ => {}
         }
         // Our own keys are not uWSGI options.
-        let ours = matches!(
-            opt.key.as_str(),
-            "reload-one-by-one"
-                | "reload-check"
-                | "reload-check-host"
-                | "reload-check-timeout"
-                | "prometheus"
-                | "prometheus-public"
-        );
+        let ours = keys::is_own_key(&opt.key);
         if !ours && !classifier.check(opt, &mut warnings) {
             continue;
         }

@@ -26,6 +26,20 @@ pub fn is_uwsgi_option(key: &str) -> bool {
     options().contains(key)
 }
 
+/// amy-emperor's own keys (documented as such in the README): not uWSGI options,
+/// so neither the classifier nor `strict = true` may treat them as unknown.
+pub fn is_own_key(key: &str) -> bool {
+    matches!(
+        key,
+        "reload-one-by-one"
+            | "reload-check"
+            | "reload-check-host"
+            | "reload-check-timeout"
+            | "prometheus"
+            | "prometheus-public"
+    )
+}
+
 /// Options uWSGI runs the moment they are parsed (`UWSGI_OPT_IMMEDIATE`). Their
 /// values are never expanded by the `$()`, `@()` and `%()` passes.
 pub fn is_immediate(key: &str) -> bool {

@@ -277,7 +277,8 @@ impl<'a> Expander<'a> {
                 let origin = self.opts[idx].origin.clone();
                 self.run_immediate(&key, &value, &origin)?;
             }
-        } else if self.strict {
+        } else if self.strict && !keys::is_own_key(&key) {
+            // Our own keys (reload-check, prometheus, …) are known to us.
             return Err(self.opts[idx].origin.error(
                 ErrorKind::Strict,
                 format!("[strict-mode] unknown config directive: {key}"),
