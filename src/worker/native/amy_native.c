@@ -147,16 +147,22 @@ static int scan(const unsigned char *b, Py_ssize_t end, Py_ssize_t max_vars, Py_
  * keys[0..n-1]. */
 static void keep_shape(PyObject *env, PyObject *base, Py_ssize_t n)
 {
+    /* Optional: on any failure (MemoryError) there is just no shape, and the
+     * error is cleared so that the caller's result stands. */
     PyObject *copy = PyDict_Copy(env);
-    if (!copy)
-        return; /* MemoryError: no shape, which only costs speed */
+    if (!copy) {
+        PyErr_Clear();
+        return;
+    }
     int overlaps = 0;
     for (Py_ssize_t i = 0; i < n; i++) {
-        overlaps |= PyDict_Contains(base, keys[i].str) == 1;
-        if (PyDict_SetItem(copy, keys[i].str, &_Py_NoneStruct) < 0) {
+        int in_base = PyDict_Contains(base, keys[i].str);
+        if (in_base < 0 || PyDict_SetItem(copy, keys[i].str, &_Py_NoneStruct) < 0) {
+            PyErr_Clear();
             Py_DecRef(copy);
             return;
         }
+        overlaps |= in_base;
     }
     drop_shape();
     shape = copy;

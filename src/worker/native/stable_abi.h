@@ -63,6 +63,7 @@ PyObject *PyTuple_GetItem(PyObject *tuple, Py_ssize_t pos);
 Py_ssize_t PyLong_AsSsize_t(PyObject *number);
 PyObject *PyErr_Occurred(void);
 void PyErr_SetString(PyObject *type, const char *message);
+void PyErr_Clear(void);
 char *PyByteArray_AsString(PyObject *bytearray);
 Py_ssize_t PyByteArray_Size(PyObject *bytearray);
 PyObject *PyDict_New(void);
