@@ -109,6 +109,21 @@ def package_bundle(native=True):
     return json.dumps(files).encode("utf-8")
 
 
+def context_switches(pid):
+    """Voluntary context switches of every thread of `pid` (each wake-up from a
+    sleep is one): how idle tests count wake-ups."""
+    total = 0
+    for name in os.listdir("/proc/%d/task" % pid):
+        try:
+            with open("/proc/%d/task/%s/status" % (pid, name)) as f:
+                for line in f:
+                    if line.startswith("voluntary_ctxt_switches:"):
+                        total += int(line.split()[1])
+        except OSError:
+            pass
+    return total
+
+
 def wait_for(predicate, timeout=10.0, what="condition"):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -176,18 +176,7 @@ def _lone_request(addr):
     return now - t0, now - last
 
 
-def _switches(pid):
-    """Voluntary context switches of every thread of `pid` (a wake-up from a sleep is one)."""
-    total = 0
-    for name in os.listdir("/proc/%d/task" % pid):
-        try:
-            with open("/proc/%d/task/%s/status" % (pid, name)) as f:
-                for line in f:
-                    if line.startswith("voluntary_ctxt_switches:"):
-                        total += int(line.split()[1])
-        except OSError:
-            pass
-    return total
+from conftest import context_switches as _switches  # noqa: E402
 
 
 @pytest.mark.parametrize("patch", [True, False], ids=["patched", "unpatched"])

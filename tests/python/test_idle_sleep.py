@@ -2,28 +2,13 @@
 50 ms accept() timeout loop), yet stops, serves and recycles as before. Each
 test first idles past ACCEPT_WAKEUP so every serving thread is in poll()."""
 
-import glob
 import os
 import signal
 import time
 
-from conftest import uwsgi
+from conftest import context_switches as _switches, uwsgi
 
 PAST_ACCEPT_WAKEUP = 0.4
-
-
-def _switches(pid):
-    """Voluntary context switches of every thread of `pid` (each wake-up from a sleep is one)."""
-    total = 0
-    for path in glob.glob("/proc/%d/task/*/status" % pid):
-        try:
-            with open(path) as f:
-                for line in f:
-                    if line.startswith("voluntary_ctxt_switches:"):
-                        total += int(line.split()[1])
-        except OSError:
-            pass
-    return total
 
 
 def test_idle_worker_does_not_wake_up(spawn):
