@@ -39,7 +39,6 @@ fn compile(src: &str, out: &std::path::Path) -> bool {
     cmd.args([
         "-shared",
         "-fPIC",
-        "-O2",
         "-ffreestanding",
         "-fno-builtin",
         "-fno-tree-loop-distribute-patterns",

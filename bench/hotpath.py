@@ -107,8 +107,8 @@ def main():
     if native_so:
         # The binary's native parser (its bundle's .so, e.g. from `amy-emperor worker-package`).
         with open(native_so, "rb") as f:
-            find(mod, "PARSE_VARS")  # the package has the hook
-            sys.modules[mod.__name__ + ".protocol"].PARSE_VARS = find(mod, "load")(f.read()).parse_vars
+            native = sys.modules[mod.__name__ + ".native"].load(f.read())
+        sys.modules[mod.__name__ + ".protocol"].PARSE_VARS = native.parse_vars
     handle = find(mod, "handle_uwsgi")
     base = find(mod, "_base_environ")(worker, None)
     max_block = worker.max_block

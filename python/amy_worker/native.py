@@ -18,14 +18,9 @@ NATIVE_KEY = "amy_worker/_native.abi3.so"
 CONTRACT_VERSION = 2
 _NAME = "amy_worker._native"
 
-# Why the module is not in use, for the worker's start-up line; "" when it is.
-WHY_NOT = ""
-
 
 def _load():
-    global WHY_NOT
     if os.environ.get("AMY_EMPEROR_NO_NATIVE", "") not in ("", "0"):
-        WHY_NOT = "off (AMY_EMPEROR_NO_NATIVE)"
         return None
     spec = getattr(sys.modules.get(__package__), "__spec__", None)
     get_data = getattr(getattr(spec, "loader", None), "get_data", None)
@@ -34,13 +29,11 @@ def _load():
     except (KeyError, OSError, UnicodeError):
         blob = b""
     if not blob:
-        WHY_NOT = "not in this build"
-        return None
+        return None  # a build without a C compiler
     try:
         return load(blob)
-    except (ImportError, OSError, AttributeError) as e:
-        WHY_NOT = "not loaded (%s)" % e
-        return None
+    except (ImportError, OSError, AttributeError):
+        return None  # not a CPython that takes abi3 modules
 
 
 def load(blob):

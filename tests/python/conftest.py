@@ -5,6 +5,7 @@ writes: every file of python/amy_worker/, which a Rust unit test checks is what
 the binary embeds) and `python -c BOOTSTRAP` with the JSON config in
 AMY_EMPEROR_WORKER. A harness for the worker, not a second master."""
 
+import functools
 import itertools
 import json
 import mmap
@@ -78,19 +79,14 @@ def free_port():
 NATIVE_KEY = _contract_constant("NATIVE_KEY")
 # The binary whose bundle holds the native module (built by scripts/test.sh).
 BINARY = os.environ.get("AMY_TEST_BINARY") or os.path.join(ROOT, "target", "debug", "amy-emperor")
-_native_blob = []
-
-
+@functools.lru_cache(maxsize=None)
 def native_blob():
     """The native module of the built binary's bundle (`amy-emperor worker-bundle`),
     as a latin-1 str; "" when there is no binary or it has none."""
-    if not _native_blob:
-        blob = ""
-        if os.path.exists(BINARY):
-            out = subprocess.run([BINARY, "worker-bundle"], check=True, capture_output=True).stdout
-            blob = json.loads(out).get(NATIVE_KEY, "")
-        _native_blob.append(blob)
-    return _native_blob[0]
+    if not os.path.exists(BINARY):
+        return ""
+    out = subprocess.run([BINARY, "worker-bundle"], check=True, capture_output=True).stdout
+    return json.loads(out).get(NATIVE_KEY, "")
 
 
 def package_bundle(native=True):

@@ -38,16 +38,16 @@ sys.path.insert(0, os.path.join(ROOT, "python"))
 from amy_worker import http as amy_http  # noqa: E402
 from amy_worker import protocol  # noqa: E402
 from amy_worker.errors import BadRequest  # noqa: E402
-from amy_worker.limits import MAX_VARS  # noqa: E402
 from amy_worker.native import load as load_native  # noqa: E402
 
 sys.path.insert(0, HERE)
 import conftest  # noqa: E402
+import native_diff  # noqa: E402
+from native_diff import BASE  # noqa: E402,F401 (test_native.py uses it)
 
 # The binary's native parser, or None when no binary is built (the stdlib one
 # is fuzzed alone then; test_native.py fails in that case, so CI never skips it).
 NATIVE = load_native(conftest.native_blob().encode("latin-1")).parse_vars if conftest.native_blob() else None
-
 REGRESSIONS = os.path.join(HERE, "fuzz_regressions")
 SLOW = 0.25
 _KEY_RE = re.compile(r"[A-Za-z0-9_.\-]+\Z")
@@ -146,9 +146,10 @@ def check_uwsgi(data):
         return
     size = data[1] | (data[2] << 8)
     end = min(4 + size, len(data))
-    env = None
+    parsed = None
     try:
-        env, pairs = protocol._parse_vars(data, data.decode("latin-1"), end)
+        parsed = protocol._parse_vars(data, data.decode("latin-1"), end)
+        env = parsed[0]
         for k, v in env.items():
             if type(k) is not str or type(v) is not str or not _KEY_RE.match(k):
                 raise Failure("bad environ entry %r=%r" % (k[:40], v[:40]))
@@ -158,35 +159,9 @@ def check_uwsgi(data):
     except BadRequest:
         pass
     if NATIVE is not None:
-        check_native(data, end, env)
-
-
-# What protocol.py hands the native parser: the listener's wsgi.* entries (one
-# dict per listener, so its shape cache sees the same dict request after request).
-BASE = {"wsgi.version": (1, 0), "wsgi.url_scheme": "http", "wsgi.run_once": False, "wsgi.multithread": False}
-
-
-def check_native(data, end, env):
-    """The native parser against the stdlib one (`env`: its environ, None if it
-    refused the block)."""
-    native = NATIVE(bytearray(data), end, MAX_VARS, BASE)
-    if native is None:
-        if env is not None and len(env) <= MAX_VARS and not _has_repeats(data, end):
-            raise Failure("native parser handed back a clean block")
-    elif env is None:
-        raise Failure("native parser accepted a block the stdlib parser refuses")
-    elif native != (dict(env, **BASE), len(env)) or _has_repeats(data, end):
-        raise Failure("native environ differs from the stdlib one")
-
-
-def _has_repeats(data, end):
-    keys, i = [], 4
-    while i < end:
-        kl = data[i] | (data[i + 1] << 8)
-        keys.append(data[i + 2 : i + 2 + kl])
-        i += 2 + kl
-        i += 2 + (data[i] | (data[i + 1] << 8))
-    return len(keys) != len(set(keys))
+        why = native_diff.disagreement(NATIVE, data, end, parsed)
+        if why:
+            raise Failure(why)
 
 
 def _scan_outcome(data, cuts):

@@ -24,7 +24,7 @@ def test_the_built_binary_ships_a_native_module():
 def test_native_and_stdlib_parsers_agree_on_mutated_blocks():
     """30 000 mutated packets (fuzz_parsers' mutator over its seeds): the native
     environ equals the stdlib one whenever it answers, and it answers for every
-    clean block (fuzz_parsers.check_native)."""
+    clean block (native_diff.disagreement, called by fuzz_parsers.check_uwsgi)."""
     assert fuzz_parsers.NATIVE is not None
     rng = random.Random(11)
     corpus = fuzz_parsers.uwsgi_seeds()
