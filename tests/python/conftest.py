@@ -105,6 +105,20 @@ def package_bundle(native=True):
     return json.dumps(files).encode("utf-8")
 
 
+# Idle tests wait this long first, well past the worker's 50 ms accept()
+# timeout (limits.ACCEPT_WAKEUP), so every serving thread sleeps in poll().
+PAST_ACCEPT_WAKEUP = 0.4
+
+
+def idle_wakeups(pid, seconds):
+    """Wake-ups of an idle worker: once past PAST_ACCEPT_WAKEUP, its context
+    switches over an observation window of `seconds`."""
+    time.sleep(PAST_ACCEPT_WAKEUP)
+    before = context_switches(pid)
+    time.sleep(seconds)  # the observation window, not a wait for readiness
+    return context_switches(pid) - before
+
+
 def context_switches(pid):
     """Voluntary context switches of every thread of `pid` (each wake-up from a
     sleep is one): how idle tests count wake-ups."""

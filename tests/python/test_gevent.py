@@ -21,6 +21,7 @@ import gevent  # noqa: E402
 import gevent.socket  # noqa: E402
 
 from amy_worker import gevent_loop, limits  # noqa: E402
+from conftest import PAST_ACCEPT_WAKEUP, idle_wakeups  # noqa: E402
 
 
 def _pair():
@@ -143,9 +144,6 @@ def test_prompt_close_defers_while_a_watcher_on_the_fd_has_to_run():
 # The loop itself, in a real worker process started as the master does
 # (conftest.Worker), with the test venv's gevent.
 
-PAST_ACCEPT_WAKEUP = 0.4
-
-
 def _gevent_worker(spawn, patch=True, **cfg):
     serving = {"gevent": 10}
     if patch:
@@ -176,7 +174,6 @@ def _lone_request(addr):
     return now - t0, now - last
 
 
-from conftest import context_switches as _switches  # noqa: E402
 
 
 @pytest.mark.parametrize("patch", [True, False], ids=["patched", "unpatched"])
@@ -209,10 +206,7 @@ def test_a_lone_request_on_an_idle_worker_is_answered_and_closed_at_once(spawn, 
 def test_an_idle_gevent_worker_does_not_wake_up(spawn):
     w = _gevent_worker(spawn)
     assert _lone_request(w.addresses[0])
-    time.sleep(PAST_ACCEPT_WAKEUP)
-    before = _switches(w.pid)
-    time.sleep(2.0)
-    woke = _switches(w.pid) - before
+    woke = idle_wakeups(w.pid, 2.0)
     # The 10 ms idle tick was ~200 wake-ups in 2 s, the acceptor's 50 ms
     # accept() timeout ~40 more; the hub, the acceptor's poll() and the
     # harakiri thread's sigwait now all sleep until something happens.
@@ -275,10 +269,7 @@ def test_two_listeners_idle_serve_at_once_and_stop_at_once(spawn):
     from conftest import Response, raw_request
 
     w = _gevent_worker(spawn, listeners=("uwsgi-unix", "http-tcp"))
-    time.sleep(PAST_ACCEPT_WAKEUP)
-    before = _switches(w.pid)
-    time.sleep(1.0)
-    assert _switches(w.pid) - before <= 2
+    assert idle_wakeups(w.pid, 1.0) <= 2
     for _ in range(3):
         time.sleep(0.05)
         t0 = time.perf_counter()

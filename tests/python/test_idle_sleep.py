@@ -6,18 +6,15 @@ import os
 import signal
 import time
 
-from conftest import context_switches as _switches, uwsgi
+import pytest
 
-PAST_ACCEPT_WAKEUP = 0.4
+from conftest import PAST_ACCEPT_WAKEUP, idle_wakeups, uwsgi
 
 
 def test_idle_worker_does_not_wake_up(spawn):
     w = spawn(threads=2)
     assert uwsgi(w.addresses[0], uri="/pid").status == 200
-    time.sleep(PAST_ACCEPT_WAKEUP)
-    before = _switches(w.pid)
-    time.sleep(2.0)
-    woke = _switches(w.pid) - before
+    woke = idle_wakeups(w.pid, 2.0)
     # A 50 ms accept() timeout would be ~80 wake-ups for two serving threads;
     # the watchdog sleeps HEADER_TIMEOUT (10 s) when no header is awaited.
     assert woke <= 3, "%d wake-ups in 2 s of idle" % woke
@@ -30,22 +27,14 @@ def test_serves_after_sleeping_in_poll(spawn):
         assert uwsgi(w.addresses[0], uri="/pid").status == 200
 
 
-def test_sigterm_after_idle_exits_at_once(spawn):
-    w = spawn()
+@pytest.mark.parametrize("threads", [1, 3])
+def test_sigterm_after_idle_exits_at_once(spawn, threads):
+    w = spawn(threads=threads)
     time.sleep(PAST_ACCEPT_WAKEUP)
     t0 = time.monotonic()
     os.kill(w.pid, signal.SIGTERM)
     assert w.wait_exit(timeout=3) == 0
-    assert time.monotonic() - t0 < 1.0
-
-
-def test_sigterm_after_idle_with_threads_exits_at_once(spawn):
-    w = spawn(threads=3)
-    time.sleep(PAST_ACCEPT_WAKEUP)
-    t0 = time.monotonic()
-    os.kill(w.pid, signal.SIGTERM)
-    assert w.wait_exit(timeout=3) == 0
-    # The non-main threads block SIGTERM: only the stop pipe wakes them.
+    # With threads, the non-main ones block SIGTERM: only the stop pipe wakes them.
     assert time.monotonic() - t0 < 1.0
 
 
