@@ -211,7 +211,7 @@ impl<'a> Expander<'a> {
             line: None,
             env_line: None,
         };
-        self.add_option("ini".into(), given.into(), origin, false)
+        self.add_option("ini".into(), given.into(), origin, AddAs::Option)
     }
 
     /// An option from uWSGI's command line (`--set K=V`, `--include FILE`), in
@@ -222,7 +222,7 @@ impl<'a> Expander<'a> {
             line: None,
             env_line: None,
         };
-        self.add_option(key.into(), value.into(), origin, false)
+        self.add_option(key.into(), value.into(), origin, AddAs::Option)
     }
 
     /// `add_exported_option_do`.
@@ -231,7 +231,7 @@ impl<'a> Expander<'a> {
         key: String,
         value: String,
         origin: Origin,
-        placeholder_only: bool,
+        added_as: AddAs,
     ) -> Result<(), ConfigError> {
         if !self.logic_running {
             if keys::is_logic_end(&key) {
@@ -261,7 +261,7 @@ impl<'a> Expander<'a> {
             configured: false,
             origin,
         });
-        if placeholder_only {
+        if added_as == AddAs::Placeholder {
             if keys::is_uwsgi_option(&key) {
                 return Err(self.opts[idx].origin.error(
                     ErrorKind::Syntax,
@@ -332,11 +332,29 @@ impl<'a> Expander<'a> {
                 let Some((k, v)) = value.split_once('=') else {
                     return Err(origin.error(ErrorKind::Syntax, "invalid placeholder/--set value"));
                 };
-                self.add_option(k.to_string(), v.to_string(), origin.clone(), key != "set")
+                self.add_option(
+                    k.to_string(),
+                    v.to_string(),
+                    origin.clone(),
+                    if key == "set" {
+                        AddAs::Option
+                    } else {
+                        AddAs::Placeholder
+                    },
+                )
             }
             _ => Ok(()),
         }
     }
+}
+
+/// How [`Expander::add_option`] takes a `key = value`: as an option (a line,
+/// `set`), or as a placeholder only (`set-placeholder`, which uWSGI refuses for
+/// a name that is an option).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AddAs {
+    Option,
+    Placeholder,
 }
 
 /// The uWSGI scheme (`core/io.c`'s registered ones) `source` names, if any:
