@@ -48,7 +48,8 @@ pub fn render_man(out: &mut Vec<u8>) -> std::io::Result<()> {
     Ok(())
 }
 
-/// What clap does not know: exit codes and signals (DESIGN §2, §3).
+/// What clap does not know: exit codes and signals (README.md's "Commands and
+/// exit codes" and "Signals to the master" say the same; init scripts depend on them).
 const EXIT_AND_SIGNALS: &str = r#".SH "EXIT STATUS"
 start: 0 clean stop, 1 runtime halt, 2 config or usage error.
 stop: 0 stopped or not running, 1 timed out, 4 bad pidfile.

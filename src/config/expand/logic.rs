@@ -154,7 +154,8 @@ impl Expander<'_> {
 
     /// The lines `for-readline` iterates over. A file that cannot be opened is
     /// an error: uWSGI logs it, drops the loop body and starts anyway, and the
-    /// app then runs without its secrets (DESIGN §4).
+    /// app then runs without its secrets (a Django site up without SECRET_KEY or
+    /// its database password is worse than one that refuses to start).
     fn read_env_file_for_loop(
         &mut self,
         path: &Path,
