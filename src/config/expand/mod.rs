@@ -442,7 +442,7 @@ mod tests {
     use std::ffi::OsString;
     use std::path::Path;
 
-    use super::testing::{dir, write};
+    use super::testing::{dir, kv, run, write};
     use super::{ExecPolicy, Expander, MAX_WORK};
     use crate::config::magic::ProcessFacts;
     use crate::config::{ConfigError, ErrorKind};
@@ -460,6 +460,37 @@ mod tests {
         assert_eq!(e.kind, ErrorKind::TooLarge, "{e}");
         assert!(e.message.contains(message), "{e}");
         assert!(work <= MAX_WORK, "work {work}");
+    }
+
+    /// `set` adds an option (any name); `set-placeholder`/`set-ph` adds a
+    /// placeholder only, and uWSGI refuses an option's name there.
+    #[test]
+    fn set_adds_an_option_and_set_placeholder_only_a_placeholder() {
+        let d = dir("set");
+        write(
+            &d,
+            "a.ini",
+            "[uwsgi]\nset = socket=x.sock\nset-placeholder = name=web\nset-ph = tier=2\nx = %(name)-%(tier)\n",
+        );
+        let r = run(&d, "a.ini", &[], ExecPolicy::Refuse).unwrap();
+        let kv = kv(&r);
+        for pair in [
+            ("socket", "x.sock"),
+            ("name", "web"),
+            ("tier", "2"),
+            ("x", "web-2"),
+        ] {
+            assert!(kv.contains(&pair), "{pair:?} in {kv:?}");
+        }
+        for key in ["set-placeholder", "set-ph"] {
+            write(&d, "b.ini", &format!("[uwsgi]\n{key} = socket=x.sock\n"));
+            let e = run(&d, "b.ini", &[], ExecPolicy::Refuse).err().unwrap();
+            assert_eq!(e.kind, ErrorKind::Syntax, "{e}");
+            assert_eq!(
+                e.to_string(),
+                "b.ini:2: you cannot use socket as a placeholder, it is already an option"
+            );
+        }
     }
 
     #[test]
