@@ -103,10 +103,12 @@ def main():
             os._exit(EXIT_APP_LOAD_FAILED)
     _set_sys_path(cfg)
     try:
-        # gevent's monkey-patching, before anything of the app is imported.
-        from .gevent_loop import patch_before_app
+        # gevent's monkey-patching, before anything of the app is imported
+        # (the module only when gevent is on: it is not needed otherwise).
+        if (cfg.get("serving") or {}).get("gevent"):
+            from .gevent_loop import patch_before_app
 
-        patch_before_app(cfg)
+            patch_before_app(cfg)
         hooks.run(cfg, "pre_app")
         hooks.import_modules(cfg)
         app = load_app(cfg)
