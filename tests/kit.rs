@@ -705,3 +705,111 @@ fn the_emperor_reaps_orphans_of_the_apps_it_runs() {
     );
     assert_eq!(root.serves(), Some(()));
 }
+
+/// What a package installs beside the binary: shell completions and the man
+/// page, both generated from the clap definitions. Bash's script is run the
+/// way bash's programmable completion calls it.
+#[test]
+fn completions_complete_subcommands_and_their_options_and_the_man_page_renders() {
+    let dir = temp_dir("kit-completions");
+    let out = Command::new(BIN)
+        .args(["completions", "bash"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let script = dir.join("amy-emperor.bash");
+    std::fs::write(&script, &out.stdout).unwrap();
+    // `complete -p` names the function bash would call for `amy-emperor`.
+    let driver = r#"source "$1"
+f=$(complete -p amy-emperor | sed -E 's/.* -F ([^ ]+) .*/\1/')
+complete_line() {
+  COMP_LINE="$1"; COMP_POINT=${#COMP_LINE}
+  read -r -a COMP_WORDS <<< "$COMP_LINE"
+  [[ "$COMP_LINE" == *" " ]] && COMP_WORDS+=("")
+  COMP_CWORD=$(( ${#COMP_WORDS[@]} - 1 ))
+  COMPREPLY=()
+  "$f" amy-emperor "${COMP_WORDS[COMP_CWORD]}" "${COMP_WORDS[COMP_CWORD-1]}"
+  echo "$1 => ${COMPREPLY[*]}"
+}
+complete_line "amy-emperor st"
+complete_line "amy-emperor stop --"
+complete_line "amy-emperor status --"
+complete_line "amy-emperor start --emp"
+"#;
+    let ran = Command::new("bash")
+        .arg("-c")
+        .arg(driver)
+        .arg("bash")
+        .arg(&script)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&ran.stdout);
+    let line = |prefix: &str| -> Vec<String> {
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("{prefix} => ")))
+            .unwrap_or_else(|| panic!("no answer for {prefix}: {text}"))
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect()
+    };
+    assert_eq!(
+        line("amy-emperor st"),
+        ["start", "stop", "status"],
+        "{text}"
+    );
+    // A subcommand's own options (what clap_complete#6421 loses for a
+    // hyphenated binary name).
+    for (prefix, option) in [
+        ("amy-emperor stop --", "--now"),
+        ("amy-emperor stop --", "--pidfile"),
+        ("amy-emperor status --", "--json"),
+        ("amy-emperor start --emp", "--emperor"),
+    ] {
+        assert!(
+            line(prefix).iter().any(|o| o == option),
+            "{prefix}: no {option}: {text}"
+        );
+    }
+    for shell in ["zsh", "fish", "elvish", "powershell"] {
+        let out = Command::new(BIN)
+            .args(["completions", shell])
+            .output()
+            .unwrap();
+        let s = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success() && s.contains("pidfile"), "{shell}");
+    }
+
+    // The man page: man(1) formats it without a warning, with every
+    // subcommand, the options and the exit codes and signals clap does not know.
+    let out = Command::new(BIN).arg("man").output().unwrap();
+    assert!(out.status.success());
+    let page = dir.join("amy-emperor.1");
+    std::fs::write(&page, &out.stdout).unwrap();
+    let man = Command::new("man")
+        .args(["--warnings=all", "-l"])
+        .arg(&page)
+        .env("MANWIDTH", "100")
+        .output()
+        .unwrap();
+    let (shown, warnings) = (
+        String::from_utf8_lossy(&man.stdout),
+        String::from_utf8_lossy(&man.stderr),
+    );
+    assert!(man.status.success() && warnings.is_empty(), "{warnings}");
+    for needle in [
+        "START",
+        "STOP",
+        "RELOAD",
+        "STATUS",
+        "CHECK",
+        "COMPLETIONS",
+        "EXIT STATUS",
+        "SIGNALS",
+        "--emperor",
+        "--pidfile",
+        "SIGUSR2",
+    ] {
+        assert!(shown.contains(needle), "the man page has no {needle}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
