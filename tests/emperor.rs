@@ -303,6 +303,15 @@ fn two_vassals_behind_nginx_serve_through_add_touch_break_fix_and_remove() {
 
     stop.store(true, Ordering::SeqCst);
     let (ra, rb) = (load_a.join().unwrap(), load_b.join().unwrap());
+    // The figures the issue asks for (visible with --nocapture).
+    println!(
+        "untouched a: {} ok, {} failed, master {a_master}, workers {a_workers:?}; \
+         reloaded b: {} ok, {} failed",
+        ra.ok,
+        ra.failed.len(),
+        rb.ok,
+        rb.failed.len()
+    );
     assert!(ra.ok > 50 && rb.ok > 50, "a {} ok, b {} ok", ra.ok, rb.ok);
     assert!(
         ra.failed.is_empty(),
