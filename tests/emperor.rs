@@ -459,6 +459,69 @@ fn an_emperor_ini_with_a_glob_runs_only_matching_files() {
     assert!(!d.sock("other").exists());
 }
 
+/// `emperor = ./vassals/*/*.ini`, relative to where the emperor starts: uWSGI's
+/// glob monitor runs glob(3) over the whole pattern (core/emperor.c,
+/// uwsgi_imperial_monitor_glob), so directories are globbed too. A site
+/// directory made while the emperor runs, its ini written at once, is run; a
+/// removed one is stopped; a file outside the pattern is not a vassal.
+#[test]
+fn an_emperor_glob_with_a_directory_wildcard_follows_new_and_removed_directories() {
+    let d = dirs("globdirs");
+    let site = |name: &str| d.vassals.join(name);
+    std::fs::create_dir_all(site("one")).unwrap();
+    std::fs::write(site("one").join("one.ini"), d.ini_text("one", "")).unwrap();
+    std::fs::write(d.ini("top"), d.ini_text("top", "")).unwrap();
+    let path = d.base.join("emperor.ini");
+    std::fs::write(
+        &path,
+        format!(
+            "[uwsgi]\nemperor = ./vassals/*/*.ini\nemperor-pidfile = {}/emperor.pid\n",
+            d.run.display()
+        ),
+    )
+    .unwrap();
+    let out = d.cli(&["check", "emperor.ini"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.contains("vassals/*/*.ini"),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let _emperor = Emperor::spawn(&d, &["start", "emperor.ini"]);
+    d.wait_serving("one");
+    // mkdir, then the ini straight away: the new directory's watch must not
+    // miss a file written before it was set.
+    std::fs::create_dir_all(site("two")).unwrap();
+    std::fs::write(site("two").join("two.ini"), d.ini_text("two", "")).unwrap();
+    d.wait_serving("two");
+    let files = wait_for("status to list both", READY, || {
+        let mut f: Vec<String> = d.status()["vassals"]
+            .as_array()?
+            .iter()
+            .filter_map(|v| v["file"].as_str().map(str::to_owned))
+            .collect();
+        f.sort();
+        (f.len() == 2).then_some(f)
+    });
+    let want = |p: &Path| p.to_string_lossy().into_owned();
+    assert_eq!(
+        files,
+        [
+            want(&site("one").join("one.ini")),
+            want(&site("two").join("two.ini"))
+        ]
+    );
+    assert!(!d.sock("top").exists(), "vassals/top.ini is not */*.ini");
+    let master = d.master_pid("two").unwrap();
+    std::fs::remove_dir_all(site("two")).unwrap();
+    wait_for(
+        "two to stop with its directory",
+        Duration::from_secs(30),
+        || (!alive(master) && !d.sock("two").exists()).then_some(()),
+    );
+    assert!(d.serving_pid("one").is_some());
+}
+
 /// Unsupported emperor keys fail closed with path:line and what would be lost;
 /// an emperor ini that also runs an app is refused.
 #[test]
