@@ -12,26 +12,20 @@
 
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 mod common;
+#[path = "common/vassals.rs"]
+mod vassals;
 
 use common::{alive, free_port, kill, repo, request_in_flight, temp_dir, uwsgi_get, wait_for, BIN};
-
-const READY: Duration = Duration::from_secs(60);
+use vassals::{KeptOnFailure, Running, READY};
 
 /// A fake filesystem root holding the amy_site layout.
 struct Root {
     dir: PathBuf,
-}
-
-impl Drop for Root {
-    fn drop(&mut self) {
-        if !std::thread::panicking() {
-            let _ = std::fs::remove_dir_all(&self.dir);
-        }
-    }
+    _kept: KeptOnFailure,
 }
 
 fn example(path: &str) -> String {
@@ -40,8 +34,10 @@ fn example(path: &str) -> String {
 
 impl Root {
     fn new(name: &str) -> Root {
+        let dir = temp_dir(&format!("kit-{name}"));
         let root = Root {
-            dir: temp_dir(&format!("kit-{name}")),
+            _kept: KeptOnFailure(dir.clone()),
+            dir,
         };
         std::fs::set_permissions(
             &root.dir,
@@ -146,62 +142,15 @@ impl Root {
     fn cli(&self, args: &[&str]) -> std::process::Output {
         Command::new(BIN).args(args).output().unwrap()
     }
-}
 
-/// A process started from a kit command line; SIGKILLed (with its vassals'
-/// groups stopped by PDEATHSIG) if the test fails before stopping it.
-struct Running {
-    child: Option<Child>,
-    what: String,
-    stderr: PathBuf,
-}
-
-impl Running {
-    /// Its stderr goes to a file (a pipe nobody reads would block its logging).
-    fn spawn(what: &str, mut cmd: Command) -> Running {
-        let stderr = temp_dir("kit-stderr").join("stderr.txt");
-        let child = cmd
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::from(std::fs::File::create(&stderr).unwrap()))
-            .spawn()
-            .unwrap();
-        Running {
-            child: Some(child),
-            what: what.into(),
-            stderr,
-        }
-    }
-
-    fn pid(&self) -> i32 {
-        self.child.as_ref().unwrap().id() as i32
-    }
-
-    fn wait_exit(&mut self, timeout: Duration) -> Option<i32> {
-        let child = self.child.as_mut().unwrap();
-        let status = wait_for(&format!("{} to exit", self.what), timeout, || {
-            child.try_wait().unwrap()
-        });
-        self.child = None;
-        status.code()
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            kill(child.id() as i32, libc::SIGINT);
-            let deadline = Instant::now() + Duration::from_secs(20);
-            while Instant::now() < deadline && child.try_wait().ok().flatten().is_none() {
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            let _ = child.kill();
-            let _ = child.wait();
-            if std::thread::panicking() {
-                let text = std::fs::read_to_string(&self.stderr).unwrap_or_default();
-                eprintln!("--- {} stderr ---\n{text}", self.what);
-            }
-        }
+    /// A process started from a kit command line, its output beside the fake
+    /// root (kept with it if the test fails).
+    fn spawn(&self, what: &str, cmd: Command) -> Running {
+        let stem: String = what
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+            .collect();
+        Running::spawn(what, cmd, &self.dir, &stem)
     }
 }
 
@@ -264,7 +213,7 @@ fn upstart_jobs_run_as_written_and_stop_gracefully_on_their_kill_signal() {
         if let Some(dir) = chdir {
             cmd.current_dir(dir);
         }
-        let mut job_proc = Running::spawn(job_file, cmd);
+        let mut job_proc = root.spawn(job_file, cmd);
         wait_for(&format!("{job_file}: the site to serve"), READY, || {
             root.serves()
         });
@@ -353,7 +302,7 @@ fn systemd_units_run_as_written_with_notify_readiness_reload_and_stop() {
             cmd.current_dir(dir);
         }
         cmd.env("NOTIFY_SOCKET", &notify_path);
-        let mut service = Running::spawn(unit_file, cmd);
+        let mut service = root.spawn(unit_file, cmd);
         wait_notify(&notify, "READY=1", READY);
         // READY=1 means the site answers now, not "the process started".
         assert_eq!(
@@ -407,7 +356,7 @@ fn logrotate_postrotate_reopens_the_emperor_and_vassal_logs() {
         root.path("/etc/uwsgi/emperor.ini").display()
     ));
     cmd.current_dir(&root.dir);
-    let _emperor = Running::spawn("emperor", cmd);
+    let _emperor = root.spawn("emperor", cmd);
     wait_for("the site to serve", READY, || root.serves());
     // What logrotate does before postrotate: the files move away.
     std::fs::rename(&emperor_log, root.dir.join("emperor.log.1")).unwrap();
@@ -504,7 +453,7 @@ fn the_nginx_site_passes_nginx_t_and_serves_static_app_and_maintenance() {
         .arg(conf_dir.join("nginx.conf"))
         .arg("-p")
         .arg(&conf_dir);
-    let _nginx = Running::spawn("nginx", cmd);
+    let _nginx = root.spawn("nginx", cmd);
     wait_for("nginx", Duration::from_secs(10), || {
         std::net::TcpStream::connect(("127.0.0.1", https)).ok()
     });
@@ -549,7 +498,7 @@ fn the_nginx_site_passes_nginx_t_and_serves_static_app_and_maintenance() {
         root.path("/srv/amy_site/amy_uwsgi.ini").display()
     ));
     cmd.current_dir(&root.dir);
-    let _app = Running::spawn("app", cmd);
+    let _app = root.spawn("app", cmd);
     wait_for("the site to serve", READY, || root.serves());
     let (status, text) = curl("/");
     assert_eq!(status, "200", "{text}");
@@ -597,7 +546,7 @@ fn the_container_entrypoint_runs_as_pid_1_and_the_kubernetes_probes_use_its_stat
     // --kill-child: if the test dies, so does the "container".
     cmd.args(["--pid", "--fork", "--mount-proc", "--kill-child", "--"])
         .args(&argv);
-    let mut container = Running::spawn("container", cmd);
+    let mut container = root.spawn("container", cmd);
     let serving = || {
         let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
         s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
@@ -669,7 +618,7 @@ fn the_emperor_reaps_orphans_of_the_apps_it_runs() {
     let text = std::fs::read_to_string(&ini).unwrap();
     std::fs::write(&ini, text + "emperor-subreaper = true\n").unwrap();
     let cmd = command(&format!("{BIN} start {}", ini.display()));
-    let emperor = Running::spawn("emperor", cmd);
+    let emperor = root.spawn("emperor", cmd);
     wait_for("the site to serve", READY, || root.serves());
     let orphan: i32 = uwsgi_get(&root.sock(), "/orphan")
         .unwrap()
