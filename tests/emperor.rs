@@ -17,7 +17,7 @@ mod vassals;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
-use common::{alive, kill, load, uwsgi_get, wait_for, Nginx};
+use common::{alive, kill, load, request_in_flight, uwsgi_get, wait_for, Nginx};
 use vassals::{dirs, Dirs, Emperor, READY};
 
 fn touch(path: &Path) {
@@ -469,7 +469,12 @@ fn an_emperor_glob_with_a_directory_wildcard_follows_new_and_removed_directories
     let d = dirs("globdirs");
     let site = |name: &str| d.vassals.join(name);
     std::fs::create_dir_all(site("one")).unwrap();
-    std::fs::write(site("one").join("one.ini"), d.ini_text("one", "")).unwrap();
+    // The slow-request app: `one` has a request in flight when it is stopped.
+    std::fs::write(
+        site("one").join("one.ini"),
+        app_ini(&d, "one", "vassal_app"),
+    )
+    .unwrap();
     std::fs::write(d.ini("top"), d.ini_text("top", "")).unwrap();
     let path = d.base.join("emperor.ini");
     std::fs::write(
@@ -487,7 +492,7 @@ fn an_emperor_glob_with_a_directory_wildcard_follows_new_and_removed_directories
         "{text}{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let _emperor = Emperor::spawn(&d, &["start", "emperor.ini"]);
+    let mut emperor = Emperor::spawn(&d, &["start", "emperor.ini"]);
     d.wait_serving("one");
     // mkdir, then the ini straight away: the new directory's watch must not
     // miss a file written before it was set.
@@ -520,6 +525,24 @@ fn an_emperor_glob_with_a_directory_wildcard_follows_new_and_removed_directories
         || (!alive(master) && !d.sock("two").exists()).then_some(()),
     );
     assert!(d.serving_pid("one").is_some());
+
+    // `stop emperor.ini` (the ini, not --pidfile) waits: a request in flight
+    // completes, and when it returns the vassal's master is gone.
+    let one = d.master_pid("one").unwrap();
+    let slow = request_in_flight(&d.sock("one"), 2.0);
+    let out = d.cli(&["stop", "emperor.ini"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        !alive(one),
+        "stop returned before the vassal's master exited"
+    );
+    let answer = slow.join().unwrap().expect("the in-flight request");
+    assert_eq!(answer.status, 200);
+    assert_eq!(emperor.wait_exit(Duration::from_secs(10)), Some(0));
 }
 
 /// Unsupported emperor keys fail closed with path:line and what would be lost;
