@@ -545,6 +545,29 @@ fn an_emperor_glob_with_a_directory_wildcard_follows_new_and_removed_directories
     assert_eq!(emperor.wait_exit(Duration::from_secs(10)), Some(0));
 }
 
+/// `vassal-set` and `vassals-include` as uWSGI's emperor passes them (core/
+/// emperor.c: `--set` before the vassal's config, `--include` after it): a
+/// template read after the vassal's own `processes = 1` wins, and the
+/// placeholder it uses comes from `vassal-set`.
+#[test]
+fn vassal_set_comes_before_the_vassal_file_and_vassals_include_after_it() {
+    let d = dirs("extras");
+    d.write_vassal("v1");
+    let template = d.base.join("template.ini");
+    std::fs::write(&template, "[uwsgi]\nprocesses = %(wcount)\n").unwrap();
+    let ini = d.write_emperor_ini(&format!(
+        "vassal-set = wcount=3\nvassals-include = {}",
+        template.display()
+    ));
+    let _emperor = Emperor::spawn(&d, &["start", ini.to_str().unwrap()]);
+    d.wait_serving("v1");
+    let workers = wait_for("v1's workers in status", READY, || {
+        let w = d.worker_pids("v1");
+        (w.len() >= 3).then_some(w)
+    });
+    assert_eq!(workers.len(), 3, "{workers:?}");
+}
+
 /// Unsupported emperor keys fail closed with path:line and what would be lost;
 /// an emperor ini that also runs an app is refused.
 #[test]
