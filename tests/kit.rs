@@ -546,6 +546,23 @@ fn the_container_entrypoint_runs_as_pid_1_and_the_kubernetes_probes_use_its_stat
     // --kill-child: if the test dies, so does the "container".
     cmd.args(["--pid", "--fork", "--mount-proc", "--kill-child", "--"])
         .args(&argv);
+    let k8s = root.subst(&example("kubernetes/amy.yaml"));
+    let probe = |name: &str| -> Vec<String> {
+        let block = k8s.split(name).nth(1).expect(name);
+        let line = block.lines().find(|l| l.contains("command:")).unwrap();
+        serde_json::from_str(line.split_once("command:").unwrap().1.trim()).unwrap()
+    };
+    // The probes must be able to fail: nothing runs yet.
+    for name in ["readinessProbe", "livenessProbe"] {
+        let argv = probe(name);
+        let ran = Command::new(&argv[0])
+            .args(&argv[1..])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(!ran.success(), "{name} passed with nothing running");
+    }
     let mut container = root.spawn("container", cmd);
     let serving = || {
         let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
@@ -576,12 +593,6 @@ fn the_container_entrypoint_runs_as_pid_1_and_the_kubernetes_probes_use_its_stat
     );
 
     // The probes, run inside the container as the kubelet's exec does.
-    let k8s = root.subst(&example("kubernetes/amy.yaml"));
-    let probe = |name: &str| -> Vec<String> {
-        let block = k8s.split(name).nth(1).expect(name);
-        let line = block.lines().find(|l| l.contains("command:")).unwrap();
-        serde_json::from_str(line.split_once("command:").unwrap().1.trim()).unwrap()
-    };
     // The kubelet retries a probe every periodSeconds: the app may still be
     // booting its last workers when it first serves.
     for name in ["readinessProbe", "livenessProbe"] {
