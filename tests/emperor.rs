@@ -496,8 +496,23 @@ fn an_emperor_glob_with_a_directory_wildcard_follows_new_and_removed_directories
     d.wait_serving("one");
     // mkdir, then the ini straight away: the new directory's watch must not
     // miss a file written before it was set.
+    // Its socket and pidfile relative: to the emperor's directory, as uWSGI's
+    // glob monitor runs a vassal (a directory monitor runs it in its own).
     std::fs::create_dir_all(site("two")).unwrap();
-    std::fs::write(site("two").join("two.ini"), d.ini_text("two", "")).unwrap();
+    // (No chdir: it would move them.)
+    let apps = common::repo().join("tests/apps");
+    let relative = d
+        .ini_text("two", "")
+        .replace(
+            &format!("chdir = {}", apps.display()),
+            &format!("pythonpath = {}", apps.display()),
+        )
+        .replace(&format!("{}/two.", d.run.display()), "run/two.");
+    assert!(
+        relative.contains("socket = run/two.sock") && !relative.contains("chdir"),
+        "{relative}"
+    );
+    std::fs::write(site("two").join("two.ini"), relative).unwrap();
     d.wait_serving("two");
     let files = wait_for("status to list both", READY, || {
         let mut f: Vec<String> = d.status()["vassals"]

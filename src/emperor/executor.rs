@@ -406,9 +406,19 @@ impl Loop {
         for t in &cfg.vassal.include {
             cmd.arg("--vassal-include").arg(t);
         }
+        // As uWSGI does (checked against 2.0.31): relative paths in a vassal's
+        // ini are relative to its directory for a directory monitor, and to
+        // the emperor's own directory for a glob monitor (which chdir()s back
+        // there before each glob(3)).
+        let globbed = cfg
+            .monitors
+            .iter()
+            .find(|m| m.covers(&file))
+            .is_some_and(|m| m.pattern.is_some());
+        if !globbed {
+            cmd.current_dir(&dir);
+        }
         cmd.arg(&file)
-            // As uWSGI does: relative paths in a vassal's ini are relative to its directory.
-            .current_dir(&dir)
             .env_clear()
             .envs(self.setup.environment.iter().cloned())
             .stdin(Stdio::null())
