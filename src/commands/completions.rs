@@ -3,13 +3,13 @@
 //! Printed on stdout for packagers (`amy-emperor man > amy-emperor.1`).
 
 use std::io::Write;
-use std::process::ExitCode;
 
 use clap::CommandFactory;
 
+use super::{CommandError, Done};
 use crate::cli::{Cli, CompletionsArgs};
 
-pub fn completions(args: &CompletionsArgs) -> ExitCode {
+pub fn completions(args: &CompletionsArgs) -> Result<Done, CommandError> {
     let mut command = Cli::command();
     let name = command.get_name().to_string();
     let mut script = Vec::new();
@@ -17,10 +17,10 @@ pub fn completions(args: &CompletionsArgs) -> ExitCode {
     if args.shell == clap_complete::Shell::Bash {
         script = fix_bash_state_labels(&script, &name);
     }
-    match std::io::stdout().write_all(&script) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(_) => ExitCode::from(1),
-    }
+    std::io::stdout()
+        .write_all(&script)
+        .map_err(|_| CommandError::StdoutClosed)?;
+    Ok(Done::Success)
 }
 
 /// clap_complete's bash script walks the words to a state named
@@ -42,16 +42,15 @@ fn fix_bash_state_labels(script: &[u8], name: &str) -> Vec<u8> {
     .into_bytes()
 }
 
-pub fn man() -> ExitCode {
+pub fn man() -> Result<Done, CommandError> {
     let mut page = Vec::new();
-    if let Err(e) = render_man(&mut page) {
-        eprintln!("amy-emperor: cannot render the man page: {e}");
-        return ExitCode::from(1);
-    }
-    match std::io::stdout().write_all(&page) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(_) => ExitCode::from(1),
-    }
+    render_man(&mut page).map_err(|e| {
+        CommandError::Failed(format!("amy-emperor: cannot render the man page: {e}"))
+    })?;
+    std::io::stdout()
+        .write_all(&page)
+        .map_err(|_| CommandError::StdoutClosed)?;
+    Ok(Done::Success)
 }
 
 /// The main page, then one section per subcommand (clap_mangen renders one
@@ -75,7 +74,8 @@ pub fn render_man(out: &mut Vec<u8>) -> std::io::Result<()> {
     Ok(())
 }
 
-/// What clap does not know: exit codes and signals (DESIGN §2, §3).
+/// What clap does not know: exit codes and signals (README.md's "Commands and
+/// exit codes" and "Signals to the master" say the same; init scripts depend on them).
 const EXIT_AND_SIGNALS: &str = r#".SH "EXIT STATUS"
 start: 0 clean stop, 1 runtime halt, 2 config or usage error.
 stop: 0 stopped or not running, 1 timed out, 4 bad pidfile.
