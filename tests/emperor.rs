@@ -498,8 +498,9 @@ fn an_emperor_glob_with_a_directory_wildcard_follows_new_and_removed_directories
     std::fs::write(
         &path,
         format!(
-            "[uwsgi]\nemperor = ./vassals/*/*.ini\nemperor-pidfile = {}/emperor.pid\n",
-            d.run.display()
+            "[uwsgi]\nemperor = ./vassals/*/*.ini\nemperor-pidfile = {run}/emperor.pid\n\
+             emperor-stats = {run}/estats.sock\n",
+            run = d.run.display()
         ),
     )
     .unwrap();
@@ -550,6 +551,22 @@ fn an_emperor_glob_with_a_directory_wildcard_follows_new_and_removed_directories
         ]
     );
     assert!(!d.sock("top").exists(), "vassals/top.ini is not */*.ini");
+    // emperor-stats names a glob's vassals by path, as uWSGI does.
+    let mut text = String::new();
+    use std::io::Read;
+    std::os::unix::net::UnixStream::connect(d.run.join("estats.sock"))
+        .unwrap()
+        .read_to_string(&mut text)
+        .unwrap();
+    let doc: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let mut ids: Vec<String> = doc["vassals"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|v| v["id"].as_str().map(str::to_owned))
+        .collect();
+    ids.sort();
+    assert_eq!(ids, files, "{doc}");
     let master = d.master_pid("two").unwrap();
     std::fs::remove_dir_all(site("two")).unwrap();
     wait_for(

@@ -610,16 +610,17 @@ impl Loop {
             .iter()
             .map(|v| {
                 let path = Path::new(&v.name);
-                let id = path.file_name().map(|n| n.to_string_lossy().into_owned());
                 let last_mod = std::fs::metadata(path).map(|m| m.mtime()).unwrap_or(0);
                 let spawned = self.vassals.get(&v.name);
-                let monitor = self
-                    .setup
-                    .config
-                    .monitors
-                    .iter()
-                    .find(|m| m.covers(path))
-                    .map(Monitor::describe);
+                let found = self.setup.config.monitors.iter().find(|m| m.covers(path));
+                // uWSGI names a glob monitor's vassal by its path (as glob(3)
+                // returned it: `a/uwsgi.ini` and `b/uwsgi.ini` are two), a
+                // directory monitor's by its file name.
+                let id = match found {
+                    Some(m) if m.pattern.is_some() => Some(v.name.clone()),
+                    _ => path.file_name().map(|n| n.to_string_lossy().into_owned()),
+                };
+                let monitor = found.map(Monitor::describe);
                 json!({
                     "id": id,
                     "pid": v.pid.unwrap_or(0),
