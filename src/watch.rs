@@ -121,6 +121,13 @@ impl Watcher {
         })
     }
 
+    /// Watches the entries of exactly `dirs` from now on (the emperor's
+    /// vassal directories, as a glob's directory wildcards match them).
+    pub fn set_entry_dirs(&mut self, dirs: &[PathBuf]) {
+        self.entry_dirs = dirs.to_vec();
+        self.refresh();
+    }
+
     /// Watches exactly `paths` from now on.
     pub fn set_paths(&mut self, paths: &[PathBuf]) {
         self.paths = paths.to_vec();

@@ -12,26 +12,20 @@
 
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 mod common;
+#[path = "common/vassals.rs"]
+mod vassals;
 
 use common::{alive, free_port, kill, repo, request_in_flight, temp_dir, uwsgi_get, wait_for, BIN};
-
-const READY: Duration = Duration::from_secs(60);
+use vassals::{KeptOnFailure, Running, READY};
 
 /// A fake filesystem root holding the amy_site layout.
 struct Root {
     dir: PathBuf,
-}
-
-impl Drop for Root {
-    fn drop(&mut self) {
-        if !std::thread::panicking() {
-            let _ = std::fs::remove_dir_all(&self.dir);
-        }
-    }
+    _kept: KeptOnFailure,
 }
 
 fn example(path: &str) -> String {
@@ -40,8 +34,10 @@ fn example(path: &str) -> String {
 
 impl Root {
     fn new(name: &str) -> Root {
+        let dir = temp_dir(&format!("kit-{name}"));
         let root = Root {
-            dir: temp_dir(&format!("kit-{name}")),
+            _kept: KeptOnFailure(dir.clone()),
+            dir,
         };
         std::fs::set_permissions(
             &root.dir,
@@ -146,62 +142,15 @@ impl Root {
     fn cli(&self, args: &[&str]) -> std::process::Output {
         Command::new(BIN).args(args).output().unwrap()
     }
-}
 
-/// A process started from a kit command line; SIGKILLed (with its vassals'
-/// groups stopped by PDEATHSIG) if the test fails before stopping it.
-struct Running {
-    child: Option<Child>,
-    what: String,
-    stderr: PathBuf,
-}
-
-impl Running {
-    /// Its stderr goes to a file (a pipe nobody reads would block its logging).
-    fn spawn(what: &str, mut cmd: Command) -> Running {
-        let stderr = temp_dir("kit-stderr").join("stderr.txt");
-        let child = cmd
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::from(std::fs::File::create(&stderr).unwrap()))
-            .spawn()
-            .unwrap();
-        Running {
-            child: Some(child),
-            what: what.into(),
-            stderr,
-        }
-    }
-
-    fn pid(&self) -> i32 {
-        self.child.as_ref().unwrap().id() as i32
-    }
-
-    fn wait_exit(&mut self, timeout: Duration) -> Option<i32> {
-        let child = self.child.as_mut().unwrap();
-        let status = wait_for(&format!("{} to exit", self.what), timeout, || {
-            child.try_wait().unwrap()
-        });
-        self.child = None;
-        status.code()
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            kill(child.id() as i32, libc::SIGINT);
-            let deadline = Instant::now() + Duration::from_secs(20);
-            while Instant::now() < deadline && child.try_wait().ok().flatten().is_none() {
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            let _ = child.kill();
-            let _ = child.wait();
-            if std::thread::panicking() {
-                let text = std::fs::read_to_string(&self.stderr).unwrap_or_default();
-                eprintln!("--- {} stderr ---\n{text}", self.what);
-            }
-        }
+    /// A process started from a kit command line, its output beside the fake
+    /// root (kept with it if the test fails).
+    fn spawn(&self, what: &str, cmd: Command) -> Running {
+        let stem: String = what
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+            .collect();
+        Running::spawn(what, cmd, &self.dir, &stem)
     }
 }
 
@@ -264,7 +213,7 @@ fn upstart_jobs_run_as_written_and_stop_gracefully_on_their_kill_signal() {
         if let Some(dir) = chdir {
             cmd.current_dir(dir);
         }
-        let mut job_proc = Running::spawn(job_file, cmd);
+        let mut job_proc = root.spawn(job_file, cmd);
         wait_for(&format!("{job_file}: the site to serve"), READY, || {
             root.serves()
         });
@@ -353,7 +302,7 @@ fn systemd_units_run_as_written_with_notify_readiness_reload_and_stop() {
             cmd.current_dir(dir);
         }
         cmd.env("NOTIFY_SOCKET", &notify_path);
-        let mut service = Running::spawn(unit_file, cmd);
+        let mut service = root.spawn(unit_file, cmd);
         wait_notify(&notify, "READY=1", READY);
         // READY=1 means the site answers now, not "the process started".
         assert_eq!(
@@ -407,7 +356,7 @@ fn logrotate_postrotate_reopens_the_emperor_and_vassal_logs() {
         root.path("/etc/uwsgi/emperor.ini").display()
     ));
     cmd.current_dir(&root.dir);
-    let _emperor = Running::spawn("emperor", cmd);
+    let _emperor = root.spawn("emperor", cmd);
     wait_for("the site to serve", READY, || root.serves());
     // What logrotate does before postrotate: the files move away.
     std::fs::rename(&emperor_log, root.dir.join("emperor.log.1")).unwrap();
@@ -504,7 +453,7 @@ fn the_nginx_site_passes_nginx_t_and_serves_static_app_and_maintenance() {
         .arg(conf_dir.join("nginx.conf"))
         .arg("-p")
         .arg(&conf_dir);
-    let _nginx = Running::spawn("nginx", cmd);
+    let _nginx = root.spawn("nginx", cmd);
     wait_for("nginx", Duration::from_secs(10), || {
         std::net::TcpStream::connect(("127.0.0.1", https)).ok()
     });
@@ -549,7 +498,7 @@ fn the_nginx_site_passes_nginx_t_and_serves_static_app_and_maintenance() {
         root.path("/srv/amy_site/amy_uwsgi.ini").display()
     ));
     cmd.current_dir(&root.dir);
-    let _app = Running::spawn("app", cmd);
+    let _app = root.spawn("app", cmd);
     wait_for("the site to serve", READY, || root.serves());
     let (status, text) = curl("/");
     assert_eq!(status, "200", "{text}");
@@ -597,7 +546,24 @@ fn the_container_entrypoint_runs_as_pid_1_and_the_kubernetes_probes_use_its_stat
     // --kill-child: if the test dies, so does the "container".
     cmd.args(["--pid", "--fork", "--mount-proc", "--kill-child", "--"])
         .args(&argv);
-    let mut container = Running::spawn("container", cmd);
+    let k8s = root.subst(&example("kubernetes/amy.yaml"));
+    let probe = |name: &str| -> Vec<String> {
+        let block = k8s.split(name).nth(1).expect(name);
+        let line = block.lines().find(|l| l.contains("command:")).unwrap();
+        serde_json::from_str(line.split_once("command:").unwrap().1.trim()).unwrap()
+    };
+    // The probes must be able to fail: nothing runs yet.
+    for name in ["readinessProbe", "livenessProbe"] {
+        let argv = probe(name);
+        let ran = Command::new(&argv[0])
+            .args(&argv[1..])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(!ran.success(), "{name} passed with nothing running");
+    }
+    let mut container = root.spawn("container", cmd);
     let serving = || {
         let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
         s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
@@ -627,12 +593,6 @@ fn the_container_entrypoint_runs_as_pid_1_and_the_kubernetes_probes_use_its_stat
     );
 
     // The probes, run inside the container as the kubelet's exec does.
-    let k8s = root.subst(&example("kubernetes/amy.yaml"));
-    let probe = |name: &str| -> Vec<String> {
-        let block = k8s.split(name).nth(1).expect(name);
-        let line = block.lines().find(|l| l.contains("command:")).unwrap();
-        serde_json::from_str(line.split_once("command:").unwrap().1.trim()).unwrap()
-    };
     // The kubelet retries a probe every periodSeconds: the app may still be
     // booting its last workers when it first serves.
     for name in ["readinessProbe", "livenessProbe"] {
@@ -669,7 +629,7 @@ fn the_emperor_reaps_orphans_of_the_apps_it_runs() {
     let text = std::fs::read_to_string(&ini).unwrap();
     std::fs::write(&ini, text + "emperor-subreaper = true\n").unwrap();
     let cmd = command(&format!("{BIN} start {}", ini.display()));
-    let emperor = Running::spawn("emperor", cmd);
+    let emperor = root.spawn("emperor", cmd);
     wait_for("the site to serve", READY, || root.serves());
     let orphan: i32 = uwsgi_get(&root.sock(), "/orphan")
         .unwrap()
@@ -704,4 +664,112 @@ fn the_emperor_reaps_orphans_of_the_apps_it_runs() {
         || (!Path::new(&format!("/proc/{orphan}")).exists()).then_some(()),
     );
     assert_eq!(root.serves(), Some(()));
+}
+
+/// What a package installs beside the binary: shell completions and the man
+/// page, both generated from the clap definitions. Bash's script is run the
+/// way bash's programmable completion calls it.
+#[test]
+fn completions_complete_subcommands_and_their_options_and_the_man_page_renders() {
+    let dir = temp_dir("kit-completions");
+    let out = Command::new(BIN)
+        .args(["completions", "bash"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let script = dir.join("amy-emperor.bash");
+    std::fs::write(&script, &out.stdout).unwrap();
+    // `complete -p` names the function bash would call for `amy-emperor`.
+    let driver = r#"source "$1"
+f=$(complete -p amy-emperor | sed -E 's/.* -F ([^ ]+) .*/\1/')
+complete_line() {
+  COMP_LINE="$1"; COMP_POINT=${#COMP_LINE}
+  read -r -a COMP_WORDS <<< "$COMP_LINE"
+  [[ "$COMP_LINE" == *" " ]] && COMP_WORDS+=("")
+  COMP_CWORD=$(( ${#COMP_WORDS[@]} - 1 ))
+  COMPREPLY=()
+  "$f" amy-emperor "${COMP_WORDS[COMP_CWORD]}" "${COMP_WORDS[COMP_CWORD-1]}"
+  echo "$1 => ${COMPREPLY[*]}"
+}
+complete_line "amy-emperor st"
+complete_line "amy-emperor stop --"
+complete_line "amy-emperor status --"
+complete_line "amy-emperor start --emp"
+"#;
+    let ran = Command::new("bash")
+        .arg("-c")
+        .arg(driver)
+        .arg("bash")
+        .arg(&script)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&ran.stdout);
+    let line = |prefix: &str| -> Vec<String> {
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("{prefix} => ")))
+            .unwrap_or_else(|| panic!("no answer for {prefix}: {text}"))
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect()
+    };
+    assert_eq!(
+        line("amy-emperor st"),
+        ["start", "stop", "status"],
+        "{text}"
+    );
+    // A subcommand's own options (what clap_complete#6421 loses for a
+    // hyphenated binary name).
+    for (prefix, option) in [
+        ("amy-emperor stop --", "--now"),
+        ("amy-emperor stop --", "--pidfile"),
+        ("amy-emperor status --", "--json"),
+        ("amy-emperor start --emp", "--emperor"),
+    ] {
+        assert!(
+            line(prefix).iter().any(|o| o == option),
+            "{prefix}: no {option}: {text}"
+        );
+    }
+    for shell in ["zsh", "fish", "elvish", "powershell"] {
+        let out = Command::new(BIN)
+            .args(["completions", shell])
+            .output()
+            .unwrap();
+        let s = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success() && s.contains("pidfile"), "{shell}");
+    }
+
+    // The man page: man(1) formats it without a warning, with every
+    // subcommand, the options and the exit codes and signals clap does not know.
+    let out = Command::new(BIN).arg("man").output().unwrap();
+    assert!(out.status.success());
+    let page = dir.join("amy-emperor.1");
+    std::fs::write(&page, &out.stdout).unwrap();
+    let man = Command::new("man")
+        .args(["--warnings=all", "-l"])
+        .arg(&page)
+        .env("MANWIDTH", "100")
+        .output()
+        .unwrap();
+    let (shown, warnings) = (
+        String::from_utf8_lossy(&man.stdout),
+        String::from_utf8_lossy(&man.stderr),
+    );
+    assert!(man.status.success() && warnings.is_empty(), "{warnings}");
+    for needle in [
+        "START",
+        "STOP",
+        "RELOAD",
+        "STATUS",
+        "CHECK",
+        "COMPLETIONS",
+        "EXIT STATUS",
+        "SIGNALS",
+        "--emperor",
+        "--pidfile",
+        "SIGUSR2",
+    ] {
+        assert!(shown.contains(needle), "the man page has no {needle}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
 }

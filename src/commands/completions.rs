@@ -12,8 +12,34 @@ use crate::cli::{Cli, CompletionsArgs};
 pub fn completions(args: &CompletionsArgs) -> Result<Done, CommandError> {
     let mut command = Cli::command();
     let name = command.get_name().to_string();
-    clap_complete::generate(args.shell, &mut command, name, &mut std::io::stdout());
+    let mut script = Vec::new();
+    clap_complete::generate(args.shell, &mut command, name.as_str(), &mut script);
+    if args.shell == clap_complete::Shell::Bash {
+        script = fix_bash_state_labels(&script, &name);
+    }
+    std::io::stdout()
+        .write_all(&script)
+        .map_err(|_| CommandError::StdoutClosed)?;
     Ok(Done::Success)
+}
+
+/// clap_complete's bash script walks the words to a state named
+/// `amy__emperor__subcmd__stop` but labels the arms with the hyphen of the
+/// binary's name escaped as a separator (`amy__subcmd__emperor__subcmd__stop`),
+/// so no subcommand's options ever complete (clap-rs/clap#6421, open). The arms
+/// are relabelled the way the walk spells them.
+fn fix_bash_state_labels(script: &[u8], name: &str) -> Vec<u8> {
+    let text = String::from_utf8_lossy(script);
+    let walked = name.replace('-', "__");
+    let labelled = name.replace('-', "__subcmd__");
+    if walked == labelled {
+        return script.to_vec();
+    }
+    text.replace(
+        &format!("{labelled}__subcmd__"),
+        &format!("{walked}__subcmd__"),
+    )
+    .into_bytes()
 }
 
 pub fn man() -> Result<Done, CommandError> {

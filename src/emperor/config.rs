@@ -13,26 +13,107 @@ use std::path::{Path, PathBuf};
 use crate::config::classes::{self, KeyClass};
 use crate::config::{self, ConfigError, ErrorKind, LoadOptions, VassalExtras, Warning};
 
-/// One `emperor =` source: a directory (every `*.ini` in it) or a glob whose
-/// wildcards are in the file-name part (`/etc/uwsgi/vassals/*.ini`).
+/// One `emperor =` source: a directory (every `*.ini` in it) or a glob, whose
+/// wildcards may be in directories too (`/srv/*/uwsgi.d/*.ini`), as uWSGI's
+/// glob monitor runs glob(3) over the whole pattern.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Monitor {
-    /// Absolute.
+    /// Absolute: the part of the path before the first wildcard.
     pub dir: PathBuf,
-    /// The file-name pattern; `None` for a directory monitor (`*.ini`).
+    /// The rest, `/`-separated, its last part the file name; `None` for a
+    /// directory monitor (`*.ini`).
     pub pattern: Option<String>,
 }
 
+/// What a monitor matches now: every directory the pattern walks through
+/// (watched, so that a new vassal directory or file is seen), and the files in
+/// the last of them whose names match (any extension; hidden ones left out).
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Expansion {
+    pub dirs: Vec<PathBuf>,
+    pub files: Vec<PathBuf>,
+}
+
 impl Monitor {
-    /// Whether `name` (a file directly in `dir`) is one of this monitor's vassals.
-    pub fn matches(&self, name: &str) -> bool {
-        if !super::executor::is_vassal_name(name) {
+    /// The pattern's directory parts and its file-name part.
+    fn parts(&self) -> (Vec<&str>, Option<&str>) {
+        let Some(p) = &self.pattern else {
+            return (Vec::new(), None);
+        };
+        let mut parts: Vec<&str> = p.split('/').filter(|s| !s.is_empty()).collect();
+        let leaf = parts.pop();
+        (parts, leaf)
+    }
+
+    /// Walks the pattern as glob(3) does: wildcards in a part match entry
+    /// names, a leading `.` only when the part starts with one.
+    pub fn expand(&self) -> Expansion {
+        let (dir_parts, leaf) = self.parts();
+        let mut level = vec![self.dir.clone()];
+        let mut dirs = level.clone();
+        for part in dir_parts {
+            let mut next = Vec::new();
+            for d in &level {
+                if !is_glob(part) {
+                    let c = d.join(part);
+                    if c.is_dir() {
+                        next.push(c);
+                    }
+                    continue;
+                }
+                for name in entry_names(d) {
+                    if part_matches(part, &name) && d.join(&name).is_dir() {
+                        next.push(d.join(&name));
+                    }
+                }
+            }
+            next.sort();
+            dirs.extend(next.iter().cloned());
+            level = next;
+        }
+        let mut files = Vec::new();
+        for d in &level {
+            for name in entry_names(d) {
+                let wanted = match leaf {
+                    None => !name.starts_with('.'),
+                    Some(p) => part_matches(p, &name) && !name.starts_with('.'),
+                };
+                // metadata() follows symlinks: a symlinked vassal is a vassal.
+                if wanted && d.join(&name).metadata().is_ok_and(|m| m.is_file()) {
+                    files.push(d.join(&name));
+                }
+            }
+        }
+        files.sort();
+        Expansion { dirs, files }
+    }
+
+    /// Whether `path` is one of the directories or files the pattern walks
+    /// through (it may not exist any more): the watcher's events that matter.
+    pub fn may_lead_to(&self, path: &Path) -> bool {
+        self.relative_match(path, true)
+    }
+
+    /// Whether `path` is a file this monitor matches by name (any extension).
+    pub fn covers(&self, path: &Path) -> bool {
+        self.relative_match(path, false)
+    }
+
+    fn relative_match(&self, path: &Path, prefix: bool) -> bool {
+        let Ok(rel) = path.strip_prefix(&self.dir) else {
+            return false;
+        };
+        let names: Vec<String> = rel
+            .components()
+            .map(|c| c.as_os_str().to_string_lossy().into_owned())
+            .collect();
+        let (mut parts, leaf) = self.parts();
+        parts.push(leaf.unwrap_or("*"));
+        if names.is_empty() || names.len() > parts.len() || (!prefix && names.len() != parts.len())
+        {
             return false;
         }
-        match &self.pattern {
-            None => true,
-            Some(p) => glob_match(p.as_bytes(), name.as_bytes()),
-        }
+        names.iter().zip(&parts).all(|(n, p)| part_matches(p, n))
     }
 
     pub fn describe(&self) -> String {
@@ -41,6 +122,27 @@ impl Monitor {
             Some(p) => self.dir.join(p).display().to_string(),
         }
     }
+}
+
+fn is_glob(s: &str) -> bool {
+    s.contains(['*', '?', '['])
+}
+
+/// glob(3) without GLOB_PERIOD: a wildcard does not match a leading `.`.
+fn part_matches(part: &str, name: &str) -> bool {
+    (!name.starts_with('.') || part.starts_with('.'))
+        && glob_match(part.as_bytes(), name.as_bytes())
+}
+
+/// The names in `dir` (none when it cannot be read: gone, or not ours).
+fn entry_names(dir: &Path) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str().map(str::to_owned))
+        .collect()
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -421,24 +523,37 @@ fn parse_monitor(value: &str, cwd: &Path) -> Result<Monitor, String> {
         return Err("emperor = : empty directory".into());
     }
     let path = cwd.join(rest);
-    let is_glob = |s: &str| s.contains(['*', '?', '[']);
-    let text = path.to_string_lossy().into_owned();
-    if is_glob(&text) || scheme == Some("glob") {
-        let (dir, pattern) = match text.rsplit_once('/') {
-            Some((d, p)) => (if d.is_empty() { "/" } else { d }, p),
-            None => (".", text.as_str()),
-        };
-        if is_glob(dir) {
+    if is_glob(&path.to_string_lossy()) || scheme == Some("glob") {
+        // The directory before the first wildcard, and the rest as the pattern.
+        let mut dir = PathBuf::new();
+        let mut pattern: Vec<String> = Vec::new();
+        for c in path.components() {
+            let text = c.as_os_str().to_string_lossy().into_owned();
+            if pattern.is_empty() && !is_glob(&text) {
+                dir.push(c);
+            } else {
+                pattern.push(text);
+            }
+        }
+        // glob://DIR/NAME without a wildcard: NAME is the pattern.
+        if pattern.is_empty() {
+            if let Some(name) = dir.file_name().map(|n| n.to_string_lossy().into_owned()) {
+                dir.pop();
+                pattern.push(name);
+            }
+        }
+        if pattern.is_empty() {
+            return Err(format!("emperor = {value}: no file name to match"));
+        }
+        if !dir.is_dir() {
             return Err(format!(
-                "emperor = {value}: wildcards are supported in the file name only (vassals in {dir} would not be found)"
+                "emperor = {value}: {} is not a directory",
+                dir.display()
             ));
         }
-        if !Path::new(dir).is_dir() {
-            return Err(format!("emperor = {value}: {dir} is not a directory"));
-        }
         return Ok(Monitor {
-            dir: PathBuf::from(dir),
-            pattern: Some(pattern.to_string()),
+            dir,
+            pattern: Some(pattern.join("/")),
         });
     }
     if !path.is_dir() {
@@ -518,16 +633,76 @@ mod tests {
         );
         let g = parse_monitor(&format!("{}/amy_*.ini", dir.display()), Path::new("/")).unwrap();
         assert_eq!(g.pattern.as_deref(), Some("amy_*.ini"));
-        assert!(g.matches("amy_prod.ini") && !g.matches("other.ini") && !g.matches(".amy_x.ini"));
+        assert!(g.covers(&dir.join("amy_prod.ini")));
+        assert!(!g.covers(&dir.join("other.ini")) && !g.covers(&dir.join(".amy_x.ini")));
         let d = parse_monitor(&format!("dir://{}", dir.display()), Path::new("/")).unwrap();
         assert_eq!(d.dir, dir);
+        // Wildcards in directories, relative to the current directory.
+        let n = parse_monitor("./vassals/*/uwsgi.d/*.ini", &dir).unwrap_err();
+        assert!(n.contains("not a directory"), "{n}");
+        std::fs::create_dir_all(dir.join("vassals")).unwrap();
+        let n = parse_monitor("./vassals/*/uwsgi.d/*.ini", &dir).unwrap();
+        assert_eq!(
+            (n.dir.as_path(), n.pattern.as_deref()),
+            (dir.join("vassals").as_path(), Some("*/uwsgi.d/*.ini"))
+        );
+        assert!(n.covers(&dir.join("vassals/a/uwsgi.d/x.ini")));
+        assert!(!n.covers(&dir.join("vassals/a/x.ini")));
+        assert!(!n.covers(&dir.join("vassals/.a/uwsgi.d/x.ini")));
+        assert!(
+            n.may_lead_to(&dir.join("vassals/a")) && n.may_lead_to(&dir.join("vassals/a/uwsgi.d"))
+        );
+        assert!(!n.may_lead_to(&dir.join("vassals/a/amy.log")));
         for bad in [
             "zmq://tcp://127.0.0.1:5000",
             "/nonexistent-dir-x",
-            "/srv/*/uwsgi.ini",
+            "/nonexistent-dir-x/*/a.ini",
         ] {
             assert!(parse_monitor(bad, Path::new("/")).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn a_glob_with_directory_wildcards_expands_as_glob_3_does() {
+        let tmp = crate::testutil::TempDir::new("emperor-expand");
+        let base = tmp.0.clone();
+        for f in [
+            "a/uwsgi.d/one.ini",
+            "a/uwsgi.d/two.yml",
+            "a/uwsgi.d/.hidden.ini",
+            "b/uwsgi.d/three.ini",
+            "c/other/four.ini",
+            ".d/uwsgi.d/five.ini",
+        ] {
+            std::fs::create_dir_all(base.join(f).parent().unwrap()).unwrap();
+            std::fs::write(base.join(f), "").unwrap();
+        }
+        std::fs::create_dir_all(base.join("a/uwsgi.d/sub.ini")).unwrap();
+        let m = Monitor {
+            dir: base.clone(),
+            pattern: Some("*/uwsgi.d/*".into()),
+        };
+        let e = m.expand();
+        let rel = |v: &[PathBuf]| -> Vec<String> {
+            v.iter()
+                .map(|p| {
+                    p.strip_prefix(&base)
+                        .unwrap()
+                        .to_string_lossy()
+                        .into_owned()
+                })
+                .collect()
+        };
+        assert_eq!(
+            rel(&e.files),
+            [
+                "a/uwsgi.d/one.ini",
+                "a/uwsgi.d/two.yml",
+                "b/uwsgi.d/three.ini"
+            ]
+        );
+        // Every level is watched: a new app directory, a new uwsgi.d, a new file.
+        assert_eq!(rel(&e.dirs), ["", "a", "b", "c", "a/uwsgi.d", "b/uwsgi.d"]);
     }
 
     #[test]

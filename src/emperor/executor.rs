@@ -99,6 +99,10 @@ struct Loop {
     /// Files in another config format that uWSGI would run as vassals, already
     /// warned about (forgotten when they go, so one that comes back is named again).
     other_formats: BTreeSet<PathBuf>,
+    /// The vassal directories (and, for a glob with directory wildcards, the
+    /// directories leading to them), re-set as directories come and go.
+    watcher: crate::watch::Watcher,
+    watched: Vec<PathBuf>,
 }
 
 pub async fn run(mut setup: Setup) -> i32 {
@@ -108,7 +112,7 @@ pub async fn run(mut setup: Setup) -> i32 {
         error!(error = %e, "cannot install signal handlers");
         return 1;
     }
-    let _watcher = match watch_dirs(&setup.config.monitors, tx.clone()) {
+    let watcher = match watch_dirs(&setup.config.monitors, tx.clone()) {
         Ok(w) => w,
         Err(e) => {
             error!(error = %e, "cannot watch the vassal directories");
@@ -189,11 +193,11 @@ pub async fn run(mut setup: Setup) -> i32 {
         reaper,
         notify_counter: 0,
         other_formats: BTreeSet::new(),
+        watcher,
+        watched: Vec::new(),
     };
     // After the watch is set, so that no file created in between is missed.
-    let first = scan(&lp.setup.config.monitors, &[]);
-    lp.local.push_back(first);
-    lp.warn_other_formats();
+    lp.rescan(&[]);
     let code = lp.run(&mut rx).await;
     lp.finish();
     info!("emperor stopped");
@@ -216,6 +220,24 @@ impl Loop {
             }
         }
         self.other_formats = now.into_keys().collect();
+    }
+
+    /// Scans the monitors and hands the state machine what is there; first
+    /// watches any directory the monitors lead to now, and scans again if there
+    /// was one, so that a file created in a new directory before its watch
+    /// was set is not missed (bounded: directories may keep coming).
+    fn rescan(&mut self, paths: &[PathBuf]) {
+        let mut found = scan(&self.setup.config.monitors, paths);
+        for _ in 0..4 {
+            if found.1 == self.watched {
+                break;
+            }
+            self.watcher.set_entry_dirs(&found.1);
+            self.watched = found.1;
+            found = scan(&self.setup.config.monitors, paths);
+        }
+        self.local.push_back(found.0);
+        self.warn_other_formats();
     }
 
     async fn run(&mut self, rx: &mut mpsc::UnboundedReceiver<Input>) -> i32 {
@@ -246,9 +268,7 @@ impl Loop {
                             other => others.push(other),
                         }
                     }
-                    self.local
-                        .push_back(scan(&self.setup.config.monitors, &paths));
-                    self.warn_other_formats();
+                    self.rescan(&paths);
                     for other in others {
                         match other {
                             Input::Event(e) => self.local.push_back(e),
@@ -386,9 +406,19 @@ impl Loop {
         for t in &cfg.vassal.include {
             cmd.arg("--vassal-include").arg(t);
         }
+        // As uWSGI does (checked against 2.0.31): relative paths in a vassal's
+        // ini are relative to its directory for a directory monitor, and to
+        // the emperor's own directory for a glob monitor (which chdir()s back
+        // there before each glob(3)).
+        let globbed = cfg
+            .monitors
+            .iter()
+            .find(|m| m.covers(&file))
+            .is_some_and(|m| m.pattern.is_some());
+        if !globbed {
+            cmd.current_dir(&dir);
+        }
         cmd.arg(&file)
-            // As uWSGI does: relative paths in a vassal's ini are relative to its directory.
-            .current_dir(&dir)
             .env_clear()
             .envs(self.setup.environment.iter().cloned())
             .stdin(Stdio::null())
@@ -580,16 +610,17 @@ impl Loop {
             .iter()
             .map(|v| {
                 let path = Path::new(&v.name);
-                let id = path.file_name().map(|n| n.to_string_lossy().into_owned());
                 let last_mod = std::fs::metadata(path).map(|m| m.mtime()).unwrap_or(0);
                 let spawned = self.vassals.get(&v.name);
-                let monitor = self
-                    .setup
-                    .config
-                    .monitors
-                    .iter()
-                    .find(|m| path.parent() == Some(m.dir.as_path()))
-                    .map(Monitor::describe);
+                let found = self.setup.config.monitors.iter().find(|m| m.covers(path));
+                // uWSGI names a glob monitor's vassal by its path (as glob(3)
+                // returned it: `a/uwsgi.ini` and `b/uwsgi.ini` are two), a
+                // directory monitor's by its file name.
+                let id = match found {
+                    Some(m) if m.pattern.is_some() => Some(v.name.clone()),
+                    _ => path.file_name().map(|n| n.to_string_lossy().into_owned()),
+                };
+                let monitor = found.map(Monitor::describe);
                 json!({
                     "id": id,
                     "pid": v.pid.unwrap_or(0),
@@ -781,7 +812,9 @@ fn spawn_child_source(inbox: Inbox) -> std::io::Result<()> {
 }
 
 /// Watches the monitored directories through [`crate::watch`] (inotify, or
-/// its polling fallback), one rescan request per event.
+/// its polling fallback), one rescan request per event that names a path the
+/// monitors may lead to (not, say, every line of a log written beside a vassal
+/// file in a globbed directory).
 fn watch_dirs(monitors: &[Monitor], inbox: Inbox) -> notify::Result<crate::watch::Watcher> {
     let dirs: Vec<PathBuf> = monitors
         .iter()
@@ -789,30 +822,35 @@ fn watch_dirs(monitors: &[Monitor], inbox: Inbox) -> notify::Result<crate::watch
         .collect::<BTreeSet<_>>()
         .into_iter()
         .collect();
+    let monitors = monitors.to_vec();
     crate::watch::Watcher::entries_of(&dirs, move |paths| {
-        let _ = inbox.send(Input::DirChanged(paths));
+        if paths
+            .iter()
+            .any(|p| monitors.iter().any(|m| m.may_lead_to(p)))
+        {
+            let _ = inbox.send(Input::DirChanged(paths));
+        }
     })
 }
 
-/// The vassal files now matched by the monitors (absolute paths), and which of
-/// them `paths` name.
-fn scan(monitors: &[Monitor], paths: &[PathBuf]) -> Event {
+/// The vassal files now matched by the monitors (absolute paths), which of
+/// them `paths` name, and the directories to watch.
+fn scan(monitors: &[Monitor], paths: &[PathBuf]) -> (Event, Vec<PathBuf>) {
     let mut present = BTreeSet::new();
+    let mut dirs = BTreeSet::new();
     for m in monitors {
-        match std::fs::read_dir(&m.dir) {
-            Ok(entries) => {
-                for entry in entries.flatten() {
-                    let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
-                        continue;
-                    };
-                    // metadata() follows symlinks: a symlinked vassal is a vassal.
-                    if m.matches(&name) && entry.path().metadata().is_ok_and(|md| md.is_file()) {
-                        present.insert(m.dir.join(&name).to_string_lossy().into_owned());
-                    }
-                }
-            }
-            Err(e) => {
-                warn!(dir = %m.dir.display(), error = %e, "cannot read the vassal directory")
+        if !m.dir.is_dir() {
+            warn!(dir = %m.dir.display(), "cannot read the vassal directory");
+        }
+        let found = m.expand();
+        dirs.extend(found.dirs);
+        for file in found.files {
+            let is_vassal = file
+                .file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(is_vassal_name);
+            if is_vassal {
+                present.insert(file.to_string_lossy().into_owned());
             }
         }
     }
@@ -821,7 +859,10 @@ fn scan(monitors: &[Monitor], paths: &[PathBuf]) -> Event {
         .map(|p| p.to_string_lossy().into_owned())
         .filter(|n| present.contains(n))
         .collect();
-    Event::Scanned { present, changed }
+    (
+        Event::Scanned { present, changed },
+        dirs.into_iter().collect(),
+    )
 }
 
 /// The files of `monitors` that uWSGI's emperor would run as vassals in one
@@ -830,21 +871,13 @@ fn scan(monitors: &[Monitor], paths: &[PathBuf]) -> Event {
 fn other_formats(monitors: &[Monitor]) -> BTreeMap<PathBuf, &'static str> {
     let mut found = BTreeMap::new();
     for m in monitors {
-        let Ok(entries) = std::fs::read_dir(&m.dir) else {
-            continue;
-        };
-        for entry in entries.flatten() {
-            let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
-                continue;
-            };
-            let Some(format) = other_format(&name) else {
-                continue;
-            };
-            let pattern_matches = m.pattern.as_ref().as_ref().map_or(true, |p| {
-                super::config::glob_match(p.as_bytes(), name.as_bytes())
-            });
-            if pattern_matches && entry.path().metadata().is_ok_and(|md| md.is_file()) {
-                found.insert(m.dir.join(&name), format);
+        for file in m.expand().files {
+            let format = file
+                .file_name()
+                .and_then(|n| n.to_str())
+                .and_then(other_format);
+            if let Some(format) = format {
+                found.insert(file, format);
             }
         }
     }
@@ -948,7 +981,7 @@ mod tests {
             dir: dir.clone(),
             pattern: None,
         };
-        let event = scan(
+        let (event, dirs) = scan(
             std::slice::from_ref(&all),
             &[
                 dir.join("b.ini"),
@@ -956,6 +989,7 @@ mod tests {
                 dir.join("gone.ini"),
             ],
         );
+        assert_eq!(dirs, std::slice::from_ref(&dir));
         assert_eq!(
             event,
             Event::Scanned {
@@ -970,7 +1004,7 @@ mod tests {
             pattern: Some("amy_*.ini".into()),
         };
         assert_eq!(
-            scan(&[glob], &[]),
+            scan(&[glob], &[]).0,
             Event::Scanned {
                 present: [p("amy_c.ini")].into_iter().collect(),
                 changed: BTreeSet::new(),

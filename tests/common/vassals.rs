@@ -2,10 +2,11 @@
 //! vassals' sockets, pidfiles and logs (so that their writes do not land in the
 //! watched one), and a running emperor stopped by PID on drop. Vassals serve
 //! tests/apps/hello.py. Included by path (`#[path = "common/vassals.rs"]`) by
-//! the emperor tests, after `mod common;`.
+//! the emperor and kit tests, after `mod common;`; [`KeptOnFailure`] and
+//! [`Running`] are the directory and process guards both use.
 #![allow(dead_code)]
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -14,19 +15,86 @@ use crate::common::{kill, repo, temp_dir, uwsgi_get, venv, wait_for, BIN};
 /// How long a vassal may take to serve (a Python interpreter per master).
 pub const READY: Duration = Duration::from_secs(60);
 
-/// Removed at the end of a passing test; kept for inspection after a failure.
+/// A test's directory: removed at the end of a passing test, kept for
+/// inspection after a failure.
+pub struct KeptOnFailure(pub PathBuf);
+
+impl Drop for KeptOnFailure {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+/// A process a test started, its stdout and stderr in `<dir>/<stem>.out|.err`
+/// (a pipe nobody reads would block its logging). On drop: SIGINT (a fast
+/// stop, its vassals and workers with it), SIGKILL after 20 s, and its stderr
+/// printed if the test failed.
+pub struct Running {
+    child: Option<Child>,
+    pub what: String,
+    pub stderr: PathBuf,
+}
+
+impl Running {
+    pub fn spawn(what: &str, mut cmd: Command, dir: &Path, stem: &str) -> Running {
+        let file = |ext: &str| std::fs::File::create(dir.join(format!("{stem}.{ext}"))).unwrap();
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(file("out")))
+            .stderr(Stdio::from(file("err")))
+            .spawn()
+            .unwrap();
+        Running {
+            child: Some(child),
+            what: what.into(),
+            stderr: dir.join(format!("{stem}.err")),
+        }
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.as_ref().expect("running").id() as i32
+    }
+
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+
+    /// Its exit code, once it exits within `timeout` (None: killed by a signal).
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<i32> {
+        let child = self.child.as_mut().expect("running");
+        let status = wait_for(&format!("{} to exit", self.what), timeout, || {
+            child.try_wait().unwrap()
+        });
+        self.child = None;
+        status.code()
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("--- {} stderr ---\n{}", self.what, self.stderr());
+        }
+        if let Some(mut child) = self.child.take() {
+            kill(child.id() as i32, libc::SIGINT);
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while Instant::now() < deadline && child.try_wait().ok().flatten().is_none() {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
 pub struct Dirs {
     pub base: PathBuf,
     pub vassals: PathBuf,
     pub run: PathBuf,
-}
-
-impl Drop for Dirs {
-    fn drop(&mut self) {
-        if !std::thread::panicking() {
-            let _ = std::fs::remove_dir_all(&self.base);
-        }
-    }
+    /// Last: the directories go once nothing else needs them.
+    _kept: KeptOnFailure,
 }
 
 pub fn dirs(name: &str) -> Dirs {
@@ -34,6 +102,7 @@ pub fn dirs(name: &str) -> Dirs {
     let d = Dirs {
         vassals: base.join("vassals"),
         run: base.join("run"),
+        _kept: KeptOnFailure(base.clone()),
         base,
     };
     std::fs::create_dir_all(&d.vassals).unwrap();
@@ -168,7 +237,7 @@ impl Dirs {
 /// stderr and log tail if the test failed.
 pub struct Emperor<'a> {
     pub dirs: &'a Dirs,
-    pub child: Option<Child>,
+    process: Running,
 }
 
 impl<'a> Emperor<'a> {
@@ -180,57 +249,35 @@ impl<'a> Emperor<'a> {
 
     /// `amy-emperor ARGS` as the emperor, its output in run/emperor.{out,err}.
     pub fn spawn(dirs: &'a Dirs, args: &[&str]) -> Emperor<'a> {
-        let child = Command::new(BIN)
-            .args(args)
-            .current_dir(&dirs.base)
-            .stdin(Stdio::null())
-            .stdout(Stdio::from(
-                std::fs::File::create(dirs.run.join("emperor.out")).unwrap(),
-            ))
-            .stderr(Stdio::from(
-                std::fs::File::create(dirs.run.join("emperor.err")).unwrap(),
-            ))
-            .spawn()
-            .unwrap();
+        let mut cmd = Command::new(BIN);
+        cmd.args(args).current_dir(&dirs.base);
         Emperor {
             dirs,
-            child: Some(child),
+            process: Running::spawn("emperor", cmd, &dirs.run, "emperor"),
         }
     }
 
     pub fn pid(&self) -> i32 {
-        self.child.as_ref().expect("running").id() as i32
+        self.process.pid()
     }
 
     pub fn stderr(&self) -> String {
-        std::fs::read_to_string(self.dirs.run.join("emperor.err")).unwrap_or_default()
+        self.process.stderr()
     }
 
     pub fn wait_exit(&mut self, timeout: Duration) -> Option<i32> {
-        let child = self.child.as_mut().expect("running");
-        let status = wait_for("the emperor to exit", timeout, || child.try_wait().unwrap());
-        self.child = None;
-        status.code()
+        self.process.wait_exit(timeout)
     }
 }
 
 impl Drop for Emperor<'_> {
     fn drop(&mut self) {
+        // Its stderr follows, when `process` is dropped (and the emperor stopped).
         if std::thread::panicking() {
-            eprintln!("--- emperor stderr ---\n{}", self.stderr());
             let log = self.dirs.emperor_log();
             let lines: Vec<&str> = log.lines().collect();
             let from = lines.len().saturating_sub(60);
             eprintln!("--- emperor log tail ---\n{}", lines[from..].join("\n"));
-        }
-        if let Some(mut child) = self.child.take() {
-            kill(child.id() as i32, libc::SIGINT);
-            let deadline = Instant::now() + Duration::from_secs(20);
-            while Instant::now() < deadline && child.try_wait().ok().flatten().is_none() {
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            let _ = child.kill();
-            let _ = child.wait();
         }
     }
 }
