@@ -2,7 +2,17 @@
 stuck in a function with a recognisable name (the harakiri dump must show it)."""
 
 import os
+import signal
+import sys
 import time
+
+if os.environ.get("METRICSAPP_GRACEFUL"):
+    # harakiri-graceful-signal = 10 arrives here (tests/metrics.rs).
+    def _graceful(signum, frame):
+        sys.stderr.write("metricsapp: graceful signal %d\n" % signum)
+        sys.stderr.flush()
+
+    signal.signal(signal.SIGUSR1, _graceful)
 
 
 def _reply(start_response, status, body):
