@@ -692,3 +692,50 @@ fn in_emperor_mode_each_vassal_serves_its_own_counts() {
         v2.text
     );
 }
+
+#[test]
+fn reloads_are_counted_by_outcome_and_the_request_counts_stay() {
+    let (site, port) = metrics_site("metrics-reloads", 1, "");
+    let _inst = site.start();
+    for _ in 0..2 {
+        assert_eq!(http_get(site.http_port, "/ok").unwrap().status, 200);
+    }
+    let metrics = format!("prometheus = 127.0.0.1:{port}\n");
+    // Each write below is seen by the config watcher, which reloads: the
+    // counter must equal the outcomes the log reports.
+    let settled = |outcome: &str, line: &str| {
+        wait_for(outcome, Duration::from_secs(60), || {
+            let n = site.log_text().matches(line).count();
+            let s = scrape(port);
+            (n >= 1
+                && site.status_json()["reloading"] == false
+                && s.get("amy_reloads_total", &[("outcome", outcome)]) == n as f64)
+                .then_some(s)
+        })
+    };
+    let mut bad = site.ini_text("metricsapp", 1, &metrics);
+    bad.push_str("chmod-socket =\n");
+    std::fs::write(site.ini(), bad).unwrap();
+    let s = settled("rejected", "reload rejected");
+    assert_eq!(s.get("amy_generation", &[]), 1.0);
+    assert_eq!(s.get("amy_reloads_total", &[("outcome", "ok")]), 0.0);
+
+    site.write_ini("broken_import", 1, &metrics);
+    let s = settled("failed", "new generation failed to boot");
+    assert_eq!(s.get("amy_generation", &[]), 1.0);
+    assert_eq!(s.get("amy_reloads_total", &[("outcome", "ok")]), 0.0);
+    assert_eq!(s.get("amy_requests_total", &[("status", "2xx")]), 2.0);
+
+    site.write_ini("metricsapp", 1, &metrics);
+    let s = wait_for("a reload that serves", Duration::from_secs(60), || {
+        let s = scrape(port);
+        (s.get("amy_reloads_total", &[("outcome", "ok")]) >= 1.0).then_some(s)
+    });
+    assert!(s.get("amy_generation", &[]) > 1.0);
+    assert_eq!(s.get("amy_requests_total", &[("status", "2xx")]), 2.0);
+    assert_eq!(http_get(site.http_port, "/ok").unwrap().status, 200);
+    assert_eq!(
+        scrape(port).get("amy_requests_total", &[("status", "2xx")]),
+        3.0
+    );
+}
