@@ -449,6 +449,18 @@ fn log_slow_logs_slow_requests_with_logging_disabled_and_counts_them() {
         !log.contains("GET /ok =>"),
         "a fast request was logged:\n{log}"
     );
+    // With its duration, as uWSGI's line has it ("in N msecs").
+    let line = log
+        .lines()
+        .find(|l| l.contains("GET /sleep?s=0.5 =>"))
+        .unwrap();
+    let msecs: u64 = line
+        .split(" msecs")
+        .next()
+        .and_then(|t| t.rsplit(' ').next())
+        .and_then(|t| t.parse().ok())
+        .unwrap_or_else(|| panic!("no duration in {line}"));
+    assert!((500..2000).contains(&msecs), "{line}");
     let s = scrape(port);
     assert_eq!(s.get("amy_slow_requests_total", &[]), 1.0);
     assert_eq!(s.get("amy_log_slow_seconds", &[]), 0.3);
