@@ -418,7 +418,8 @@ fn the_endpoint_answers_within_10ms_while_every_worker_is_busy() {
         http_get(port, "/metrics").unwrap();
     }
     let ticks = cpu() - before;
-    let hz = 100.0;
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
     eprintln!(
         "master CPU per scrape: {:.3} ms over {n} scrapes (2 workers, median latency {median:?})",
         ticks as f64 / hz * 1000.0 / n as f64
@@ -755,5 +756,33 @@ fn reloads_are_counted_by_outcome_and_the_request_counts_stay() {
     assert_eq!(
         scrape(port).get("amy_requests_total", &[("status", "2xx")]),
         3.0
+    );
+}
+
+#[test]
+fn the_readme_lists_every_metric_family_the_endpoint_serves() {
+    // harakiri and log-slow set: their threshold gauges appear too.
+    let (site, port) = metrics_site("metrics-readme", 1, "harakiri = 30\nlog-slow = 1000\n");
+    let _inst = site.start();
+    let text = scrape(port).text;
+    let readme = std::fs::read_to_string(repo().join("README.md")).unwrap();
+    let section = readme
+        .split("\n## Monitoring\n")
+        .nth(1)
+        .and_then(|s| s.split("\n## ").next())
+        .expect("README has a Monitoring section");
+    let families: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split(' ').next())
+        .collect();
+    assert!(families.len() >= 20, "{text}");
+    let missing: Vec<&&str> = families
+        .iter()
+        .filter(|f| !section.contains(&format!("`{f}`")))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "not in README's Monitoring table: {missing:?}"
     );
 }
