@@ -786,3 +786,34 @@ fn the_readme_lists_every_metric_family_the_endpoint_serves() {
         "not in README's Monitoring table: {missing:?}"
     );
 }
+
+#[test]
+fn workers_recycled_by_reload_on_rss_and_lifetime_are_counted_by_reason() {
+    // Any Python worker is over 1 MB: each leaves after its request.
+    let (site, port) = metrics_site("metrics-rss", 1, "reload-on-rss = 1\n");
+    let _inst = site.start();
+    for _ in 0..3 {
+        assert_eq!(http_get(site.http_port, "/ok").unwrap().status, 200);
+    }
+    let s = wait_for("three rss recycles", Duration::from_secs(30), || {
+        let s = scrape(port);
+        (s.get("amy_worker_exits_total", &[("reason", "reload-on-rss")]) == 3.0).then_some(s)
+    });
+    assert_eq!(s.get("amy_requests_total", &[("status", "2xx")]), 3.0);
+    assert_eq!(s.get("amy_worker_exits_total", &[("reason", "crash")]), 0.0);
+
+    let (site, port) = metrics_site("metrics-lifetime", 1, "max-worker-lifetime = 2\n");
+    let _inst = site.start();
+    assert_eq!(http_get(site.http_port, "/ok").unwrap().status, 200);
+    let s = wait_for("a lifetime recycle", Duration::from_secs(30), || {
+        let s = scrape(port);
+        (s.get(
+            "amy_worker_exits_total",
+            &[("reason", "max-worker-lifetime")],
+        ) >= 1.0)
+            .then_some(s)
+    });
+    assert!(s.get("amy_worker_spawns_total", &[]) >= 2.0);
+    assert_eq!(s.get("amy_requests_total", &[("status", "2xx")]), 1.0);
+    assert_eq!(s.get("amy_worker_exits_total", &[("reason", "crash")]), 0.0);
+}
