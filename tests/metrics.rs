@@ -817,3 +817,40 @@ fn workers_recycled_by_reload_on_rss_and_lifetime_are_counted_by_reason() {
     assert_eq!(s.get("amy_requests_total", &[("status", "2xx")]), 1.0);
     assert_eq!(s.get("amy_worker_exits_total", &[("reason", "crash")]), 0.0);
 }
+
+#[test]
+fn a_request_cut_after_its_head_went_out_is_counted_under_that_status() {
+    let (site, port) = metrics_site("metrics-harakiri-streaming", 1, "harakiri = 1\n");
+    let _inst = site.start();
+    // The head (200, Content-Length 100) and 5 bytes went out: no 504 can
+    // follow; the connection ends with the worker.
+    let r = http_get(site.http_port, "/stuck-streaming?s=60").expect("the head");
+    assert_eq!((r.status, r.text()), (200, "start".to_string()));
+    let s = wait_for(
+        "the harakiri'd worker's exit",
+        Duration::from_secs(20),
+        || {
+            let s = scrape(port);
+            (s.get("amy_worker_exits_total", &[("reason", "harakiri")]) == 1.0).then_some(s)
+        },
+    );
+    assert!(site.log_text().contains("in handle_stuck_report"));
+    assert_eq!(s.get("amy_harakiri_total", &[]), 1.0);
+    assert_eq!(s.get("amy_requests_total", &[("status", "2xx")]), 1.0);
+    assert_eq!(s.get("amy_requests_total", &[("status", "5xx")]), 0.0);
+    assert_eq!(s.get("amy_request_duration_seconds_count", &[]), 1.0);
+    // Its age at the cut: past harakiri = 1, within its check period.
+    assert_eq!(
+        s.get("amy_request_duration_seconds_bucket", &[("le", "0.5")]),
+        0.0
+    );
+    assert_eq!(
+        s.get("amy_request_duration_seconds_bucket", &[("le", "2.5")]),
+        1.0
+    );
+    assert_eq!(http_get(site.http_port, "/ok").unwrap().status, 200);
+    assert_eq!(
+        scrape(port).get("amy_request_duration_seconds_count", &[]),
+        2.0
+    );
+}
