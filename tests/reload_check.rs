@@ -81,9 +81,11 @@ fn ini_extra(release: &str, mode: &str, more: &str) -> String {
     )
 }
 
-#[test]
-fn with_reload_check_no_request_waits_for_a_cold_worker_during_a_reload() {
-    let site = site_with("chk-warm", &ini_extra("1", "ok", ""));
+/// Paced load through nginx across a checked reload of a release whose first
+/// request takes 1.5 s: nothing fails and no public request waits for a cold
+/// worker. Returns the slowest answer.
+fn warm_reload(name: &str, more: &str) -> Duration {
+    let site = site_with(name, &ini_extra("1", "ok", more));
     let inst = site.start();
     let nginx = Nginx::start(&site.sock());
     let stop = Arc::new(AtomicBool::new(false));
@@ -91,7 +93,7 @@ fn with_reload_check_no_request_waits_for_a_cold_worker_during_a_reload() {
     wait_for("load to flow", Duration::from_secs(10), || {
         (seen.lock().unwrap().len() > 20).then_some(())
     });
-    site.write_ini("heavy", 2, &ini_extra("2", "ok", ""));
+    site.write_ini("heavy", 2, &ini_extra("2", "ok", more));
     let (code, said) = reload(&site);
     assert_eq!(code, Some(0), "{said}");
     wait_for("release 2 to answer", Duration::from_secs(10), || {
@@ -107,26 +109,83 @@ fn with_reload_check_no_request_waits_for_a_cold_worker_during_a_reload() {
     assert!(failed.is_empty(), "{failed:?}\n{}", nginx.error_log());
     let slowest = seen.iter().map(|s| s.took).max().unwrap();
     eprintln!(
-        "{} requests over the reload, slowest {} ms",
+        "{name}: {} requests over the reload, slowest {} ms",
         seen.len(),
         slowest.as_millis()
     );
-    // Every first request (1.5 s) was the check's: no public one waited for it.
+    // Every first request (1.5 s) was the check's: no public one waited for
+    // it. (The 200 ms goal is the benchmark's; this bound is what tells a
+    // cold public request from a warm one on a busy machine.)
     assert!(slowest < Duration::from_millis(1000), "slowest {slowest:?}");
     // The check arrived with the Host nginx would send and was logged as a request.
     assert!(site.log_text().contains("GET / =>"));
     drop(inst);
+    slowest
 }
 
 #[test]
-fn a_release_that_answers_500_or_hangs_never_takes_a_request_then_a_good_one_goes_live() {
-    let site = site_with("chk-broken", &ini_extra("1", "ok", ""));
+fn with_reload_check_no_request_waits_for_a_cold_worker_during_a_reload() {
+    warm_reload("chk-warm", "");
+}
+
+#[test]
+fn with_reload_check_no_request_waits_for_a_cold_worker_in_lazy_mode() {
+    warm_reload("chk-warm-lazy", "lazy-apps = true\n");
+}
+
+#[test]
+fn with_reload_check_no_request_waits_for_a_cold_worker_one_by_one() {
+    warm_reload("chk-warm-1by1", "reload-one-by-one = true\n");
+}
+
+#[test]
+fn without_reload_check_a_new_workers_cold_first_request_is_a_visitors() {
+    // Item 3: behaviour stays as before the key existed — the cold first
+    // request of each new worker goes to whoever comes first (the remedy is
+    // the key). This is what the tests above would see without the check.
+    let extra = |release: &str| {
+        format!(
+            "env = HEAVY_RELEASE={release}\nenv = HEAVY_MODE=ok\nenv = HEAVY_IMPORT_S=0.3\n\
+             env = HEAVY_FIRST_S=1.5\n"
+        )
+    };
+    let site = site_with("chk-none", &extra("1"));
     let inst = site.start();
     let nginx = Nginx::start(&site.sock());
     let stop = Arc::new(AtomicBool::new(false));
     let (seen, handles) = paced(nginx.port, 2, Duration::from_millis(25), stop.clone());
+    site.write_ini("heavy", 2, &extra("2"));
+    let (code, said) = reload(&site);
+    assert_eq!(code, Some(0), "{said}");
+    wait_for("release 2 to answer", Duration::from_secs(20), || {
+        let seen = seen.lock().unwrap();
+        (seen.iter().filter(|s| s.release == "2").count() > 20).then_some(())
+    });
+    stop.store(true, Ordering::SeqCst);
+    for h in handles {
+        h.join().unwrap();
+    }
+    let seen = seen.lock().unwrap().clone();
+    assert!(seen.iter().all(|s| s.status == 200));
+    let cold = seen
+        .iter()
+        .filter(|s| s.release == "2" && s.took >= Duration::from_millis(1400))
+        .count();
+    assert!(cold >= 1, "a visitor met a cold worker: {cold}");
+    drop(inst);
+}
 
-    site.write_ini("heavy", 2, &ini_extra("2", "http500", ""));
+/// A release answering 500 and one whose check hangs never take a request;
+/// then a good release goes live.
+fn broken_releases_then_a_good_one(name: &str, more: &str) {
+    let site = site_with(name, &ini_extra("1", "ok", more));
+    let inst = site.start();
+    let old_workers = inst.worker_pids();
+    let nginx = Nginx::start(&site.sock());
+    let stop = Arc::new(AtomicBool::new(false));
+    let (seen, handles) = paced(nginx.port, 2, Duration::from_millis(25), stop.clone());
+
+    site.write_ini("heavy", 2, &ini_extra("2", "http500", more));
     let (code, said) = reload(&site);
     assert_eq!(code, Some(1), "{said}");
     assert!(said.contains("reload-check GET /"), "{said}");
@@ -140,17 +199,19 @@ fn a_release_that_answers_500_or_hangs_never_takes_a_request_then_a_good_one_goe
             .contains("reload-check GET /"),
         "{status}"
     );
+    assert_eq!(inst.worker_pids(), old_workers, "the old workers serve on");
 
     site.write_ini(
         "heavy",
         2,
-        &ini_extra("3", "hang", "reload-check-timeout = 2\n"),
+        &ini_extra("3", "hang", &format!("reload-check-timeout = 2\n{more}")),
     );
     let (code, said) = reload(&site);
     assert_eq!(code, Some(1), "{said}");
     assert!(said.contains("no answer within 2 s"), "{said}");
+    assert_eq!(inst.worker_pids(), old_workers, "the old workers serve on");
 
-    site.write_ini("heavy", 2, &ini_extra("4", "ok", ""));
+    site.write_ini("heavy", 2, &ini_extra("4", "ok", more));
     let (code, said) = reload(&site);
     assert_eq!(code, Some(0), "{said}");
     wait_for("release 4 to answer", Duration::from_secs(10), || {
@@ -174,6 +235,66 @@ fn a_release_that_answers_500_or_hangs_never_takes_a_request_then_a_good_one_goe
     );
     assert!(seen.iter().any(|s| s.release == "1"));
     drop(inst);
+}
+
+#[test]
+fn a_release_that_answers_500_or_hangs_never_takes_a_request_then_a_good_one_goes_live() {
+    broken_releases_then_a_good_one("chk-broken", "");
+}
+
+#[test]
+fn one_by_one_a_release_that_fails_its_check_never_takes_a_request() {
+    // One-by-one replaces an old worker only when its successor passed: a
+    // failing successor leaves every old worker in place.
+    broken_releases_then_a_good_one("chk-broken-1by1", "reload-one-by-one = true\n");
+}
+
+#[test]
+fn a_replacement_that_fails_its_check_is_a_crash_for_the_back_off() {
+    let site = Site::new("chk-backoff", "heavy", 2, "");
+    let flag = site.dir.join("check-fails");
+    site.write_ini(
+        "heavy",
+        2,
+        &ini_extra(
+            "1",
+            "ok",
+            &format!("env = HEAVY_CHECK_FAIL_FLAG={}\n", flag.display()),
+        ),
+    );
+    let inst = site.start();
+    let before = inst.worker_pids();
+    std::fs::write(&flag, "").unwrap();
+    assert!(kill(before[0], libc::SIGKILL));
+    // The replacements keep failing their check: the slot backs off, and the
+    // surviving worker answers every public request meanwhile.
+    wait_for("the slot to back off", Duration::from_secs(30), || {
+        let log = site.log_text();
+        (log.contains("reload-check GET / (Host: amy.example.org) answered 500")
+            && log.contains("worker keeps dying, delaying its respawn"))
+        .then_some(())
+    });
+    for _ in 0..20 {
+        let r = uwsgi_get(&site.sock(), "/").expect("the other worker serves");
+        assert_eq!(r.status, 200);
+        assert_eq!(
+            r.header("X-Worker-Pid"),
+            Some(before[1].to_string().as_str())
+        );
+    }
+    // The check passes again: the slot is refilled by a worker that passed.
+    std::fs::remove_file(&flag).unwrap();
+    let replacement = wait_for("a ready replacement", Duration::from_secs(40), || {
+        let s = site.status_json();
+        s["workers"].as_array()?.iter().find_map(|w| {
+            let pid = w["pid"].as_i64()? as i32;
+            (!before.contains(&pid) && w["state"] == "idle").then_some(pid)
+        })
+    });
+    wait_for("the replacement to answer", Duration::from_secs(10), || {
+        let r = uwsgi_get(&site.sock(), "/").ok()?;
+        (r.header("X-Worker-Pid")? == replacement.to_string()).then_some(())
+    });
 }
 
 #[test]

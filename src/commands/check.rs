@@ -9,20 +9,17 @@
 //! even if the typed config is then refused. No `@(exec://…)` command runs
 //! unless `--allow-exec`.
 
-use std::process::ExitCode;
-
+use super::{CommandError, Done};
 use crate::cli::CheckArgs;
 use crate::config::{self, ExecPolicy, LoadOptions};
 
-pub fn run(args: &CheckArgs) -> ExitCode {
+pub fn run(args: &CheckArgs) -> Result<Done, CommandError> {
     let ini = args.ini.clone().unwrap_or_else(|| "amy_uwsgi.ini".into());
-    let cwd = match std::env::current_dir() {
-        Ok(cwd) => cwd,
-        Err(e) => {
-            eprintln!("amy-emperor: cannot read the current directory: {e}");
-            return ExitCode::from(2);
-        }
-    };
+    let cwd = std::env::current_dir().map_err(|e| {
+        CommandError::Invalid(format!(
+            "amy-emperor: cannot read the current directory: {e}"
+        ))
+    })?;
     let options = LoadOptions {
         env_file: args.env_file.clone(),
         environment: std::env::vars_os().collect(),
@@ -65,11 +62,8 @@ pub fn run(args: &CheckArgs) -> ExitCode {
             } else {
                 println!("{line}");
             }
-            ExitCode::SUCCESS
+            Ok(Done::Success)
         }
-        Err(e) => {
-            eprintln!("{e}");
-            ExitCode::from(2)
-        }
+        Err(e) => Err(CommandError::Invalid(e.to_string())),
     }
 }

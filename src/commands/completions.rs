@@ -3,29 +3,28 @@
 //! Printed on stdout for packagers (`amy-emperor man > amy-emperor.1`).
 
 use std::io::Write;
-use std::process::ExitCode;
 
 use clap::CommandFactory;
 
+use super::{CommandError, Done};
 use crate::cli::{Cli, CompletionsArgs};
 
-pub fn completions(args: &CompletionsArgs) -> ExitCode {
+pub fn completions(args: &CompletionsArgs) -> Result<Done, CommandError> {
     let mut command = Cli::command();
     let name = command.get_name().to_string();
     clap_complete::generate(args.shell, &mut command, name, &mut std::io::stdout());
-    ExitCode::SUCCESS
+    Ok(Done::Success)
 }
 
-pub fn man() -> ExitCode {
+pub fn man() -> Result<Done, CommandError> {
     let mut page = Vec::new();
-    if let Err(e) = render_man(&mut page) {
-        eprintln!("amy-emperor: cannot render the man page: {e}");
-        return ExitCode::from(1);
-    }
-    match std::io::stdout().write_all(&page) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(_) => ExitCode::from(1),
-    }
+    render_man(&mut page).map_err(|e| {
+        CommandError::Failed(format!("amy-emperor: cannot render the man page: {e}"))
+    })?;
+    std::io::stdout()
+        .write_all(&page)
+        .map_err(|_| CommandError::StdoutClosed)?;
+    Ok(Done::Success)
 }
 
 /// The main page, then one section per subcommand (clap_mangen renders one
@@ -49,7 +48,8 @@ pub fn render_man(out: &mut Vec<u8>) -> std::io::Result<()> {
     Ok(())
 }
 
-/// What clap does not know: exit codes and signals (DESIGN §2, §3).
+/// What clap does not know: exit codes and signals (README.md's "Commands and
+/// exit codes" and "Signals to the master" say the same; init scripts depend on them).
 const EXIT_AND_SIGNALS: &str = r#".SH "EXIT STATUS"
 start: 0 clean stop, 1 runtime halt, 2 config or usage error.
 stop: 0 stopped or not running, 1 timed out, 4 bad pidfile.

@@ -44,6 +44,10 @@ pub enum CommandError {
     /// The master's loop ended with this code; it logged why.
     #[error("the master exited with status {0}")]
     Exited(i32),
+    /// Stdout was closed before the output was written (`man | head`): exit 1,
+    /// with nothing to say (the reader has gone).
+    #[error("stdout is closed")]
+    StdoutClosed,
 }
 
 impl CommandError {
@@ -54,13 +58,14 @@ impl CommandError {
             CommandError::NotRunning(_) => 3,
             CommandError::Unknown(_) => 4,
             CommandError::Exited(code) => (*code).clamp(0, 255) as u8,
+            CommandError::StdoutClosed => 1,
         }
     }
 
     /// Whether the message still has to be printed (the master's own exit was
-    /// already logged where its log goes).
+    /// already logged where its log goes; a closed stdout has no reader).
     fn print(&self) -> bool {
-        !matches!(self, CommandError::Exited(_))
+        !matches!(self, CommandError::Exited(_) | CommandError::StdoutClosed)
     }
 }
 
@@ -107,10 +112,10 @@ pub fn run(cli: Cli) -> ExitCode {
             if emperor::is_emperor_ini(&ini) {
                 return emperor::check(&ini);
             }
-            return check::run(&args);
+            check::run(&args)
         }
-        Command::Completions(args) => return completions::completions(&args),
-        Command::Man => return completions::man(),
+        Command::Completions(args) => completions::completions(&args),
+        Command::Man => completions::man(),
         Command::Router => {
             crate::logs::init_tracing(std::io::stderr, verbosity);
             return crate::router::run_process();
@@ -118,10 +123,11 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::WorkerBundle => {
             use std::io::Write;
             let bundle = crate::worker::spawn::package_json();
-            return match std::io::stdout().lock().write_all(bundle.as_bytes()) {
-                Ok(()) => std::process::ExitCode::SUCCESS,
-                Err(_) => std::process::ExitCode::FAILURE,
-            };
+            std::io::stdout()
+                .lock()
+                .write_all(bundle.as_bytes())
+                .map(|()| Done::Success)
+                .map_err(|_| CommandError::StdoutClosed)
         }
     };
     exit_code(result)

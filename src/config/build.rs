@@ -647,7 +647,10 @@ pub fn build(
         ));
     }
 
-    // The env file comes first, then `env =` lines (DESIGN §4).
+    // The workers' environment: the master's, then `--env-file` (or a
+    // `uwsgi_env` beside an ini that loads none), then the `env =` lines in
+    // order, a for-readline loop's among them: a later one wins. Built on
+    // every load, so a variable removed from the file is gone after a reload.
     let mut env_files: Vec<PathBuf> = ex.env_files_read.clone();
     let explicit = options
         .env_file

@@ -1,4 +1,4 @@
-//! The four classes every uWSGI option falls into (DESIGN §4), read from
+//! The four classes every uWSGI option falls into, read from
 //! `key_classes.txt`: data a person reviews and edits one line at a time.
 //!
 //! - honoured: works as uWSGI documents it;

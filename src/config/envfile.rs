@@ -1,5 +1,6 @@
 //! `uwsgi_env`: one `NAME=value` per line, read the way uWSGI's `for-readline`
-//! loop reads it, with the checks uWSGI never makes (DESIGN §4).
+//! loop reads it, with the checks uWSGI never makes (it is where the site's
+//! secrets live, so a malformed or foreign-writable file must stop the load).
 //!
 //! Values are literal: quotes are kept (with a warning), an `export ` prefix is
 //! stripped (with a warning; uWSGI would set a variable named `export NAME`),

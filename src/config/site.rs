@@ -99,12 +99,14 @@ fn is_root_user(name: &str) -> bool {
     name == "0" || name == "root"
 }
 
+/// A number, or a name this host knows (the lookup the privilege drop and
+/// `chown-socket` make, `crate::users`).
 fn user_exists(name: &str) -> bool {
-    name.parse::<u32>().is_ok() || matches!(nix::unistd::User::from_name(name), Ok(Some(_)))
+    crate::users::uid(name).is_ok()
 }
 
 fn group_exists(name: &str) -> bool {
-    name.parse::<u32>().is_ok() || matches!(nix::unistd::Group::from_name(name), Ok(Some(_)))
+    crate::users::gid(name).is_ok()
 }
 
 /// Everything `start` would refuse or could not run, on this host.
@@ -230,22 +232,12 @@ fn check_max_fd(n: u64, root: bool) -> Result<(), String> {
 /// configured gid, else the user's primary group; no supplementary groups).
 fn worker_ids(c: &Config) -> Option<(u32, u32)> {
     let spec = c.uid.as_deref()?;
-    let user = match spec.parse::<u32>() {
-        Ok(n) => nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(n))
-            .ok()
-            .flatten(),
-        Err(_) => nix::unistd::User::from_name(spec).ok().flatten(),
-    };
+    let user = crate::users::user(spec).ok();
     let uid = user
         .as_ref()
         .map_or_else(|| spec.parse().ok(), |u| Some(u.uid.as_raw()))?;
     let gid = match c.gid.as_deref() {
-        Some(g) => g.parse::<u32>().ok().or_else(|| {
-            nix::unistd::Group::from_name(g)
-                .ok()
-                .flatten()
-                .map(|g| g.gid.as_raw())
-        })?,
+        Some(g) => crate::users::gid(g).ok()?.as_raw(),
         None => user?.gid.as_raw(),
     };
     Some((uid, gid))

@@ -36,6 +36,7 @@ use super::events::*;
 use super::policy::Backoff;
 use super::tally::Tally;
 use crate::worker::contract::ExitReason;
+use template::TemplateEnd;
 
 /// How long a generation may take from spawn to every worker ready.
 pub const BOOT_TIMEOUT: Duration = Duration::from_secs(60);
@@ -587,7 +588,7 @@ impl Supervisor {
                 kill(w, actions);
             }
         }
-        self.end_templates(|g| g == generation, true, actions);
+        self.end_templates(|g| g == generation, TemplateEnd::Kill, actions);
         self.plans.remove(&generation);
         actions.push(Action::Release { generation });
         self.finish_reload(
@@ -630,7 +631,7 @@ impl Supervisor {
         let old = self.current;
         let old_mercy = self.plans[&old].mercy;
         self.retire_where(|w| w.generation != generation, now + old_mercy, actions);
-        self.end_templates(|g| g != generation, false, actions);
+        self.end_templates(|g| g != generation, TemplateEnd::Retire, actions);
         self.current = generation;
         self.slots = vec![Backoff::default(); plan.processes];
         self.cheaped = (plan.initial_workers()..plan.processes).collect();
@@ -1007,7 +1008,7 @@ impl Supervisor {
         }
         self.held.clear();
         // A template has nothing to finish: its workers serve on without it.
-        self.end_templates(|_| true, true, actions);
+        self.end_templates(|_| true, TemplateEnd::Kill, actions);
         self.harakiri_at = None;
         self.memory_at = None;
         let mercy = self
@@ -1148,7 +1149,7 @@ impl Supervisor {
                 );
                 kill(w, actions);
             }
-            self.end_templates(|_| true, true, actions);
+            self.end_templates(|_| true, TemplateEnd::Kill, actions);
         }
         if self.harakiri_at.is_some_and(|t| now >= t) {
             self.harakiri_at = Some(now + SCAN_PERIOD);

@@ -2,7 +2,8 @@
 seconds (default 1) and allocates ~40 MiB of Python objects, each import counted
 as a line in the file HEAVY_IMPORT_LOG. HEAVY_MODE picks the release: ok,
 import_error (raises at import), http500 (imports, answers 500 everywhere), hang
-(imports, never answers). The first request of a process takes HEAVY_FIRST_S
+(imports, never answers). With HEAVY_CHECK_FAIL_FLAG set, the reload check's
+request (its User-Agent) answers 500 while that file exists. The first request of a process takes HEAVY_FIRST_S
 seconds (a cold Django worker). Answers name the release, the pid and the
 process's first random number (to see that forks are reseeded)."""
 
@@ -27,7 +28,9 @@ _first = []
 
 
 def application(environ, start_response):
-    if MODE == "http500":
+    flag = os.environ.get("HEAVY_CHECK_FAIL_FLAG")
+    checked = environ.get("HTTP_USER_AGENT") == "amy-emperor reload-check"
+    if MODE == "http500" or (flag and checked and os.path.exists(flag)):
         start_response("500 Internal Server Error", [("Content-Type", "text/plain")])
         return [b"release is broken: settings error\n"]
     if MODE == "hang":

@@ -448,8 +448,9 @@ class Nginx:
 
 @pytest.fixture
 def nginx(tmp_path):
-    if not os.path.exists(NGINX):
-        pytest.skip("nginx is not installed")
+    # scripts/test.sh installs nginx: a missing one is a failure, not a skip
+    # counted as a pass.
+    assert os.path.exists(NGINX), "nginx is not installed (scripts/setup-test-deps.sh installs it)"
     started = []
 
     def start(upstream):

@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use super::{absolute, Expander, Origin};
+use super::{absolute, AddAs, Expander, Origin};
 use crate::config::magic::MagicTable;
 use crate::config::{envfile, ini, source, ConfigError, ErrorKind, Warning};
 
@@ -152,7 +152,7 @@ impl Expander<'_> {
                     line: Some(entry.line),
                     env_line: None,
                 };
-                self.add_option(entry.key, entry.value, origin, false)?;
+                self.add_option(entry.key, entry.value, origin, AddAs::Option)?;
             }
             Ok(())
         })();

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use super::{absolute, EnvLine, Expander, Logic, Origin};
+use super::{absolute, AddAs, EnvLine, Expander, Logic, Origin};
 use crate::config::keys::{self, LogicKind};
 use crate::config::{envfile, ConfigError, ErrorKind};
 
@@ -25,7 +25,12 @@ impl Expander<'_> {
                 env_line,
                 ..origin.clone()
             };
-            this.add_option(key.to_string(), value.replace("%(_)", with), origin, false)
+            this.add_option(
+                key.to_string(),
+                value.replace("%(_)", with),
+                origin,
+                AddAs::Option,
+            )
         };
         let (name, expected) = match data.split_once('=') {
             Some((n, v)) => (n, Some(v)),
@@ -78,7 +83,12 @@ impl Expander<'_> {
                 if matches == (logic.kind == LogicKind::IfEnv) {
                     match found {
                         Some(v) => emit(self, &v, None)?,
-                        None => self.add_option(key.into(), value.into(), origin.clone(), false)?,
+                        None => self.add_option(
+                            key.into(),
+                            value.into(),
+                            origin.clone(),
+                            AddAs::Option,
+                        )?,
                     }
                 }
             }
@@ -92,7 +102,12 @@ impl Expander<'_> {
                 if matches == (logic.kind == LogicKind::IfOpt) {
                     match found {
                         Some(v) => emit(self, &v, None)?,
-                        None => self.add_option(key.into(), value.into(), origin.clone(), false)?,
+                        None => self.add_option(
+                            key.into(),
+                            value.into(),
+                            origin.clone(),
+                            AddAs::Option,
+                        )?,
                     }
                 }
             }
@@ -131,7 +146,7 @@ impl Expander<'_> {
             // A load is never a uWSGI re-exec.
             LogicKind::IfReload => {}
             LogicKind::IfNotReload => {
-                self.add_option(key.into(), value.into(), origin.clone(), false)?
+                self.add_option(key.into(), value.into(), origin.clone(), AddAs::Option)?
             }
         }
         Ok(())
@@ -139,7 +154,8 @@ impl Expander<'_> {
 
     /// The lines `for-readline` iterates over. A file that cannot be opened is
     /// an error: uWSGI logs it, drops the loop body and starts anyway, and the
-    /// app then runs without its secrets (DESIGN §4).
+    /// app then runs without its secrets (a Django site up without SECRET_KEY or
+    /// its database password is worse than one that refuses to start).
     fn read_env_file_for_loop(
         &mut self,
         path: &Path,

@@ -211,7 +211,7 @@ impl<'a> Expander<'a> {
             line: None,
             env_line: None,
         };
-        self.add_option("ini".into(), given.into(), origin, false)
+        self.add_option("ini".into(), given.into(), origin, AddAs::Option)
     }
 
     /// An option from uWSGI's command line (`--set K=V`, `--include FILE`), in
@@ -222,7 +222,7 @@ impl<'a> Expander<'a> {
             line: None,
             env_line: None,
         };
-        self.add_option(key.into(), value.into(), origin, false)
+        self.add_option(key.into(), value.into(), origin, AddAs::Option)
     }
 
     /// `add_exported_option_do`.
@@ -231,7 +231,7 @@ impl<'a> Expander<'a> {
         key: String,
         value: String,
         origin: Origin,
-        placeholder_only: bool,
+        added_as: AddAs,
     ) -> Result<(), ConfigError> {
         if !self.logic_running {
             if keys::is_logic_end(&key) {
@@ -261,7 +261,7 @@ impl<'a> Expander<'a> {
             configured: false,
             origin,
         });
-        if placeholder_only {
+        if added_as == AddAs::Placeholder {
             if keys::is_uwsgi_option(&key) {
                 return Err(self.opts[idx].origin.error(
                     ErrorKind::Syntax,
@@ -332,11 +332,29 @@ impl<'a> Expander<'a> {
                 let Some((k, v)) = value.split_once('=') else {
                     return Err(origin.error(ErrorKind::Syntax, "invalid placeholder/--set value"));
                 };
-                self.add_option(k.to_string(), v.to_string(), origin.clone(), key != "set")
+                self.add_option(
+                    k.to_string(),
+                    v.to_string(),
+                    origin.clone(),
+                    if key == "set" {
+                        AddAs::Option
+                    } else {
+                        AddAs::Placeholder
+                    },
+                )
             }
             _ => Ok(()),
         }
     }
+}
+
+/// How [`Expander::add_option`] takes a `key = value`: as an option (a line,
+/// `set`), or as a placeholder only (`set-placeholder`, which uWSGI refuses for
+/// a name that is an option).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AddAs {
+    Option,
+    Placeholder,
 }
 
 /// The uWSGI scheme (`core/io.c`'s registered ones) `source` names, if any:
@@ -424,7 +442,7 @@ mod tests {
     use std::ffi::OsString;
     use std::path::Path;
 
-    use super::testing::{dir, write};
+    use super::testing::{dir, kv, run, write};
     use super::{ExecPolicy, Expander, MAX_WORK};
     use crate::config::magic::ProcessFacts;
     use crate::config::{ConfigError, ErrorKind};
@@ -442,6 +460,37 @@ mod tests {
         assert_eq!(e.kind, ErrorKind::TooLarge, "{e}");
         assert!(e.message.contains(message), "{e}");
         assert!(work <= MAX_WORK, "work {work}");
+    }
+
+    /// `set` adds an option (any name); `set-placeholder`/`set-ph` adds a
+    /// placeholder only, and uWSGI refuses an option's name there.
+    #[test]
+    fn set_adds_an_option_and_set_placeholder_only_a_placeholder() {
+        let d = dir("set");
+        write(
+            &d,
+            "a.ini",
+            "[uwsgi]\nset = socket=x.sock\nset-placeholder = name=web\nset-ph = tier=2\nx = %(name)-%(tier)\n",
+        );
+        let r = run(&d, "a.ini", &[], ExecPolicy::Refuse).unwrap();
+        let kv = kv(&r);
+        for pair in [
+            ("socket", "x.sock"),
+            ("name", "web"),
+            ("tier", "2"),
+            ("x", "web-2"),
+        ] {
+            assert!(kv.contains(&pair), "{pair:?} in {kv:?}");
+        }
+        for key in ["set-placeholder", "set-ph"] {
+            write(&d, "b.ini", &format!("[uwsgi]\n{key} = socket=x.sock\n"));
+            let e = run(&d, "b.ini", &[], ExecPolicy::Refuse).err().unwrap();
+            assert_eq!(e.kind, ErrorKind::Syntax, "{e}");
+            assert_eq!(
+                e.to_string(),
+                "b.ini:2: you cannot use socket as a placeholder, it is already an option"
+            );
+        }
     }
 
     #[test]

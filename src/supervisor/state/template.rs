@@ -13,6 +13,15 @@ use crate::supervisor::events::{Action, WorkerSignal};
 use crate::supervisor::policy::Backoff;
 use crate::worker::contract::ExitReason;
 
+/// How [`Supervisor::end_templates`] ends a template.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum TemplateEnd {
+    /// Its generation was replaced: SIGTERM, and a retiring one is left alone.
+    Retire,
+    /// A failed generation or a stop: SIGKILL.
+    Kill,
+}
+
 impl Supervisor {
     pub(super) fn start_template(
         &mut self,
@@ -198,12 +207,11 @@ impl Supervisor {
     }
 
     /// Ends the templates of the generations `which` selects (and their held
-    /// spawns): SIGKILL when `kill` (a failed generation, a stop), else SIGTERM
-    /// (the generation retired; a template has nothing to finish either way).
+    /// spawns), as `how` says (a template has nothing to finish either way).
     pub(super) fn end_templates(
         &mut self,
         which: impl Fn(u64) -> bool,
-        kill: bool,
+        how: TemplateEnd,
         actions: &mut Vec<Action>,
     ) {
         self.held.retain(|(g, _)| !which(*g));
@@ -212,19 +220,14 @@ impl Supervisor {
             match (t.state, t.pid) {
                 (TemplateState::Waiting { .. }, _) => gone.push(t.generation),
                 (TemplateState::Killed, _) => {}
-                (TemplateState::Retiring, _) if !kill => {}
+                (TemplateState::Retiring, _) if how == TemplateEnd::Retire => {}
                 (_, None) => t.state = TemplateState::Killed,
                 (_, Some(pid)) => {
-                    t.state = if kill {
-                        TemplateState::Killed
-                    } else {
-                        TemplateState::Retiring
+                    let (state, signal) = match how {
+                        TemplateEnd::Kill => (TemplateState::Killed, WorkerSignal::Kill),
+                        TemplateEnd::Retire => (TemplateState::Retiring, WorkerSignal::Graceful),
                     };
-                    let signal = if kill {
-                        WorkerSignal::Kill
-                    } else {
-                        WorkerSignal::Graceful
-                    };
+                    t.state = state;
                     actions.push(Action::Signal { pid, signal });
                 }
             }
