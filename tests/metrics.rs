@@ -629,7 +629,7 @@ fn a_worker_recycled_by_max_requests_is_counted_and_keeps_its_requests() {
 }
 
 #[test]
-fn harakiri_graceful_timeout_signals_the_app_after_the_dump_and_kills_after_the_grace() {
+fn harakiri_graceful_timeout_signals_the_app_and_kills_after_the_grace() {
     // SIGUSR1 (10) reaches a handler the app installs at import; SIGKILL
     // comes 5 s later, not at the default 3 s.
     let (site, port) = metrics_site(
