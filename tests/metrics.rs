@@ -3,6 +3,8 @@
 //! `prometheus_client`'s own text parser (the reference Python client).
 
 mod common;
+#[path = "common/vassals.rs"]
+mod vassals;
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -267,6 +269,9 @@ fn counters_match_a_known_mix_and_survive_a_worker_kill_and_a_reload() {
 fn harakiri_dumps_the_stuck_stack_answers_504_and_spares_the_other_threads() {
     let (site, port) = metrics_site("metrics-harakiri", 1, "threads = 4\nharakiri = 2\n");
     let inst = site.start();
+    // The default: workers forked from the preloaded app's template.
+    assert_eq!(site.status_json()["templates"][0]["state"], "ready");
+    let pid = inst.worker_pids()[0];
     let http_port = site.http_port;
     let stuck = std::thread::spawn(move || http_get(http_port, "/stuck?s=30&token=q"));
     // The other three threads get requests that are in flight when harakiri
@@ -317,9 +322,18 @@ fn harakiri_dumps_the_stuck_stack_answers_504_and_spares_the_other_threads() {
     assert!(dump < killed, "the dump comes before the kill:\n{log}");
     let dump_text = &log[dump..killed];
     assert!(
-        dump_text.contains("request GET /stuck stuck for"),
-        "{dump_text}"
+        dump_text.contains(&format!(
+            "HARAKIRI: worker 1 (pid {pid}) request GET /stuck stuck for"
+        )),
+        "worker, pid, method and path: {dump_text}"
     );
+    let age: f64 = dump_text
+        .split("stuck for ")
+        .nth(1)
+        .and_then(|t| t.split(" s").next())
+        .and_then(|t| t.parse().ok())
+        .unwrap_or_else(|| panic!("the age: {dump_text}"));
+    assert!((2.0..4.0).contains(&age), "age {age} for harakiri = 2");
     assert!(
         dump_text.contains("in handle_stuck_report")
             && dump_text.contains("in wait_for_the_lock_that_never_comes"),
@@ -404,7 +418,8 @@ fn the_endpoint_answers_within_10ms_while_every_worker_is_busy() {
         http_get(port, "/metrics").unwrap();
     }
     let ticks = cpu() - before;
-    let hz = 100.0;
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
     eprintln!(
         "master CPU per scrape: {:.3} ms over {n} scrapes (2 workers, median latency {median:?})",
         ticks as f64 / hz * 1000.0 / n as f64
@@ -435,6 +450,18 @@ fn log_slow_logs_slow_requests_with_logging_disabled_and_counts_them() {
         !log.contains("GET /ok =>"),
         "a fast request was logged:\n{log}"
     );
+    // With its duration, as uWSGI's line has it ("in N msecs").
+    let line = log
+        .lines()
+        .find(|l| l.contains("GET /sleep?s=0.5 =>"))
+        .unwrap();
+    let msecs: u64 = line
+        .split(" msecs")
+        .next()
+        .and_then(|t| t.rsplit(' ').next())
+        .and_then(|t| t.parse().ok())
+        .unwrap_or_else(|| panic!("no duration in {line}"));
+    assert!((500..2000).contains(&msecs), "{line}");
     let s = scrape(port);
     assert_eq!(s.get("amy_slow_requests_total", &[]), 1.0);
     assert_eq!(s.get("amy_log_slow_seconds", &[]), 0.3);
@@ -488,10 +515,28 @@ fn only_get_metrics_is_served() {
 
 #[test]
 fn harakiri_dumps_a_request_stuck_on_the_main_thread() {
+    harakiri_on_the_main_thread("metrics-harakiri-main", "");
+}
+
+#[test]
+fn harakiri_dumps_the_stuck_stack_with_lazy_apps_too() {
+    // Without the preloaded template: the app imported in the worker itself.
+    harakiri_on_the_main_thread("metrics-harakiri-lazy", "lazy-apps = true\n");
+}
+
+fn harakiri_on_the_main_thread(name: &str, extra: &str) {
     // One thread per listener; the uwsgi socket is served by the main thread,
     // the one that runs Python signal handlers: the dump must not need it.
-    let (site, port) = metrics_site("metrics-harakiri-main", 1, "harakiri = 1\n");
+    let (site, port) = metrics_site(name, 1, &format!("harakiri = 1\n{extra}"));
     let _inst = site.start();
+    let templates = site.status_json()["templates"]
+        .as_array()
+        .map_or(0, Vec::len);
+    assert_eq!(
+        templates,
+        usize::from(extra.is_empty()),
+        "preload unless lazy-apps"
+    );
     let sock = site.sock();
     let stuck = std::thread::spawn(move || uwsgi_get(&sock, "/stuck?s=30"));
     let r = stuck.join().unwrap().expect("an answer");
@@ -513,4 +558,299 @@ fn harakiri_dumps_a_request_stuck_on_the_main_thread() {
         1.0
     );
     assert_eq!(uwsgi_get(&site.sock(), "/ok").unwrap().status, 200);
+}
+
+#[test]
+fn daemons_and_cron_jobs_are_counted_and_their_command_lines_never_shown() {
+    const SECRET: &str = "daemon-secret-91b2";
+    let d = temp_dir("metrics-around-files").display().to_string();
+    let (site, port) = metrics_site(
+        "metrics-around",
+        1,
+        &format!(
+            // One daemon that keeps ending (and is started again), one that stays.
+            "attach-daemon = sh -c ': {SECRET}; echo start >> {d}/short.out; sleep 0.3'\n\
+             attach-daemon = sleep 300\n\
+             unique-cron = -1 -1 -1 -1 -1 sh -c ': {SECRET}; sleep 120'\n"
+        ),
+    );
+    let _inst = site.start();
+    let s = wait_for(
+        "the short daemon's second start and the cron run",
+        Duration::from_secs(30),
+        || {
+            let s = scrape(port);
+            (s.get("amy_daemon_starts_total", &[("daemon", "1")]) >= 2.0
+                && s.get("amy_cron_running", &[]) == 1.0)
+                .then_some(s)
+        },
+    );
+    assert!(
+        !s.text.contains(SECRET),
+        "a command line in the metrics:\n{}",
+        s.text
+    );
+    assert!(
+        !s.text.contains("sleep"),
+        "a command line in the metrics:\n{}",
+        s.text
+    );
+    assert_eq!(s.get("amy_daemon_starts_total", &[("daemon", "2")]), 1.0);
+    assert!(
+        s.get("amy_daemons", &[("state", "running")]) >= 1.0,
+        "{}",
+        s.text
+    );
+    let by_state: f64 = ["down", "spawning", "running", "detaching", "stopping"]
+        .iter()
+        .map(|k| s.get("amy_daemons", &[("state", k)]))
+        .sum();
+    assert_eq!(by_state, 2.0, "{}", s.text);
+    assert_eq!(s.get("amy_cron_jobs", &[]), 1.0);
+    let starts = std::fs::read_to_string(format!("{d}/short.out")).unwrap();
+    assert!(starts.lines().count() >= 2, "{starts}");
+}
+
+#[test]
+fn a_worker_recycled_by_max_requests_is_counted_and_keeps_its_requests() {
+    let (site, port) = metrics_site("metrics-maxreq", 1, "max-requests = 3\n");
+    let _inst = site.start();
+    for _ in 0..7 {
+        assert_eq!(http_get(site.http_port, "/ok").unwrap().status, 200);
+    }
+    let s = wait_for("two recycles counted", Duration::from_secs(30), || {
+        let s = scrape(port);
+        (s.get("amy_worker_exits_total", &[("reason", "max-requests")]) == 2.0).then_some(s)
+    });
+    assert_eq!(s.get("amy_requests_total", &[("status", "2xx")]), 7.0);
+    assert_eq!(s.get("amy_request_duration_seconds_count", &[]), 7.0);
+    assert_eq!(s.get("amy_worker_spawns_total", &[]), 3.0);
+    assert_eq!(s.get("amy_worker_exits_total", &[("reason", "crash")]), 0.0);
+}
+
+#[test]
+fn harakiri_graceful_timeout_signals_the_app_and_kills_after_the_grace() {
+    // SIGUSR1 (10) reaches a handler the app installs at import; SIGKILL
+    // comes 5 s later, not at the default 3 s.
+    let (site, port) = metrics_site(
+        "metrics-harakiri-graceful",
+        1,
+        "harakiri = 1\nharakiri-graceful-timeout = 5\nharakiri-graceful-signal = 10\n\
+         env = METRICSAPP_GRACEFUL=1\n",
+    );
+    let _inst = site.start();
+    let http_port = site.http_port;
+    let r = http_get(http_port, "/stuck?s=60").expect("an answer");
+    let cut = Instant::now();
+    assert_eq!(r.status, 504, "{}", r.text());
+    wait_for(
+        "the app's graceful handler",
+        Duration::from_secs(10),
+        || {
+            site.log_text()
+                .contains("metricsapp: graceful signal 10")
+                .then_some(())
+        },
+    );
+    // The master sends the graceful signal right behind the dump's, so the
+    // app's handler and the dump run in either order; the stack is whole.
+    let log = wait_for("the dump", Duration::from_secs(10), || {
+        let log = site.log_text();
+        log.contains("in wait_for_the_lock_that_never_comes")
+            .then_some(log)
+    });
+    assert!(log.contains("request GET /stuck stuck for"), "{log}");
+    wait_for("the kill", Duration::from_secs(20), || {
+        let s = scrape(port);
+        (s.get("amy_worker_exits_total", &[("reason", "harakiri")]) == 1.0).then_some(())
+    });
+    let grace = cut.elapsed();
+    assert!(
+        grace >= Duration::from_millis(4500),
+        "killed {grace:?} after the cut: harakiri-graceful-timeout = 5 not honoured"
+    );
+    assert!(grace < Duration::from_secs(9), "{grace:?}");
+    assert_eq!(http_get(http_port, "/ok").unwrap().status, 200);
+}
+
+#[test]
+fn in_emperor_mode_each_vassal_serves_its_own_counts() {
+    let d = vassals::dirs("metrics-emperor");
+    let ports = [free_port(), free_port()];
+    for (name, port) in ["v1", "v2"].iter().zip(ports) {
+        d.write_vassal_with(name, &format!("prometheus = 127.0.0.1:{port}"));
+    }
+    let _emperor = vassals::Emperor::start(&d);
+    d.wait_serving("v1");
+    d.wait_serving("v2");
+    let before = [
+        scrape(ports[0]).get("amy_requests_total", &[("status", "2xx")]),
+        scrape(ports[1]).get("amy_requests_total", &[("status", "2xx")]),
+    ];
+    for _ in 0..3 {
+        assert_eq!(uwsgi_get(&d.sock("v1"), "/").unwrap().status, 200);
+    }
+    assert_eq!(uwsgi_get(&d.sock("v2"), "/").unwrap().status, 200);
+    let (v1, v2) = (scrape(ports[0]), scrape(ports[1]));
+    assert_eq!(
+        v1.get("amy_requests_total", &[("status", "2xx")]),
+        before[0] + 3.0
+    );
+    assert_eq!(
+        v2.get("amy_requests_total", &[("status", "2xx")]),
+        before[1] + 1.0
+    );
+    let sock = d.sock("v1").display().to_string();
+    assert_eq!(
+        v1.get("amy_listener_requests_total", &[("listener", &sock)]),
+        before[0] + 3.0
+    );
+    assert!(
+        !v2.text.contains(&sock),
+        "v2 shows v1's listener:\n{}",
+        v2.text
+    );
+}
+
+#[test]
+fn reloads_are_counted_by_outcome_and_the_request_counts_stay() {
+    let (site, port) = metrics_site("metrics-reloads", 1, "");
+    let _inst = site.start();
+    for _ in 0..2 {
+        assert_eq!(http_get(site.http_port, "/ok").unwrap().status, 200);
+    }
+    let metrics = format!("prometheus = 127.0.0.1:{port}\n");
+    // Each write below is seen by the config watcher, which reloads: the
+    // counter must equal the outcomes the log reports.
+    let settled = |outcome: &str, line: &str| {
+        wait_for(outcome, Duration::from_secs(60), || {
+            let n = site.log_text().matches(line).count();
+            let s = scrape(port);
+            (n >= 1
+                && site.status_json()["reloading"] == false
+                && s.get("amy_reloads_total", &[("outcome", outcome)]) == n as f64)
+                .then_some(s)
+        })
+    };
+    let mut bad = site.ini_text("metricsapp", 1, &metrics);
+    bad.push_str("chmod-socket =\n");
+    std::fs::write(site.ini(), bad).unwrap();
+    let s = settled("rejected", "reload rejected");
+    assert_eq!(s.get("amy_generation", &[]), 1.0);
+    assert_eq!(s.get("amy_reloads_total", &[("outcome", "ok")]), 0.0);
+
+    site.write_ini("broken_import", 1, &metrics);
+    let s = settled("failed", "new generation failed to boot");
+    assert_eq!(s.get("amy_generation", &[]), 1.0);
+    assert_eq!(s.get("amy_reloads_total", &[("outcome", "ok")]), 0.0);
+    assert_eq!(s.get("amy_requests_total", &[("status", "2xx")]), 2.0);
+
+    site.write_ini("metricsapp", 1, &metrics);
+    let s = wait_for("a reload that serves", Duration::from_secs(60), || {
+        let s = scrape(port);
+        (s.get("amy_reloads_total", &[("outcome", "ok")]) >= 1.0).then_some(s)
+    });
+    assert!(s.get("amy_generation", &[]) > 1.0);
+    assert_eq!(s.get("amy_requests_total", &[("status", "2xx")]), 2.0);
+    assert_eq!(http_get(site.http_port, "/ok").unwrap().status, 200);
+    assert_eq!(
+        scrape(port).get("amy_requests_total", &[("status", "2xx")]),
+        3.0
+    );
+}
+
+#[test]
+fn the_readme_lists_every_metric_family_the_endpoint_serves() {
+    // harakiri and log-slow set: their threshold gauges appear too.
+    let (site, port) = metrics_site("metrics-readme", 1, "harakiri = 30\nlog-slow = 1000\n");
+    let _inst = site.start();
+    let text = scrape(port).text;
+    let readme = std::fs::read_to_string(repo().join("README.md")).unwrap();
+    let section = readme
+        .split("\n## Monitoring\n")
+        .nth(1)
+        .and_then(|s| s.split("\n## ").next())
+        .expect("README has a Monitoring section");
+    let families: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split(' ').next())
+        .collect();
+    assert!(families.len() >= 20, "{text}");
+    let missing: Vec<&&str> = families
+        .iter()
+        .filter(|f| !section.contains(&format!("`{f}`")))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "not in README's Monitoring table: {missing:?}"
+    );
+}
+
+#[test]
+fn workers_recycled_by_reload_on_rss_and_lifetime_are_counted_by_reason() {
+    // Any Python worker is over 1 MB: each leaves after its request.
+    let (site, port) = metrics_site("metrics-rss", 1, "reload-on-rss = 1\n");
+    let _inst = site.start();
+    for _ in 0..3 {
+        assert_eq!(http_get(site.http_port, "/ok").unwrap().status, 200);
+    }
+    let s = wait_for("three rss recycles", Duration::from_secs(30), || {
+        let s = scrape(port);
+        (s.get("amy_worker_exits_total", &[("reason", "reload-on-rss")]) == 3.0).then_some(s)
+    });
+    assert_eq!(s.get("amy_requests_total", &[("status", "2xx")]), 3.0);
+    assert_eq!(s.get("amy_worker_exits_total", &[("reason", "crash")]), 0.0);
+
+    let (site, port) = metrics_site("metrics-lifetime", 1, "max-worker-lifetime = 2\n");
+    let _inst = site.start();
+    assert_eq!(http_get(site.http_port, "/ok").unwrap().status, 200);
+    let s = wait_for("a lifetime recycle", Duration::from_secs(30), || {
+        let s = scrape(port);
+        (s.get(
+            "amy_worker_exits_total",
+            &[("reason", "max-worker-lifetime")],
+        ) >= 1.0)
+            .then_some(s)
+    });
+    assert!(s.get("amy_worker_spawns_total", &[]) >= 2.0);
+    assert_eq!(s.get("amy_requests_total", &[("status", "2xx")]), 1.0);
+    assert_eq!(s.get("amy_worker_exits_total", &[("reason", "crash")]), 0.0);
+}
+
+#[test]
+fn a_request_cut_after_its_head_went_out_is_counted_under_that_status() {
+    let (site, port) = metrics_site("metrics-harakiri-streaming", 1, "harakiri = 1\n");
+    let _inst = site.start();
+    // The head (200, Content-Length 100) and 5 bytes went out: no 504 can
+    // follow; the connection ends with the worker.
+    let r = http_get(site.http_port, "/stuck-streaming?s=60").expect("the head");
+    assert_eq!((r.status, r.text()), (200, "start".to_string()));
+    let s = wait_for(
+        "the harakiri'd worker's exit",
+        Duration::from_secs(20),
+        || {
+            let s = scrape(port);
+            (s.get("amy_worker_exits_total", &[("reason", "harakiri")]) == 1.0).then_some(s)
+        },
+    );
+    assert!(site.log_text().contains("in handle_stuck_report"));
+    assert_eq!(s.get("amy_harakiri_total", &[]), 1.0);
+    assert_eq!(s.get("amy_requests_total", &[("status", "2xx")]), 1.0);
+    assert_eq!(s.get("amy_requests_total", &[("status", "5xx")]), 0.0);
+    assert_eq!(s.get("amy_request_duration_seconds_count", &[]), 1.0);
+    // Its age at the cut: past harakiri = 1, within its check period.
+    assert_eq!(
+        s.get("amy_request_duration_seconds_bucket", &[("le", "0.5")]),
+        0.0
+    );
+    assert_eq!(
+        s.get("amy_request_duration_seconds_bucket", &[("le", "2.5")]),
+        1.0
+    );
+    assert_eq!(http_get(site.http_port, "/ok").unwrap().status, 200);
+    assert_eq!(
+        scrape(port).get("amy_request_duration_seconds_count", &[]),
+        2.0
+    );
 }

@@ -8,8 +8,9 @@ restarts on EINTR. The dump logs the oldest request in flight (the one harakiri
 measured): method, path (no query string), age, worker id, pid, and the Python
 stack of the thread serving it (`sys._current_frames()`; `faulthandler` prints
 every thread when that thread's frame is not found). If no response head went
-out, the client gets a 504 and the connection is shut down, and the request is
-counted (5xx, histogram by its age) since it will never reach its own end.
+out, the client gets a 504 and the connection is shut down. Either way the
+request is counted here (5xx if it got the 504, else the status its head gave;
+histogram by its age), since the kill keeps it from its own end.
 Then the worker stops accepting; its other threads finish their requests until
 the master's SIGKILL.
 
@@ -28,7 +29,7 @@ import traceback
 from bisect import bisect_left
 
 from .applog import log
-from .contract import EXIT_OK, HISTOGRAM_BOUNDS, SB_BY_STATUS, SB_HISTOGRAM, SIGNAL_HARAKIRI_DUMP
+from .contract import EXIT_OK, HISTOGRAM_BOUNDS, SB_CLASS_OF, SB_HISTOGRAM, SB_STATUS_OTHER, SIGNAL_HARAKIRI_DUMP
 from .errors import _ERRORS
 
 
@@ -87,23 +88,44 @@ def dump(worker):
         except Exception:
             pass
     # The request must still be the one measured: its fd is not closed before
-    # its end resets `started`.
-    if not head_sent and stuck.started == started:
-        stuck.cut = True
-        try:
-            os.write(fd, _ERRORS[504])
-        except OSError:
-            pass
-        try:
-            s = socket.socket(fileno=fd)
+    # its end resets `started`. It is counted here, since the kill will keep
+    # it from its own end: as 5xx when it gets the 504, else under the status
+    # its head already gave.
+    if _count_cut(worker, stuck, started, now, None if head_sent else "504"):
+        if not head_sent:
             try:
-                s.shutdown(socket.SHUT_RDWR)
-            finally:
-                s.detach()
-        except OSError:
-            pass
+                os.write(fd, _ERRORS[504])
+            except OSError:
+                pass
+            try:
+                s = socket.socket(fileno=fd)
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                finally:
+                    s.detach()
+            except OSError:
+                pass
+    worker.stop(EXIT_OK)
+
+
+def _count_cut(worker, stuck, started, now, status):
+    """Counts the stuck request once (`cut` tells its end, should it come before
+    the kill, not to count it again); False if it ended meanwhile. Under the
+    counters lock with threads, as the ends of requests are: the dump may run
+    from the main thread's signal handler while that thread holds it, hence
+    the bounded wait."""
+    lock = worker.counters
+    locked = lock is not None and lock.acquire(timeout=1.0)
+    try:
+        if stuck.started != started:
+            return False
+        stuck.cut = True
+        status = status or stuck.status
         cmv = worker.cmv
-        cmv[SB_BY_STATUS + 4] += 1
+        cmv[SB_CLASS_OF.get(status[:1], SB_STATUS_OTHER) if type(status) is str else SB_STATUS_OTHER] += 1
         cmv[SB_HISTOGRAM + bisect_left(HISTOGRAM_BOUNDS, now - started)] += 1
         cmv[stuck.listener_slot] += 1
-    worker.stop(EXIT_OK)
+        return True
+    finally:
+        if locked:
+            lock.release()

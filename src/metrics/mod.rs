@@ -24,6 +24,7 @@ pub mod text;
 
 use std::collections::BTreeMap;
 
+use crate::around::{CronStatus, DaemonStatus};
 use crate::scoreboard::Reading;
 use crate::supervisor::state::{Snapshot, WorkerState};
 use crate::worker::contract::{HISTOGRAM_BOUNDS, SB_HISTOGRAM_SLOTS, SB_LISTENER_SLOTS};
@@ -94,7 +95,13 @@ pub struct Scrape<'a> {
     pub uptime_seconds: f64,
     pub log_slow_seconds: Option<f64>,
     pub harakiri_seconds: Option<f64>,
+    /// Attached daemons, in the order `status --json` lists them.
+    pub daemons: Vec<DaemonStatus>,
+    pub crons: Vec<CronStatus>,
 }
+
+/// A daemon's states as `crate::around::daemons` names them.
+const DAEMON_STATES: [&str; 5] = ["down", "spawning", "running", "detaching", "stopping"];
 
 /// The exposition text (format 0.0.4).
 pub fn render(s: &Scrape<'_>) -> String {
@@ -264,6 +271,7 @@ pub fn render(s: &Scrape<'_>) -> String {
             }
         }
     }
+    render_around(&mut e, s);
     e.family(
         "amy_master_rss_bytes",
         "gauge",
@@ -277,4 +285,36 @@ pub fn render(s: &Scrape<'_>) -> String {
     );
     e.sample("amy_uptime_seconds", &[], s.uptime_seconds);
     e.finish()
+}
+
+/// Attached daemons and cron jobs. A daemon is labelled by its position (from
+/// 1, as `status --json` lists them), never by its command line, which may
+/// carry a secret (`env TOKEN=... cmd`).
+fn render_around(e: &mut Exposition, s: &Scrape<'_>) {
+    e.family("amy_daemons", "gauge", "Attached daemons, by state.");
+    let mut states: BTreeMap<&str, usize> = DAEMON_STATES.iter().map(|k| (*k, 0)).collect();
+    for d in &s.daemons {
+        *states.entry(d.state.as_str()).or_default() += 1;
+    }
+    for (k, v) in states {
+        e.sample("amy_daemons", &[("state", k)], v as f64);
+    }
+    e.family(
+        "amy_daemon_starts_total",
+        "counter",
+        "Times each attached daemon was started.",
+    );
+    for (i, d) in s.daemons.iter().enumerate() {
+        let n = (i + 1).to_string();
+        e.sample(
+            "amy_daemon_starts_total",
+            &[("daemon", &n)],
+            d.respawns as f64,
+        );
+    }
+    e.family("amy_cron_jobs", "gauge", "Cron jobs configured.");
+    e.sample("amy_cron_jobs", &[], s.crons.len() as f64);
+    e.family("amy_cron_running", "gauge", "Cron job runs in progress.");
+    let running: usize = s.crons.iter().map(|c| c.running.len()).sum();
+    e.sample("amy_cron_running", &[], running as f64);
 }

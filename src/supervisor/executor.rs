@@ -798,6 +798,8 @@ impl Master {
             log_slow_seconds: config
                 .and_then(|c| (c.log_slow_ms > 0).then(|| c.log_slow_ms as f64 / 1000.0)),
             harakiri_seconds: config.and_then(|c| c.harakiri.map(|h| h.as_secs_f64())),
+            daemons: self.around.daemon_status(),
+            crons: self.around.cron_status(),
         };
         crate::metrics::render(&scrape)
     }
