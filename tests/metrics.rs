@@ -652,14 +652,20 @@ fn harakiri_graceful_timeout_signals_the_app_and_kills_after_the_grace() {
                 .then_some(())
         },
     );
-    // The master sends the graceful signal right behind the dump's, so the
-    // app's handler and the dump run in either order; the stack is whole.
+    // The graceful signal waits for the dump (its head start): the stack is
+    // logged whole before the app's handler runs.
     let log = wait_for("the dump", Duration::from_secs(10), || {
         let log = site.log_text();
         log.contains("in wait_for_the_lock_that_never_comes")
             .then_some(log)
     });
     assert!(log.contains("request GET /stuck stuck for"), "{log}");
+    let dumped = log.find("in wait_for_the_lock_that_never_comes").unwrap();
+    let handled = log.find("metricsapp: graceful signal 10").unwrap();
+    assert!(
+        dumped < handled,
+        "the dump comes before the graceful signal:\n{log}"
+    );
     wait_for("the kill", Duration::from_secs(20), || {
         let s = scrape(port);
         (s.get("amy_worker_exits_total", &[("reason", "harakiri")]) == 1.0).then_some(())

@@ -50,6 +50,9 @@ pub const FAST_STOP_GRACE: Duration = Duration::from_secs(3);
 pub const HARAKIRI_PERIOD: Duration = Duration::from_secs(1);
 /// Cold start gives up after this many failed attempts at one slot.
 pub const COLD_START_ATTEMPTS: u32 = 5;
+/// How long a harakiri's stack dump has before `harakiri-graceful-signal` is
+/// sent (at most half the grace): the worker writes the dump in a few ms.
+pub const DUMP_HEAD_START: Duration = Duration::from_millis(200);
 /// How often `cheaper` decides (uWSGI: once per master cycle, 1 s).
 pub const CHEAPER_PERIOD: Duration = Duration::from_secs(1);
 /// The scoreboard read serves both harakiri and cheaper.
@@ -113,10 +116,12 @@ pub enum WorkerState {
     Retiring {
         kill_at: Instant,
     },
-    /// Past `harakiri`: told to dump its stack (and the graceful signal if
-    /// set); SIGKILL at `kill_at`, `None` once sent.
+    /// Past `harakiri`: told to dump its stack; the graceful signal (if set)
+    /// at `graceful`'s instant, `None` once sent; SIGKILL at `kill_at`, `None`
+    /// once sent.
     Harakiri {
         kill_at: Option<Instant>,
+        graceful: Option<(Instant, i32)>,
     },
     /// Killed (failed generation, stop deadline, after a harakiri): waiting for its exit.
     Killed,
@@ -369,10 +374,17 @@ impl Supervisor {
             TemplateState::Waiting { respawn_at } => Some(respawn_at),
             _ => None,
         }));
-        deadlines.extend(self.workers.iter().filter_map(|w| match w.state {
-            WorkerState::Retiring { kill_at } => Some(kill_at),
-            WorkerState::Harakiri { kill_at } => kill_at,
-            _ => None,
+        deadlines.extend(self.workers.iter().filter_map(|w| {
+            match w.state {
+                WorkerState::Retiring { kill_at } => Some(kill_at),
+                WorkerState::Harakiri { kill_at, graceful } => {
+                    [kill_at, graceful.map(|(at, _)| at)]
+                        .into_iter()
+                        .flatten()
+                        .min()
+                }
+                _ => None,
+            }
         }));
         deadlines.extend(self.harakiri_at);
         deadlines.extend(self.memory_at);
@@ -942,19 +954,20 @@ impl Supervisor {
                     "harakiri: request exceeded its time limit, dumping its stack, then killing the worker"
                 );
                 self.tally.harakiri += 1;
+                // The graceful signal waits for the dump: an app handler that
+                // raises into the stuck thread would otherwise unwind it before
+                // its stack is read.
+                let graceful = plan
+                    .harakiri_graceful_signal
+                    .map(|sig| (now + DUMP_HEAD_START.min(plan.harakiri_grace / 2), sig));
                 w.state = WorkerState::Harakiri {
                     kill_at: Some(now + plan.harakiri_grace),
+                    graceful,
                 };
                 actions.push(Action::Signal {
                     pid: w.pid,
                     signal: WorkerSignal::HarakiriDump,
                 });
-                if let Some(sig) = plan.harakiri_graceful_signal {
-                    actions.push(Action::Signal {
-                        pid: w.pid,
-                        signal: WorkerSignal::HarakiriGraceful(sig),
-                    });
-                }
                 // Killed on purpose: replace it at once, not as a crash.
                 if w.generation == self.current && !matches!(self.phase, Phase::Stopping { .. }) {
                     let (generation, slot) = (w.generation, w.slot);
@@ -1115,19 +1128,31 @@ impl Supervisor {
                     kill(w, actions);
                 }
                 WorkerState::Harakiri {
-                    kill_at: Some(kill_at),
-                } if now >= kill_at => {
-                    warn!(
-                        worker = w.slot + 1,
-                        pid = w.pid,
-                        "harakiri: killing the worker"
-                    );
-                    // Stays a harakiri, so its exit is counted as one.
-                    w.state = WorkerState::Harakiri { kill_at: None };
-                    actions.push(Action::Signal {
-                        pid: w.pid,
-                        signal: WorkerSignal::Kill,
-                    });
+                    ref mut kill_at,
+                    ref mut graceful,
+                } => {
+                    if let Some((at, sig)) = *graceful {
+                        if now >= at {
+                            *graceful = None;
+                            actions.push(Action::Signal {
+                                pid: w.pid,
+                                signal: WorkerSignal::HarakiriGraceful(sig),
+                            });
+                        }
+                    }
+                    if kill_at.is_some_and(|at| now >= at) {
+                        warn!(
+                            worker = w.slot + 1,
+                            pid = w.pid,
+                            "harakiri: killing the worker"
+                        );
+                        // Stays a harakiri, so its exit is counted as one.
+                        *kill_at = None;
+                        actions.push(Action::Signal {
+                            pid: w.pid,
+                            signal: WorkerSignal::Kill,
+                        });
+                    }
                 }
                 _ => {}
             }
