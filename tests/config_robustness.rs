@@ -1,7 +1,7 @@
 //! Arbitrary ini and env-file text never panics the config loader: it returns a
 //! config or an error. This matters more than it looks: the release build aborts
 //! on panic, and the master runs `config::load` on every reload, so a panic here
-//! would take a running site down (DESIGN §4: a bad config never does).
+//! would take a running site down (a bad config must only ever be refused).
 //!
 //! A bounded, seeded generator (no fuzzing toolchain on stable): lines built from
 //! the dialect's own pieces — sections, keys, logic blocks, placeholders, magic

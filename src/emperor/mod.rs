@@ -1,4 +1,4 @@
-//! Emperor mode (DESIGN §7): `start --emperor DIR|GLOB`, or `start emperor.ini`
+//! Emperor mode (uWSGI's `--emperor`): `start --emperor DIR|GLOB`, or `start emperor.ini`
 //! whose ini has `emperor =`. One vassal per matching `*.ini`, each a child
 //! `amy-emperor start FILE` with its own master, sockets and pidfile, in its own
 //! process group.

@@ -17,7 +17,8 @@ pub const SETTLE: Duration = Duration::from_millis(200);
 /// How long vassals get to finish in-flight requests when the emperor stops,
 /// before their process groups are killed.
 pub const STOP_MERCY: Duration = Duration::from_secs(90);
-/// The exit status of `start` for a config or usage error (DESIGN §2).
+/// The exit status of `start` for a config or usage error (as `check` and a
+/// vassal's `start`: 2, so an init system tells "fix the file" from "crashed").
 pub const EXIT_CONFIG: i32 = 2;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -2,7 +2,7 @@
 //! `emperor`, `vassals[]` with `id`, `pid`, `born`, `respawns` …, `blacklist`)
 //! on a 0600 unix socket or a loopback TCP port, one JSON document per
 //! connection, as uWSGI serves it. Each vassal's own `stats` socket still serves
-//! its workers (DESIGN §8): this one only lists the vassals.
+//! its workers (uwsgitop points at a vassal's): this one only lists the vassals.
 
 use std::time::Duration;
 

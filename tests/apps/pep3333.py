@@ -131,7 +131,8 @@ def app(environ, start_response):
         time.sleep(float(_qs(environ, "s", "1")))
         return _text(start_response, "slept")
     if path == "/reject":
-        # Refuses without reading the body (reliability row 38).
+        # Refuses without reading the body: the server, not the app, has to
+        # deal with the unread upload (the client still gets this answer).
         return _text(start_response, "forbidden", status="403 Forbidden")
     if path == "/bigheader":
         return _text(start_response, "big", headers=[("X-Big", "b" * 16000)])
