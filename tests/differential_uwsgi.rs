@@ -142,7 +142,7 @@ fn unshare_works() -> bool {
 
 /// Runs uWSGI on `ini` in `cwd` until it has printed its block (or the deadline),
 /// then kills it. Returns everything it wrote, plus any log file it created in `cwd`.
-fn run_uwsgi(uwsgi: &Path, ini: &Path, cwd: &Path, sandbox: bool) -> String {
+fn run_uwsgi(uwsgi: &Path, ini: &Path, cwd: &Path, sandbox: bool, env: &[(&str, &str)]) -> String {
     let mut cmd = if sandbox {
         let mut c = Command::new("unshare");
         c.args(["-n", "-p", "-f", "--kill-child"]).arg(uwsgi);
@@ -153,7 +153,10 @@ fn run_uwsgi(uwsgi: &Path, ini: &Path, cwd: &Path, sandbox: bool) -> String {
         c
     };
     cmd.arg("--show-config").arg("--ini").arg(ini);
-    cmd.current_dir(cwd).env_clear().envs(environment());
+    cmd.current_dir(cwd)
+        .env_clear()
+        .envs(environment())
+        .envs(env.iter().copied());
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
@@ -235,7 +238,7 @@ struct Ours {
     stderr: String,
 }
 
-fn run_ours(ini: &Path, cwd: &Path, extra: &[String]) -> Ours {
+fn run_ours(ini: &Path, cwd: &Path, extra: &[String], env: &[(&str, &str)]) -> Ours {
     let out = Command::new(env!("CARGO_BIN_EXE_amy-emperor"))
         .arg("check")
         .arg(ini)
@@ -244,6 +247,7 @@ fn run_ours(ini: &Path, cwd: &Path, extra: &[String]) -> Ours {
         .current_dir(cwd)
         .env_clear()
         .envs(environment())
+        .envs(env.iter().copied())
         .stdin(Stdio::null())
         .output()
         .expect("run amy-emperor");
@@ -277,14 +281,14 @@ fn check_case(uwsgi: &Path, ini: &Path, work: &Path, sandbox: bool) -> Result<bo
     std::fs::create_dir_all(&cwd).unwrap();
     let text = String::from_utf8_lossy(&std::fs::read(ini).unwrap()).into_owned();
     let expect = expectation(&text);
-    let theirs_out = run_uwsgi(uwsgi, ini, &cwd, sandbox);
+    let theirs_out = run_uwsgi(uwsgi, ini, &cwd, sandbox, &[]);
     let extra: Vec<String> = text
         .lines()
         .take(10)
         .filter_map(|l| l.strip_prefix("; amy-check-args: "))
         .flat_map(|a| a.split_whitespace().map(str::to_string))
         .collect();
-    let ours = run_ours(ini, &cwd, &extra);
+    let ours = run_ours(ini, &cwd, &extra, &[]);
     let theirs = block(&theirs_out);
     let mine = block(&ours.stdout);
     let context = || {
@@ -470,6 +474,47 @@ fn corpus_matches_uwsgi_show_config() {
             .map(|f| f.as_str())
             .collect::<Vec<_>>()
             .join("\n\n")
+    );
+}
+
+#[test]
+fn uwsgi_environment_variables_are_options_in_uwsgis_order() {
+    // uWSGI's parse_sys_envs: UWSGI_NAME=value is the option `name`, parsed
+    // before the command line (so the ini's scalar wins); its own plumbing
+    // variables are not options.
+    let work = std::env::temp_dir().join(format!("amy-differential-env-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&work);
+    std::fs::create_dir_all(&work).unwrap();
+    let ini = work.join("site.ini");
+    std::fs::write(
+        &ini,
+        "[uwsgi]\nmodule = app:application\nsocket = 127.0.0.1:0\nprocesses = 2\n",
+    )
+    .unwrap();
+    let env = [
+        ("UWSGI_PROCESSES", "5"),
+        ("UWSGI_MAX_REQUESTS", "100"),
+        ("UWSGI_RELOADS", "3"),
+        ("UWSGI_HARAKIRI", "30"),
+    ];
+    let theirs = block(&run_uwsgi(
+        &uwsgi_binary(),
+        &ini,
+        &work,
+        unshare_works(),
+        &env,
+    ))
+    .expect("uWSGI printed its block");
+    let ours = run_ours(&ini, &work, &[], &env);
+    assert_eq!(ours.code, Some(0), "{}", ours.stderr);
+    let mine = block(&ours.stdout).expect("our block");
+    let _ = std::fs::remove_dir_all(&work);
+    assert_eq!(theirs, mine, "{}", diff(&theirs, &mine));
+    // In the environment's order (Command passes it sorted), before show-config.
+    let keys: Vec<&str> = mine.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(
+        &keys[..4],
+        ["harakiri", "max-requests", "processes", "show-config"]
     );
 }
 

@@ -352,3 +352,33 @@ fn max_worker_lifetime_under_wrk_through_nginx_gets_only_2xx() {
         inst.tail()
     );
 }
+
+#[test]
+fn uwsgi_environment_variables_set_options_as_uwsgi_reads_them() {
+    // UWSGI_MAX_REQUESTS=2 in the master's environment is `max-requests = 2`
+    // (uWSGI's parse_sys_envs): the worker recycles after its second request.
+    let site = Site::new("env-options", "heavy", 1, "env = HEAVY_IMPORT_S=0\n");
+    let inst = site.spawn_with_env(&[], &[("UWSGI_MAX_REQUESTS", "2")]);
+    inst.wait_ready();
+    let first = pid_of(&uwsgi_get(&site.sock(), "/").unwrap());
+    assert_eq!(pid_of(&uwsgi_get(&site.sock(), "/").unwrap()), first);
+    let next = wait_for("a recycled worker", Duration::from_secs(20), || {
+        let pid = pid_of(&uwsgi_get(&site.sock(), "/").ok()?);
+        (pid != first).then_some(pid)
+    });
+    assert!(site.log_text().contains("worker recycled"), "{next}");
+
+    // A key that would be lost fails closed, named by the variable.
+    let out = std::process::Command::new(BIN)
+        .arg("check")
+        .arg(site.ini())
+        .env("UWSGI_SPOOLER", "/tmp/never-used")
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{said}");
+    assert!(
+        said.contains("environment variable UWSGI_SPOOLER: \"spooler\" is not supported"),
+        "{said}"
+    );
+}

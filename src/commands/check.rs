@@ -42,8 +42,9 @@ pub fn run(args: &CheckArgs) -> Result<Done, CommandError> {
     }
     if args.show_config {
         if let Some(mut resolved) = resolved {
-            // uWSGI lists the ini as given on its command line.
-            if let Some(first) = resolved.first_mut() {
+            // uWSGI lists the ini as given on its command line (the first `ini`:
+            // options from UWSGI_* environment variables come before it).
+            if let Some(first) = resolved.iter_mut().find(|(key, _)| key == "ini") {
                 first.1 = ini.to_string_lossy().into_owned();
             }
             print!("{}", config::show::render(&resolved, args.show_secrets));

@@ -129,6 +129,7 @@ pub fn start(ini: Option<&Path>, args: &StartArgs, verbosity: i8) -> ExitCode {
         environment.retain(|(name, _)| name != k);
         environment.push((k.into(), v.into()));
     }
+    let environment = crate::emperor::config::vassal_environment(environment);
     let setup = Setup {
         config,
         exe,

@@ -268,7 +268,7 @@ pub fn build(
     let cwd = options.cwd.as_path();
     let mut warnings = Vec::new();
     // uWSGI changes directory before it binds and loads: find the final chdir first.
-    let chdir_opt = ex.opts.iter().skip(1).rfind(|o| o.key == "chdir");
+    let chdir_opt = ex.settings().filter(|o| o.key == "chdir").last();
     if let Some(o) = chdir_opt {
         if o.value.is_empty() || o.value.contains('\0') {
             return Err(o
@@ -349,8 +349,7 @@ pub fn build(
     // protocol, core/socket.c: `uwsgi-socket` and `http-socket` name theirs).
     let mut default_protocol: Option<Protocol> = None;
     let mut plain_sockets: Vec<usize> = Vec::new();
-    // The first entry is uWSGI's own `--ini X` from the command line.
-    for opt in ex.opts.iter().skip(1) {
+    for opt in ex.settings() {
         if opt.key.is_empty() || keys::is_logic_end(&opt.key) {
             continue;
         }

@@ -229,6 +229,8 @@ fn load_with_extras(
     given: &str,
     extras: &VassalExtras,
 ) -> Result<(), ConfigError> {
+    // uWSGI's order: the environment's UWSGI_* options, then the command line.
+    expander.add_environment_options()?;
     for kv in &extras.set {
         expander.add_command_line("set", kv)?;
     }

@@ -9,14 +9,27 @@ pub const BEGIN: &str = ";uWSGI instance configuration";
 pub const END: &str = ";end of configuration";
 
 pub fn render(resolved: &[(String, String)], show_secrets: bool) -> String {
-    let mut out = format!("\n{BEGIN}\n[uwsgi]\nshow-config = true\n");
-    for (key, value) in resolved {
+    let mut out = format!("\n{BEGIN}\n[uwsgi]\n");
+    // `show-config` is a command-line option: after the options taken from
+    // `UWSGI_*` environment variables (which uWSGI parses first), just before
+    // the `ini` the command line names.
+    let command_line = resolved
+        .iter()
+        .position(|(key, _)| key == "ini")
+        .unwrap_or(0);
+    for (i, (key, value)) in resolved.iter().enumerate() {
+        if i == command_line {
+            out.push_str("show-config = true\n");
+        }
         let shown = if key == "env" && !show_secrets {
             redact(value)
         } else {
             value.clone()
         };
         out.push_str(&format!("{key} = {shown}\n"));
+    }
+    if resolved.is_empty() {
+        out.push_str("show-config = true\n");
     }
     out.push_str(END);
     out.push_str("\n\n");

@@ -601,6 +601,32 @@ pub fn glob_match(pattern: &[u8], name: &[u8]) -> bool {
     }
 }
 
+/// The environment a vassal starts with: as uWSGI's emperor does
+/// (core/emperor.c), each `UWSGI_VASSAL_NAME=value` becomes `UWSGI_NAME=value`
+/// (replacing one already there), so the vassal takes it as the option `name`
+/// while the emperor does not.
+pub fn vassal_environment(
+    environment: Vec<(std::ffi::OsString, std::ffi::OsString)>,
+) -> Vec<(std::ffi::OsString, std::ffi::OsString)> {
+    use std::os::unix::ffi::{OsStrExt, OsStringExt};
+    let mut out: Vec<(std::ffi::OsString, std::ffi::OsString)> = Vec::new();
+    let mut renamed = Vec::new();
+    for (k, v) in environment {
+        match k.as_bytes().strip_prefix(b"UWSGI_VASSAL_") {
+            Some(rest) if !rest.is_empty() => {
+                let name = std::ffi::OsString::from_vec([b"UWSGI_", rest].concat());
+                renamed.push((name, v));
+            }
+            _ => out.push((k, v)),
+        }
+    }
+    for (k, v) in renamed {
+        out.retain(|(name, _)| *name != k);
+        out.push((k, v));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -732,5 +758,28 @@ mod tests {
             matches!(class_of("socket", "/x.sock"), Some(Class::Unsupported(l)) if l.contains("vassal"))
         );
         assert_eq!(class_of("not-an-option", "1"), None);
+    }
+
+    #[test]
+    fn uwsgi_vassal_variables_reach_vassals_as_uwsgi_variables() {
+        let env = |pairs: &[(&str, &str)]| -> Vec<(std::ffi::OsString, std::ffi::OsString)> {
+            pairs.iter().map(|(k, v)| (k.into(), v.into())).collect()
+        };
+        let got = vassal_environment(env(&[
+            ("PATH", "/bin"),
+            ("UWSGI_PROCESSES", "2"),
+            ("UWSGI_VASSAL_PROCESSES", "8"),
+            ("UWSGI_VASSAL_HARAKIRI", "30"),
+            ("UWSGI_VASSAL_", "x"),
+        ]));
+        assert_eq!(
+            got,
+            env(&[
+                ("PATH", "/bin"),
+                ("UWSGI_VASSAL_", "x"),
+                ("UWSGI_PROCESSES", "8"),
+                ("UWSGI_HARAKIRI", "30"),
+            ])
+        );
     }
 }

@@ -202,10 +202,17 @@ impl Site {
 
     /// `amy-emperor start ARGS… INI` without waiting.
     pub fn spawn_with(&self, args: &[&str]) -> Instance<'_> {
+        self.spawn_with_env(args, &[])
+    }
+
+    /// `amy-emperor start ARGS… INI` with `env` added to the master's
+    /// environment, without waiting.
+    pub fn spawn_with_env(&self, args: &[&str], env: &[(&str, &str)]) -> Instance<'_> {
         let child = Command::new(BIN)
             .arg("start")
             .args(args)
             .arg(self.ini())
+            .envs(env.iter().copied())
             .current_dir(&self.dir)
             .stdin(Stdio::null())
             .stdout(Stdio::from(

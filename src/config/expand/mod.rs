@@ -94,6 +94,9 @@ struct Logic {
 
 pub struct Expander<'a> {
     pub opts: Vec<Opt>,
+    /// Index in `opts` of uWSGI's own `--ini X` from the command line (not a
+    /// setting: UWSGI_* environment options and `--set`s may come before it).
+    pub main_ini: Option<usize>,
     pub warnings: Vec<Warning>,
     /// The inis read, in order (for the reload watcher).
     pub inis_read: Vec<PathBuf>,
@@ -129,6 +132,7 @@ impl<'a> Expander<'a> {
     ) -> Expander<'a> {
         Expander {
             opts: Vec::new(),
+            main_ini: None,
             warnings: Vec::new(),
             inis_read: Vec::new(),
             env_files_read: Vec::new(),
@@ -211,7 +215,17 @@ impl<'a> Expander<'a> {
             line: None,
             env_line: None,
         };
+        self.main_ini = Some(self.opts.len());
         self.add_option("ini".into(), given.into(), origin, AddAs::Option)
+    }
+
+    /// The options the config is built from: all but the command line's `ini`.
+    pub fn settings(&self) -> impl Iterator<Item = &Opt> {
+        self.opts
+            .iter()
+            .enumerate()
+            .filter(move |(i, _)| Some(*i) != self.main_ini)
+            .map(|(_, o)| o)
     }
 
     /// An option from uWSGI's command line (`--set K=V`, `--include FILE`), in
@@ -223,6 +237,50 @@ impl<'a> Expander<'a> {
             env_line: None,
         };
         self.add_option(key.into(), value.into(), origin, AddAs::Option)
+    }
+
+    /// uWSGI's `parse_sys_envs`: every `UWSGI_NAME=value` of the master's
+    /// environment is the option `name` (lower case, `_` → `-`), added before
+    /// the command line and the ini, so an ini's scalar wins over it. Names uWSGI
+    /// uses for its own plumbing are skipped, as it skips them, and so is
+    /// `UWSGI_VASSAL_*`: an emperor hands those to its vassals as `UWSGI_*`.
+    pub fn add_environment_options(&mut self) -> Result<(), ConfigError> {
+        const PLUMBING: [&str; 8] = [
+            "RELOADS",
+            "VASSALS_DIR",
+            "EMPEROR_FD",
+            "BROODLORD_NUM",
+            "EMPEROR_FD_CONFIG",
+            "EMPEROR_PROXY",
+            "JAIL_PID",
+            "ORIGINAL_PROC_NAME",
+        ];
+        let found: Vec<(String, String, String)> = self
+            .environment
+            .iter()
+            .filter_map(|(k, v)| {
+                let name = k.to_str()?.strip_prefix("UWSGI_")?;
+                if name.is_empty() || PLUMBING.contains(&name) || name.starts_with("VASSAL_") {
+                    return None;
+                }
+                let key = name.to_ascii_lowercase().replace('_', "-");
+                Some((
+                    k.to_str()?.to_string(),
+                    key,
+                    v.to_string_lossy().into_owned(),
+                ))
+            })
+            .collect();
+        for (var, key, value) in found {
+            // Named by the variable, never by its value (it may be a secret).
+            let origin = Origin {
+                path: PathBuf::from(format!("environment variable {var}")),
+                line: None,
+                env_line: None,
+            };
+            self.add_option(key, value, origin, AddAs::Option)?;
+        }
+        Ok(())
     }
 
     /// `add_exported_option_do`.
@@ -415,9 +473,7 @@ pub(crate) mod testing {
         ex.expand()?;
         Ok(Run {
             opts: ex
-                .opts
-                .iter()
-                .skip(1)
+                .settings()
                 .map(|o| (o.key.clone(), o.value.clone()))
                 .collect(),
             warnings: ex.warnings.clone(),
