@@ -192,18 +192,9 @@ fn a_killed_worker_is_replaced_by_a_fork_without_an_import() {
     let before = inst.worker_pids();
     let victim = before[0];
     assert!(kill(victim, libc::SIGKILL));
-    let replacement = wait_for("a ready replacement", Duration::from_secs(20), || {
-        let s = site.status_json();
-        s["workers"].as_array()?.iter().find_map(|w| {
-            let pid = w["pid"].as_i64()? as i32;
-            (!before.contains(&pid) && w["state"] == "idle").then_some(pid)
-        })
-    });
+    let replacement = ready_replacement(&site, &before, Duration::from_secs(20));
     // Serving: it answers (the other worker may take some requests too).
-    wait_for("the replacement to answer", Duration::from_secs(10), || {
-        let r = uwsgi_get(&site.sock(), "/").ok()?;
-        (r.header("X-Worker-Pid")? == replacement.to_string()).then_some(())
-    });
+    wait_answered_by(&site, replacement);
     let log = site.log_text();
     let died = logged_at(&log, "worker died", victim).expect("death logged");
     let ready = logged_at(&log, "worker ready", replacement).expect("ready logged");

@@ -81,22 +81,19 @@ fn ini_extra(release: &str, mode: &str, more: &str) -> String {
     )
 }
 
-/// Paced load through nginx across a checked reload of a release whose first
-/// request takes 1.5 s: nothing fails and no public request waits for a cold
-/// worker. Returns the slowest answer.
-fn warm_reload(name: &str, more: &str) -> Duration {
-    let site = site_with(name, &ini_extra("1", "ok", more));
-    let inst = site.start();
+/// Paced load through nginx while `site` (release 1 serving) reloads to the
+/// ini `release2` gives, until release 2 has answered 20 times: every answer.
+fn answers_across_a_reload(site: &Site, release2: &str) -> (Vec<Seen>, Nginx) {
     let nginx = Nginx::start(&site.sock());
     let stop = Arc::new(AtomicBool::new(false));
     let (seen, handles) = paced(nginx.port, 2, Duration::from_millis(25), stop.clone());
     wait_for("load to flow", Duration::from_secs(10), || {
         (seen.lock().unwrap().len() > 20).then_some(())
     });
-    site.write_ini("heavy", 2, &ini_extra("2", "ok", more));
-    let (code, said) = reload(&site);
+    site.write_ini("heavy", 2, release2);
+    let (code, said) = reload(site);
     assert_eq!(code, Some(0), "{said}");
-    wait_for("release 2 to answer", Duration::from_secs(10), || {
+    wait_for("release 2 to answer", Duration::from_secs(20), || {
         let seen = seen.lock().unwrap();
         (seen.iter().filter(|s| s.release == "2").count() > 20).then_some(())
     });
@@ -105,6 +102,16 @@ fn warm_reload(name: &str, more: &str) -> Duration {
         h.join().unwrap();
     }
     let seen = seen.lock().unwrap().clone();
+    (seen, nginx)
+}
+
+/// Paced load through nginx across a checked reload of a release whose first
+/// request takes 1.5 s: nothing fails and no public request waits for a cold
+/// worker. Returns the slowest answer.
+fn warm_reload(name: &str, more: &str) -> Duration {
+    let site = site_with(name, &ini_extra("1", "ok", more));
+    let inst = site.start();
+    let (seen, nginx) = answers_across_a_reload(&site, &ini_extra("2", "ok", more));
     let failed: Vec<&Seen> = seen.iter().filter(|s| s.status != 200).collect();
     assert!(failed.is_empty(), "{failed:?}\n{}", nginx.error_log());
     let slowest = seen.iter().map(|s| s.took).max().unwrap();
@@ -151,21 +158,7 @@ fn without_reload_check_a_new_workers_cold_first_request_is_a_visitors() {
     };
     let site = site_with("chk-none", &extra("1"));
     let inst = site.start();
-    let nginx = Nginx::start(&site.sock());
-    let stop = Arc::new(AtomicBool::new(false));
-    let (seen, handles) = paced(nginx.port, 2, Duration::from_millis(25), stop.clone());
-    site.write_ini("heavy", 2, &extra("2"));
-    let (code, said) = reload(&site);
-    assert_eq!(code, Some(0), "{said}");
-    wait_for("release 2 to answer", Duration::from_secs(20), || {
-        let seen = seen.lock().unwrap();
-        (seen.iter().filter(|s| s.release == "2").count() > 20).then_some(())
-    });
-    stop.store(true, Ordering::SeqCst);
-    for h in handles {
-        h.join().unwrap();
-    }
-    let seen = seen.lock().unwrap().clone();
+    let (seen, _nginx) = answers_across_a_reload(&site, &extra("2"));
     assert!(seen.iter().all(|s| s.status == 200));
     let cold = seen
         .iter()
@@ -284,17 +277,8 @@ fn a_replacement_that_fails_its_check_is_a_crash_for_the_back_off() {
     }
     // The check passes again: the slot is refilled by a worker that passed.
     std::fs::remove_file(&flag).unwrap();
-    let replacement = wait_for("a ready replacement", Duration::from_secs(40), || {
-        let s = site.status_json();
-        s["workers"].as_array()?.iter().find_map(|w| {
-            let pid = w["pid"].as_i64()? as i32;
-            (!before.contains(&pid) && w["state"] == "idle").then_some(pid)
-        })
-    });
-    wait_for("the replacement to answer", Duration::from_secs(10), || {
-        let r = uwsgi_get(&site.sock(), "/").ok()?;
-        (r.header("X-Worker-Pid")? == replacement.to_string()).then_some(())
-    });
+    let replacement = ready_replacement(&site, &before, Duration::from_secs(40));
+    wait_answered_by(&site, replacement);
 }
 
 #[test]
@@ -319,19 +303,10 @@ fn a_replacement_worker_is_checked_before_it_takes_traffic() {
     let inst = site.start();
     let before = inst.worker_pids();
     assert!(kill(before[0], libc::SIGKILL));
-    let replacement = wait_for("a ready replacement", Duration::from_secs(20), || {
-        let s = site.status_json();
-        s["workers"].as_array()?.iter().find_map(|w| {
-            let pid = w["pid"].as_i64()? as i32;
-            (!before.contains(&pid) && w["state"] == "idle").then_some(pid)
-        })
-    });
+    let replacement = ready_replacement(&site, &before, Duration::from_secs(20));
     // Its cold first request (1.5 s) was the check: a public one is quick.
     let started = Instant::now();
-    wait_for("the replacement to answer", Duration::from_secs(10), || {
-        let r = uwsgi_get(&site.sock(), "/").ok()?;
-        (r.header("X-Worker-Pid")? == replacement.to_string()).then_some(())
-    });
+    wait_answered_by(&site, replacement);
     assert!(started.elapsed() < Duration::from_millis(1000));
     let requests = site.status_json()["workers"]
         .as_array()

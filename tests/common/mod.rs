@@ -467,6 +467,27 @@ pub fn raw_unix(sock: &Path, bytes: &[u8]) -> std::io::Result<Vec<u8>> {
 }
 
 /// One request over the uwsgi protocol, the way nginx sends it.
+/// Waits (up to `timeout`) for an idle worker whose pid is not in `before`:
+/// the replacement of a killed one, once it is ready.
+pub fn ready_replacement(site: &Site, before: &[i32], timeout: Duration) -> i32 {
+    wait_for("a ready replacement", timeout, || {
+        let s = site.status_json();
+        s["workers"].as_array()?.iter().find_map(|w| {
+            let pid = w["pid"].as_i64()? as i32;
+            (!before.contains(&pid) && w["state"] == "idle").then_some(pid)
+        })
+    })
+}
+
+/// Sends requests to the site's socket until worker `pid` answers one (its
+/// `X-Worker-Pid`); another worker may take some meanwhile.
+pub fn wait_answered_by(site: &Site, pid: i32) {
+    wait_for("the replacement to answer", Duration::from_secs(10), || {
+        let r = uwsgi_get(&site.sock(), "/").ok()?;
+        (r.header("X-Worker-Pid")? == pid.to_string()).then_some(())
+    });
+}
+
 pub fn uwsgi_get(sock: &Path, uri: &str) -> std::io::Result<Response> {
     let raw = raw_unix(sock, &uwsgi_packet("GET", uri, &[], b""))?;
     parse_response(&raw).ok_or_else(|| {
