@@ -577,3 +577,40 @@ fn an_allowance_given_to_start_holds_for_its_reloads() {
     );
     assert_eq!(http_get(site.http_port, "/").unwrap().status, 200);
 }
+
+#[test]
+fn a_log_in_a_directory_that_does_not_exist_is_refused_unless_an_asap_hook_may_create_it() {
+    // start exits 1 when it cannot open a log: check and start refuse it first,
+    // at its line, for each key that names a log file the master opens.
+    let case = Case::new("check-logdir");
+    let missing = case.dir.join("no-such-dir");
+    for key in [
+        "logto = ",
+        "logger = file:",
+        "req-logger = file:",
+        "daemonize = ",
+    ] {
+        let line = case.write(&format!("{key}{}/x.log\n", missing.display()));
+        refused(
+            &case,
+            Some(line),
+            &format!(
+                "{key}{}/x.log: no such directory {} (start could not open the log)",
+                missing.display(),
+                missing.display()
+            ),
+        );
+    }
+    // An asap hook runs before the logs are opened (a `mkdir -p`): a warning.
+    case.write(&format!(
+        "exec-asap = mkdir -p {m}\nlogto = {m}/x.log\n",
+        m = missing.display()
+    ));
+    let out = case.check(&[]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("unless an asap hook creates it"),
+        "{}",
+        stderr(&out)
+    );
+}

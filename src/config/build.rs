@@ -540,13 +540,21 @@ pub fn build(
                         "logto = {v}: uWSGI reads a value with ':' as a UDP address; amy-emperor treats it as a file"
                     )));
                 }
-                c.logto = Some(resolve(cwd, v))
+                c.logto = Some(resolve(cwd, v));
+                origins
+                    .log_files
+                    .push((resolve(cwd, v), format!("logto = {v}"), opt.origin.clone()));
             }
             "log-maxsize" => c.log_maxsize = number(opt, 0, u64::MAX)?,
             "log-reopen" => c.log_reopen = flag,
             "disable-logging" => c.disable_logging = flag,
             "wsgi-disable-file-wrapper" => c.wsgi_disable_file_wrapper = flag,
-            "daemonize" => c.daemonize = Some(resolve(cwd, v)),
+            "daemonize" => {
+                c.daemonize = Some(resolve(cwd, v));
+                origins
+                    .log_files
+                    .push((resolve(cwd, v), format!("daemonize = {v}"), opt.origin.clone()));
+            }
             "touch-reload" => c.touch_reload.push(resolve(&app_base, v)),
             "stats" | "stats-server" => {
                 let stats = if v.contains(':') && !v.starts_with('/') {
@@ -597,7 +605,21 @@ pub fn build(
             "strict" => {}
             k if around::is_around_key(k) => around::apply(&mut c.around, k, opt, &app_base)?,
             k if super::logging::is_logging_key(k) => {
-                super::logging::apply(&mut c.logging, k, opt, cwd, &mut warnings)?
+                super::logging::apply(&mut c.logging, k, opt, cwd, &mut warnings)?;
+                let added = match k {
+                    "logger" => c.logging.loggers.last(),
+                    "req-logger" | "logger-req" => c.logging.req_loggers.last(),
+                    _ => None,
+                };
+                if let Some(super::logging::LoggerSpec {
+                    kind: super::logging::LoggerKind::File { path, .. },
+                    ..
+                }) = added
+                {
+                    origins
+                        .log_files
+                        .push((path.clone(), format!("{} = {v}", opt.key), opt.origin.clone()));
+                }
             }
             k if lifetimes::is_lifetime_key(k) => lifetimes::apply(&mut c.lifetimes, k, opt)?,
             other => {

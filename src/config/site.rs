@@ -6,7 +6,7 @@
 use std::ffi::OsString;
 use std::net::IpAddr;
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use super::envfile::MAX_TOTAL_ENV;
 use super::expand::Origin;
@@ -23,6 +23,9 @@ pub struct Origins {
     pub chown: Option<Origin>,
     pub chmod: Option<Origin>,
     pub max_fd: Option<Origin>,
+    /// Files the master opens for logging at start (`logto`, `daemonize`, a
+    /// `logger`/`req-logger` `file:`), with its `key = value` and where it was written.
+    pub log_files: Vec<(PathBuf, String, Origin)>,
 }
 
 fn at(origin: &Option<Origin>, ini: &Path, kind: ErrorKind, message: String) -> ConfigError {
@@ -118,6 +121,7 @@ pub fn check(
     root: bool,
     warnings: &mut Vec<Warning>,
 ) -> Result<(), ConfigError> {
+    check_log_dirs(c, o, warnings)?;
     if let Some(dir) = &c.chdir {
         if !dir.is_dir() {
             return Err(at(
@@ -356,6 +360,38 @@ fn check_root_workers(
             line: None,
             message: "*** WARNING: you are running the app as root: no uid is set and the master runs as root, so every worker runs as root !!! (use uid and gid) ***".into(),
         });
+    }
+    Ok(())
+}
+
+/// `start` opens every log file before anything else and exits 1 if one cannot
+/// be opened; a log in a directory that does not exist is refused here, so
+/// `check` and a reload say so first. An `exec-asap`/`hook-asap` runs before
+/// the logs are opened and may create the directory (`mkdir -p`): then it is
+/// only a warning.
+fn check_log_dirs(c: &Config, o: &Origins, warnings: &mut Vec<Warning>) -> Result<(), ConfigError> {
+    let asap = c
+        .around
+        .hooks
+        .phase(super::around::HookPhase::Asap)
+        .next()
+        .is_some();
+    for (path, line, origin) in &o.log_files {
+        let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) else {
+            continue;
+        };
+        if dir.is_dir() {
+            continue;
+        }
+        let message = format!(
+            "{line}: no such directory {} (start could not open the log)",
+            dir.display()
+        );
+        if asap {
+            warnings.push(origin.warning(format!("{message}, unless an asap hook creates it")));
+        } else {
+            return Err(origin.error(ErrorKind::Missing, message));
+        }
     }
     Ok(())
 }
