@@ -485,3 +485,106 @@ fn log_truncate_empties_logto_at_start_and_not_at_reload() {
     });
     assert!(site.log_text().contains("GET /pid"), "{}", site.log_text());
 }
+
+/// An app that marks `<uri>.reading` in its folder when it runs, then for
+/// `/both` reads the body (the client resets inside it: a read error) and for
+/// `/wonly` waits for `wonly.gone` (the client has reset) without reading;
+/// then either answers a body the worker cannot send (a write error).
+const IOERR_APP: &str = r#"
+import os, time
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+def application(env, start_response):
+    name = env["PATH_INFO"].strip("/")
+    open(os.path.join(HERE, name + ".reading"), "w").close()
+    if name == "both":
+        try:
+            env["wsgi.input"].read()
+        except OSError:
+            pass
+    elif name == "wonly":
+        deadline = time.monotonic() + 20
+        while not os.path.exists(os.path.join(HERE, "wonly.gone")) and time.monotonic() < deadline:
+            time.sleep(0.01)
+    else:
+        start_response("404 Not Found", [("Content-Type", "text/plain")])
+        return [b"nf"]
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"x" * 65536]
+"#;
+
+/// Sends a request head (and `body_part` of a longer body), waits until the
+/// app runs, then resets the connection (SO_LINGER 0: an RST, not a FIN).
+fn reset_inside(site: &Site, uri: &str, content_length: usize, body_part: &[u8]) {
+    use std::io::Write;
+    use std::os::fd::AsRawFd;
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", site.http_port)).unwrap();
+    let mut head = format!("POST {uri} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n");
+    if content_length > 0 {
+        head.push_str(&format!("Content-Length: {content_length}\r\n"));
+    }
+    head.push_str("\r\n");
+    s.write_all(head.as_bytes()).unwrap();
+    s.write_all(body_part).unwrap();
+    let marker = site.dir.join(format!("{}.reading", uri.trim_matches('/')));
+    wait_for("the app to run", Duration::from_secs(30), || {
+        marker.exists().then_some(())
+    });
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: a valid fd and a linger struct of the size given.
+    let rc = unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&linger as *const libc::linger).cast(),
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(rc, 0);
+    drop(s);
+}
+
+#[test]
+fn log_ioerror_logs_requests_with_read_and_write_errors_under_disable_logging() {
+    let site = Site::new(
+        "lf-ioerror",
+        "ioerrapp",
+        1,
+        "disable-logging = true\nlog-ioerror = true\nlog-4xx = true\n",
+    );
+    std::fs::write(site.dir.join("ioerrapp.py"), IOERR_APP).unwrap();
+    let ini = std::fs::read_to_string(site.ini()).unwrap();
+    std::fs::write(
+        site.ini(),
+        format!("{ini}pythonpath = {}\n", site.dir.display()),
+    )
+    .unwrap();
+    let _inst = site.start();
+    // Only a write error (the whole request was read): uWSGI logs neither
+    // kind alone, so no line.
+    reset_inside(&site, "/wonly", 0, b"");
+    std::fs::write(site.dir.join("wonly.gone"), "").unwrap();
+    wait_lines("the write error of /wonly", &site.log(), 1, |l| {
+        l.contains("client gone while sending POST /wonly")
+    });
+    // A body cut by the reset, then a response that cannot be sent.
+    reset_inside(&site, "/both", 100_000, b"abc");
+    wait_lines("the write error of /both", &site.log(), 1, |l| {
+        l.contains("client gone while sending POST /both")
+    });
+    // One worker writes its lines in order: once /nf-last is there, a
+    // wrongly logged /wonly would be too.
+    assert_eq!(request(site.http_port, "GET", "/nf-last", &[], b""), 404);
+    let lines = wait_lines("two request lines", &site.log(), 2, |l| {
+        l.starts_with("[pid: ")
+    });
+    let uris: Vec<&str> = lines
+        .iter()
+        .map(|l| l.split(" => ").next().unwrap().rsplit(' ').next().unwrap())
+        .collect();
+    assert_eq!(uris, ["/both", "/nf-last"], "{lines:#?}");
+}

@@ -1,6 +1,7 @@
 """The request log line: uWSGI's default line, or `log-format` compiled once
 per worker, and which requests are logged (`disable-logging` with `log-slow`,
-`log-4xx`, `log-5xx`, `log-big`, `log-zero`, as uWSGI's log_request).
+`log-4xx`, `log-5xx`, `log-big`, `log-zero`, `log-sendfile`, `log-ioerror`,
+as uWSGI's log_request).
 
 A line is one `os.write` to the log pipe (fd 2): a write of up to PIPE_BUF
 (4096) bytes into a pipe is atomic, so lines of different workers never
@@ -224,9 +225,10 @@ class RequestLog(object):
         self.big = int(lg.get("big") or 0)
         self.zero = bool(lg.get("zero"))
         self.sendfile = bool(lg.get("sendfile"))
+        self.ioerror = bool(lg.get("ioerror"))
         # Anything that logs a request despite disable-logging (log-slow aside).
         self.conditional = (not self.enabled) and (
-            self.log_4xx or self.log_5xx or self.big > 0 or self.zero or self.sendfile
+            self.log_4xx or self.log_5xx or self.big > 0 or self.zero or self.sendfile or self.ioerror
         )
         self.unit = "micros" if lg.get("micros") else "msecs"
         self.scale = 1000000 if lg.get("micros") else 1000
@@ -236,11 +238,15 @@ class RequestLog(object):
         self.render = compile_format(worker, lg, fmt, self.xff) if fmt else None
         self.write = self._formatted if self.render is not None else _default_writer(self)
 
-    def wanted(self, code, body_bytes, via=" "):
+    def wanted(self, code, body_bytes, via=" ", read_errors=0, write_errors=0):
         """log_request's conditions, for a request disable-logging would skip."""
         if self.zero and body_bytes == 0:
             return True
         if self.sendfile and "sendfile" in via:
+            return True
+        # As core/logging.c: both kinds of error, not either (a client that
+        # hangs up after sending its whole request is not logged).
+        if self.ioerror and read_errors > 0 and write_errors > 0:
             return True
         if self.log_4xx and code[:1] == "4":
             return True

@@ -41,7 +41,7 @@ class Input(object):
     """wsgi.input: the body bytes already read, then the socket, never past
     CONTENT_LENGTH. A peer EOF before CONTENT_LENGTH raises OSError (P8)."""
 
-    __slots__ = ("fd", "buf", "pos", "left")
+    __slots__ = ("fd", "buf", "pos", "left", "errors")
 
     def __init__(self, fd, buf, left):
         self.fd = fd
@@ -49,6 +49,9 @@ class Input(object):
         self.pos = 0
         # body bytes not yet handed to the app
         self.left = left
+        # uWSGI's read_errors (core/reader.c): a peer EOF or a socket error
+        # inside the body, not a timeout; read by `log-ioerror`.
+        self.errors = 0
 
     def _recv(self, n):
         if not _wait(self.fd, select.POLLIN, BODY_TIMEOUT):
@@ -57,7 +60,11 @@ class Input(object):
             chunk = os.read(self.fd, n)
         except BlockingIOError:
             raise OSError(errno.ETIMEDOUT, "timed out reading the request body")
+        except OSError:
+            self.errors += 1
+            raise
         if not chunk:
+            self.errors += 1
             raise OSError(errno.ECONNRESET, "client closed before the end of the request body")
         return chunk
 
@@ -338,6 +345,8 @@ def run_app(worker, req, env, wsgi_input, pairs, block_size):
         cmv[SB_IN_FLIGHT] += 1
         counters.release()
     via = " "
+    # uWSGI's write_errors, for `log-ioerror`: the response could not be sent.
+    write_errors = 0
     result = None
     lock = worker.app_lock
     if lock is not None:
@@ -360,6 +369,7 @@ def run_app(worker, req, env, wsgi_input, pairs, block_size):
             if hasattr(result, "close"):
                 result.close()
     except ClientGone as e:
+        write_errors += 1
         log("client gone while sending %s %s: %s" % (method, env.get("REQUEST_URI", ""), e))
     except Abort:
         # a `break` route without a status: uWSGI closes without a response
@@ -386,7 +396,7 @@ def run_app(worker, req, env, wsgi_input, pairs, block_size):
             try:
                 _write_all(fd, _ERRORS[500])
             except ClientGone:
-                pass
+                write_errors += 1
     finally:
         if lock is not None:
             lock.release()
@@ -435,7 +445,7 @@ def run_app(worker, req, env, wsgi_input, pairs, block_size):
         pass  # the route action `donotlog`
     elif worker.logging or slow or rl.conditional:
         code = status[:3] if type(status) is str and status[:3].isdigit() else "0"
-        if worker.logging or slow or rl.wanted(code, req.body_bytes, via):
+        if worker.logging or slow or rl.wanted(code, req.body_bytes, via, wsgi_input.errors, write_errors):
             rl.write(worker, env, req, count, pairs, block_size, end, end - start, via, code, lvars)
     unread = wsgi_input.unread()
     return unread if unread > 0 else CLOSE

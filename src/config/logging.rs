@@ -73,6 +73,10 @@ pub struct RequestLog {
     /// `log-sendfile`: a response sent with sendfile() (a file wrapper or a
     /// static file) is logged.
     pub sendfile: bool,
+    /// `log-ioerror`: a request that had both a body read error and a
+    /// response write error is logged (core/logging.c: read_errors > 0 &&
+    /// write_errors > 0, not either one).
+    pub ioerror: bool,
     /// `log-micros`: the default line reports microseconds.
     pub micros: bool,
     /// `log-x-forwarded-for`: the address logged is the X-Forwarded-For header.
@@ -125,6 +129,7 @@ pub fn is_logging_key(key: &str) -> bool {
             | "log-big"
             | "log-zero"
             | "log-sendfile"
+            | "log-ioerror"
             | "log-micros"
             | "log-x-forwarded-for"
             | "log-master"
@@ -247,6 +252,7 @@ pub fn apply(
         "log-5xx" => r.log_5xx = flag,
         "log-zero" => r.zero = flag,
         "log-sendfile" => r.sendfile = flag,
+        "log-ioerror" => r.ioerror = flag,
         "log-micros" => r.micros = flag,
         "log-x-forwarded-for" => r.x_forwarded_for = flag,
         "log-big" => {
@@ -513,9 +519,11 @@ mod tests {
             ("log-5xx", "true"),
             ("log-big", "1000"),
             ("log-x-forwarded-for", ""),
+            ("log-ioerror", "true"),
         ])
         .unwrap();
         let r = &l.request;
+        assert!(r.ioerror);
         assert_eq!(r.format.as_deref(), Some("%(method) %(uri)"));
         assert!(r.log_4xx && r.log_5xx && r.x_forwarded_for && !r.mark);
         assert_eq!(r.big, 1000);
