@@ -219,6 +219,20 @@ impl LogSink {
         first.map_or(Ok(()), Err)
     }
 
+    /// `logto2`, after the privilege drop: the file (created now, so owned by
+    /// the user dropped to) takes the place of `logto`/stderr for every later
+    /// line, with `log-maxsize`, `log-backupname` and `log-truncate` applying
+    /// to it. uWSGI keeps rotating the `logto` path; here rotation and SIGUSR2
+    /// follow the file actually written.
+    pub fn replace_stdio(&self, path: &Path, maxsize: u64, logging: &Logging) -> io::Result<()> {
+        let mut out = Output::file(path, maxsize, logging.backupname.clone())?;
+        if logging.truncate {
+            out.truncate()?;
+        }
+        self.lock().outputs[0] = out;
+        Ok(())
+    }
+
     /// The `logto` file, `None` for stderr.
     pub fn path(&self) -> Option<PathBuf> {
         match &self.lock().outputs[0].target {

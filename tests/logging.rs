@@ -588,3 +588,55 @@ fn log_ioerror_logs_requests_with_read_and_write_errors_under_disable_logging() 
         .collect();
     assert_eq!(uris, ["/both", "/nf-last"], "{lines:#?}");
 }
+
+/// `logto2` (core/uwsgi.c: logto() again after setuid): the file is created
+/// by the user dropped to and takes every line from then on; `logto` keeps
+/// only what came before the drop.
+#[test]
+fn logto2_is_opened_after_the_privilege_drop_as_the_target_user() {
+    use std::os::unix::fs::MetadataExt;
+    let root = std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"));
+    assert!(root, "this test needs root (CI runs as root)");
+    let site = Site::new("lf-logto2", "logapp", 1, "");
+    // nobody creates logto2 here; its sockets and pidfile are made as root.
+    std::os::unix::fs::chown(&site.dir, Some(65534), Some(65534)).unwrap();
+    // The test venv lives under /root, which nobody cannot enter: a venv
+    // nobody can read, as a deployment has.
+    let venv = site.dir.join("venv");
+    let made = std::process::Command::new("/usr/bin/python3")
+        .args(["-m", "venv", "--without-pip"])
+        .arg(&venv)
+        .status()
+        .unwrap();
+    assert!(made.success(), "this test needs Debian's python3");
+    let ini = site.ini_text(
+        "logapp",
+        1,
+        "uid = nobody\ngid = nogroup\nlogto2 = %damy2.log\n",
+    );
+    std::fs::write(
+        site.ini(),
+        ini.replace(
+            &format!("home = {}", common::venv().display()),
+            &format!("home = {}", venv.display()),
+        ),
+    )
+    .unwrap();
+    let _inst = site.start();
+    assert_eq!(request(site.http_port, "GET", "/ok", &[], b""), 200);
+    let log2 = site.dir.join("amy2.log");
+    wait_lines("the request line in logto2", &log2, 1, |l| {
+        l.contains("GET /ok")
+    });
+    let meta = std::fs::metadata(&log2).unwrap();
+    assert_eq!((meta.uid(), meta.gid()), (65534, 65534));
+    let first = site.log_text();
+    assert!(!first.contains("GET /ok"), "{first}");
+    assert!(
+        first.contains("socket bound"),
+        "lines before the drop: {first}"
+    );
+}

@@ -185,6 +185,13 @@ fn prepare(
             privileges::drop_to(config.uid.as_deref(), config.gid.as_deref())
                 .map_err(|e| e.to_string())
         });
+    // `logto2`: opened as the user just dropped to, as uWSGI does after setuid.
+    let dropped = dropped.and_then(|()| match &config.logto2 {
+        Some(path) => sink
+            .replace_stdio(path, config.log_maxsize, &config.logging)
+            .map_err(|e| format!("logto2 = {}: cannot open the log: {e}", path.display())),
+        None => Ok(()),
+    });
     if let Err(e) = dropped {
         if let Some(p) = pidfile {
             p.remove_if_ours();

@@ -311,6 +311,7 @@ pub fn build(
         worker_reload_mercy: Duration::from_secs(60),
         buffer_size: None,
         logto: None,
+        logto2: None,
         log_maxsize: 0,
         log_reopen: false,
         disable_logging: false,
@@ -544,6 +545,17 @@ pub fn build(
                 origins
                     .log_files
                     .push((resolve(cwd, v), format!("logto = {v}"), opt.origin.clone()));
+            }
+            "logto2" => {
+                if v.contains(':') {
+                    warnings.push(opt.origin.warning(format!(
+                        "logto2 = {v}: uWSGI reads a value with ':' as a UDP address; amy-emperor treats it as a file"
+                    )));
+                }
+                c.logto2 = Some(resolve(cwd, v));
+                origins
+                    .log_files
+                    .push((resolve(cwd, v), format!("logto2 = {v}"), opt.origin.clone()));
             }
             "log-maxsize" => c.log_maxsize = number(opt, 0, u64::MAX)?,
             "log-reopen" => c.log_reopen = flag,

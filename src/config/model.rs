@@ -153,6 +153,9 @@ pub struct Config {
     /// `buffer-size` when set (clamped to 65535 as uWSGI does); `None` accepts 65535.
     pub buffer_size: Option<u32>,
     pub logto: Option<PathBuf>,
+    /// `logto2`: opened after the privilege drop (so created as `uid`), it
+    /// then replaces `logto` (or stderr) as uWSGI's logto() does with fd 1/2.
+    pub logto2: Option<PathBuf>,
     /// Bytes, 0 = off.
     pub log_maxsize: u64,
     pub log_reopen: bool,
