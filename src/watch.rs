@@ -1,5 +1,6 @@
 //! Watching the config files (the ini, its includes, the env file, `touch-reload`
-//! files) for the reload trigger: inotify through the notify crate, a polling
+//! files, `fs-reload` paths and the entries of `fs-reload` directories) for the
+//! reload trigger: inotify through the notify crate, a polling
 //! fallback where inotify is unavailable (`AMY_EMPEROR_WATCH=poll` forces it).
 //!
 //! We watch each file's *parent directory*, never the file itself: editors and
@@ -122,7 +123,8 @@ impl Watcher {
     }
 
     /// Watches the entries of exactly `dirs` from now on (the emperor's
-    /// vassal directories, as a glob's directory wildcards match them).
+    /// vassal directories, as a glob's directory wildcards match them; a
+    /// master's `fs-reload` directories).
     pub fn set_entry_dirs(&mut self, dirs: &[PathBuf]) {
         self.entry_dirs = dirs.to_vec();
         self.refresh();

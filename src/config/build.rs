@@ -282,6 +282,7 @@ pub fn build(
     let mut c = Config {
         ini_path: std::path::absolute(cwd.join(ini)).unwrap_or_else(|_| cwd.join(ini)),
         watch_paths: Vec::new(),
+        watch_dirs: Vec::new(),
         sockets: Vec::new(),
         http: None,
         chmod_socket: None,
@@ -319,6 +320,7 @@ pub fn build(
         logging: Default::default(),
         daemonize: None,
         touch_reload: Vec::new(),
+        fs_reload: Vec::new(),
         stats: None,
         prometheus: None,
         prometheus_public: false,
@@ -568,6 +570,7 @@ pub fn build(
                     .push((resolve(cwd, v), format!("daemonize = {v}"), opt.origin.clone()));
             }
             "touch-reload" => c.touch_reload.push(resolve(&app_base, v)),
+            "fs-reload" => c.fs_reload.push(resolve(&app_base, v)),
             "stats" | "stats-server" => {
                 let stats = if v.contains(':') && !v.starts_with('/') {
                     v.to_string()
@@ -711,6 +714,11 @@ pub fn build(
     c.watch_paths.extend(ex.inis_read.iter().cloned());
     c.watch_paths.extend(env_files);
     c.watch_paths.extend(c.touch_reload.iter().cloned());
+    // The path itself (its own change, deletion, rename, seen from its parent
+    // directory), and for a directory its entries too. Whether it is a
+    // directory is decided now, as uWSGI's inotify_add_watch does at start.
+    c.watch_paths.extend(c.fs_reload.iter().cloned());
+    c.watch_dirs = c.fs_reload.iter().filter(|p| p.is_dir()).cloned().collect();
     let mut seen = HashSet::new();
     c.watch_paths.retain(|p| seen.insert(p.clone()));
     Ok((c, warnings))

@@ -100,8 +100,12 @@ pub struct Config {
     /// The ini this was read from (absolute, as given: not symlink-resolved).
     pub ini_path: PathBuf,
     /// Every file whose change should trigger a reload: the ini and anything it
-    /// included, the env file(s) read, and `touch-reload` files.
+    /// included, the env file(s) read, `touch-reload` files and `fs-reload` paths.
     pub watch_paths: Vec<PathBuf>,
+    /// `fs-reload` paths that are directories: a change to any entry directly
+    /// in one (created, modified, deleted, renamed) triggers a reload, as
+    /// uWSGI's inotify watch on the directory does (not recursively).
+    pub watch_dirs: Vec<PathBuf>,
     pub sockets: Vec<SocketSpec>,
     /// `http = ADDR`: the HTTP router, if any. Its private worker socket, when
     /// one is needed, is already in `sockets`.
@@ -166,6 +170,8 @@ pub struct Config {
     pub logging: super::logging::Logging,
     pub daemonize: Option<PathBuf>,
     pub touch_reload: Vec<PathBuf>,
+    /// `fs-reload` (repeatable): graceful reload when the file or directory changes.
+    pub fs_reload: Vec<PathBuf>,
     /// `stats`: a unix path (absolute) or `host:port`, as written.
     pub stats: Option<String>,
     /// `prometheus` (our key): where `GET /metrics` is served, same forms as `stats`.

@@ -160,7 +160,10 @@ impl Master {
         let config = Arc::new(setup.config);
         let plan = plan_of(&config);
         let watcher = match watch::Watcher::new(tx.clone(), &config.watch_paths) {
-            Ok(w) => Some(w),
+            Ok(mut w) => {
+                w.set_entry_dirs(&config.watch_dirs);
+                Some(w)
+            }
             Err(e) => {
                 warn!(error = %e, "cannot watch the config files; reload with SIGHUP or `amy-emperor reload`");
                 None
@@ -393,6 +396,7 @@ impl Master {
                     }
                     if let Some(w) = self.watcher.as_mut() {
                         w.set_paths(&paths);
+                        w.set_entry_dirs(&config.watch_dirs);
                     }
                 }
                 self.sync_router(generation);
