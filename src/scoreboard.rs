@@ -12,8 +12,9 @@ use nix::sys::memfd::{memfd_create, MemFdCreateFlag};
 use nix::sys::mman::{mmap, munmap, MapFlags, ProtFlags};
 
 use crate::worker::contract::{
-    SB_BY_LISTENER, SB_BY_STATUS, SB_HISTOGRAM, SB_HISTOGRAM_SLOTS, SB_IN_FLIGHT,
-    SB_LISTENER_SLOTS, SB_SLOW, SB_STATUS_CLASSES, SCOREBOARD_REQ_MAX, SCOREBOARD_SIZE,
+    SB_BY_LISTENER, SB_BY_STATUS, SB_FEATURES, SB_FEATURE_NATIVE, SB_HISTOGRAM, SB_HISTOGRAM_SLOTS,
+    SB_IN_FLIGHT, SB_LISTENER_SLOTS, SB_SLOW, SB_STATUS_CLASSES, SCOREBOARD_REQ_MAX,
+    SCOREBOARD_SIZE,
 };
 
 /// The master's read-only view of one worker's page.
@@ -37,6 +38,8 @@ pub struct Reading {
     /// "METHOD PATH" of the current request.
     pub request: String,
     pub counters: Counters,
+    /// The worker parses uwsgi vars with the native module.
+    pub native: bool,
 }
 
 /// The metric counters of one page (`contract`, offsets 256..).
@@ -111,6 +114,7 @@ impl Scoreboard {
             exceptions: self.u64_at(32),
             request: String::from_utf8_lossy(&text[42..42 + len]).into_owned(),
             counters: self.counters(),
+            native: self.u64_at(SB_FEATURES) & SB_FEATURE_NATIVE != 0,
         }
     }
 

@@ -288,6 +288,7 @@ fn cheaped_slots(status: &Status, workers: &mut Vec<Value>) {
             respawn_count: 0,
             harakiri_count: 0,
             spawned_unix: None,
+            native: false,
         });
         w["status"] = "cheap".into();
         workers.push(w);
@@ -406,6 +407,7 @@ mod tests {
             respawn_count: 1,
             harakiri_count: 3,
             spawned_unix: Some(1_700_000_000),
+            native: true,
         }
     }
 

@@ -686,3 +686,33 @@ fn protocol_http_makes_a_plain_socket_speak_http() {
         "{err}"
     );
 }
+
+#[test]
+fn status_says_whether_the_workers_run_the_native_parser() {
+    for (name, env, native) in [
+        ("native-on", vec![], true),
+        ("native-off", vec![("AMY_EMPEROR_NO_NATIVE", "1")], false),
+    ] {
+        let site = Site::new(name, "hello", 2, "");
+        let inst = site.spawn_with_env(&[], &env);
+        inst.wait_ready();
+        let s = site.status_json();
+        let workers = s["workers"].as_array().unwrap();
+        assert_eq!(workers.len(), 2, "{s}");
+        assert!(workers.iter().all(|w| w["native"] == native), "{s}");
+        let out = std::process::Command::new(BIN)
+            .arg("status")
+            .arg(site.ini())
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        let line = if native {
+            "uwsgi parser: native in 2 of 2 workers\n"
+        } else {
+            "uwsgi parser: native in 0 of 2 workers (the stdlib parser serves)\n"
+        };
+        assert!(text.contains(line), "{text}");
+        // Both serve.
+        assert_eq!(uwsgi_get(&site.sock(), "/").unwrap().status, 200);
+    }
+}

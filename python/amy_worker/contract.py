@@ -39,6 +39,9 @@ SB_SLOW = 312 // 8
 SB_HISTOGRAM = 320 // 8
 SB_BY_LISTENER = 448 // 8
 SB_LISTENER_SLOTS = 8
+# What the worker runs with (bit 0: the native uwsgi-vars parser), written once.
+SB_FEATURES = 512 // 8
+SB_FEATURE_NATIVE = 1
 HISTOGRAM_BOUNDS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 # Status text's first character -> its class counter.
 SB_CLASS_OF = {str(d): SB_BY_STATUS + d - 1 for d in range(1, 6)}

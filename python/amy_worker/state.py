@@ -15,10 +15,13 @@ from .contract import (
     EXIT_RELOAD_ON_AS,
     EXIT_RELOAD_ON_RSS,
     FD_SCOREBOARD,
+    SB_FEATURE_NATIVE,
+    SB_FEATURES,
     SCOREBOARD_SIZE,
 )
 from .dispatch import extra_headers
 from .limits import LIMIT_AS_RECYCLE, MAX_BLOCK, apply_limit_as
+from .native import PARSE_VARS
 from .reqlog import RequestLog
 from .wsgi import _build_head
 
@@ -67,6 +70,8 @@ class Worker(object):
         self.scoreboard = mmap.mmap(FD_SCOREBOARD, SCOREBOARD_SIZE)
         # The metric counters: aligned 8-byte stores the master reads whole.
         self.cmv = memoryview(self.scoreboard).cast("Q")
+        # So `status` can say whether the native parser is in use.
+        self.cmv[SB_FEATURES] = SB_FEATURE_NATIVE if PARSE_VARS is not None else 0
         # `log-slow`: seconds, 0.0 off.
         self.log_slow = float(cfg.get("log_slow_ms") or 0) / 1000.0
         self.app_lock = None

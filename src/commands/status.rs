@@ -182,6 +182,21 @@ fn human(report: &Report) -> String {
             age
         );
     }
+    if !status.workers.is_empty() {
+        // Whether the request path runs the native uwsgi-vars parser (README
+        // "Speed"): a Python that cannot load it, or AMY_EMPEROR_NO_NATIVE=1,
+        // serves with the stdlib one, correctly but slower.
+        let native = status.workers.iter().filter(|w| w.native).count();
+        s += &format!(
+            "uwsgi parser: native in {native} of {} workers{}\n",
+            status.workers.len(),
+            if native == 0 {
+                " (the stdlib parser serves)"
+            } else {
+                ""
+            }
+        );
+    }
     if !status.cheaped.is_empty() {
         let ids: Vec<String> = status.cheaped.iter().map(|i| i.to_string()).collect();
         s += &format!("cheaper: no worker in slots {}\n", ids.join(", "));

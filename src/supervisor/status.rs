@@ -108,6 +108,10 @@ pub struct WorkerStatus {
     pub harakiri_count: u64,
     /// When it was spawned, in Unix seconds (uWSGI's `last_spawn`).
     pub spawned_unix: Option<u64>,
+    /// It parses uwsgi vars with the native module (off: the stdlib parser,
+    /// `AMY_EMPEROR_NO_NATIVE=1` or a Python that cannot load it).
+    #[serde(default)]
+    pub native: bool,
 }
 
 /// A preloaded generation's app template.
@@ -276,6 +280,7 @@ pub fn build(
                 respawn_count: if facts.spawns == 0 { 1 } else { facts.spawns },
                 harakiri_count: facts.harakiris,
                 spawned_unix: unix_secs(wall_now.checked_sub(lived)),
+                native: facts.reading.native,
             }
         })
         .collect();

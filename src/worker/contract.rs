@@ -74,6 +74,7 @@
 //! | 312 | u64 | requests slower than `log-slow` |
 //! | 320 | u64 × 16 | request-duration histogram: requests per bucket (not cumulative), bucket *i* holds durations ≤ [`HISTOGRAM_BOUNDS`]\[i\] and above the bound before it; the slot after the last bound is +Inf |
 //! | 448 | u64 × 8 | requests completed per listener, by its index in `listeners` (the last slot also counts every listener past it) |
+//! | 512 | u64 | what the worker runs with, written once before it serves: bit 0 = the native uwsgi-vars parser ([`SB_FEATURE_NATIVE`]) |
 //!
 //! The counters from offset 256 are written with single aligned 8-byte stores
 //! (a `memoryview` cast to `Q`), so the master never sees half a number. They
@@ -126,6 +127,9 @@ pub const SB_HISTOGRAM: usize = 320;
 pub const SB_HISTOGRAM_SLOTS: usize = 16;
 pub const SB_BY_LISTENER: usize = 448;
 pub const SB_LISTENER_SLOTS: usize = 8;
+pub const SB_FEATURES: usize = 512;
+/// Bit of [`SB_FEATURES`]: the worker parses uwsgi vars with the native module.
+pub const SB_FEATURE_NATIVE: u64 = 1;
 
 /// Upper bounds (seconds) of the request-duration histogram buckets, then +Inf.
 /// Fixed, so counters of every worker and generation add up.
