@@ -614,3 +614,24 @@ fn a_log_in_a_directory_that_does_not_exist_is_refused_unless_an_asap_hook_may_c
         stderr(&out)
     );
 }
+
+#[test]
+fn an_fs_reload_directory_holding_the_instances_own_log_is_warned_as_a_reload_loop() {
+    let case = Case::new("check-fsreload-loop");
+    let logs = case.dir.join("logs");
+    std::fs::create_dir_all(&logs).unwrap();
+    case.write(&format!(
+        "logger = file:{l}/app.log\nfs-reload = {l}\n",
+        l = logs.display()
+    ));
+    let out = case.check(&[]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(&format!(
+            "fs-reload = {l}: logger = file:{l}/app.log is written inside it, so every write reloads the instance",
+            l = logs.display()
+        )),
+        "{}",
+        stderr(&out)
+    );
+}

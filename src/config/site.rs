@@ -122,6 +122,7 @@ pub fn check(
     warnings: &mut Vec<Warning>,
 ) -> Result<(), ConfigError> {
     check_log_dirs(c, o, warnings)?;
+    warn_self_reloading(c, o, ini, warnings);
     if let Some(dir) = &c.chdir {
         if !dir.is_dir() {
             return Err(at(
@@ -394,6 +395,34 @@ fn check_log_dirs(c: &Config, o: &Origins, warnings: &mut Vec<Warning>) -> Resul
         }
     }
     Ok(())
+}
+
+/// An `fs-reload` directory that holds a file the instance itself writes (a
+/// log, the pidfile) reloads it at every write of that file: a loop, in uWSGI
+/// too. Warned, since a site may mean it for a file written rarely.
+fn warn_self_reloading(c: &Config, o: &Origins, ini: &Path, warnings: &mut Vec<Warning>) {
+    let own = o
+        .log_files
+        .iter()
+        .map(|(path, what, _)| (path.clone(), what.clone()))
+        .chain(
+            c.pidfile
+                .iter()
+                .map(|p| (p.clone(), format!("pidfile = {}", p.display()))),
+        );
+    for (path, what) in own {
+        let Some(dir) = path.parent() else { continue };
+        if c.fs_reload.iter().any(|w| w.as_path() == dir && w.is_dir()) {
+            warnings.push(Warning {
+                path: ini.to_path_buf(),
+                line: None,
+                message: format!(
+                    "fs-reload = {}: {what} is written inside it, so every write reloads the instance",
+                    dir.display()
+                ),
+            });
+        }
+    }
 }
 
 /// A socket in a directory others can write could be swapped for their own
