@@ -282,6 +282,29 @@ fn a_replacement_that_fails_its_check_is_a_crash_for_the_back_off() {
 }
 
 #[test]
+fn a_release_whose_app_raises_fails_its_reload_with_the_traceback() {
+    let site = site_with("chk-raise", &ini_extra("1", "ok", ""));
+    let inst = site.start();
+    let old_workers = inst.worker_pids();
+    site.write_ini("heavy", 2, &ini_extra("2", "raise", ""));
+    let (code, said) = reload(&site);
+    assert_eq!(code, Some(1), "{said}");
+    assert!(
+        said.contains("reload-check GET / (Host: amy.example.org) answered 500"),
+        "{said}"
+    );
+    // The traceback, not only the status: the app's exception and its frame.
+    assert!(
+        said.contains("RuntimeError: release 2 raises in settings_for_request"),
+        "{said}"
+    );
+    assert!(said.contains("in application"), "{said}");
+    assert_eq!(inst.worker_pids(), old_workers, "the old workers serve on");
+    let r = uwsgi_get(&site.sock(), "/").unwrap();
+    assert_eq!((r.status, r.header("X-Release")), (200, Some("1")));
+}
+
+#[test]
 fn a_failed_check_at_first_start_is_a_failed_start_in_lazy_mode() {
     let site = site_with(
         "chk-start",

@@ -1,7 +1,8 @@
 """Test app for preload and the reload check: an import that takes HEAVY_IMPORT_S
 seconds (default 1) and allocates ~40 MiB of Python objects, each import counted
 as a line in the file HEAVY_IMPORT_LOG. HEAVY_MODE picks the release: ok,
-import_error (raises at import), http500 (imports, answers 500 everywhere), hang
+import_error (raises at import), http500 (imports, answers 500 everywhere), raise
+(imports, the app raises on every request), hang
 (imports, never answers). With HEAVY_CHECK_FAIL_FLAG set, the reload check's
 request (its User-Agent) answers 500 while that file exists. The first request of a process takes HEAVY_FIRST_S
 seconds (a cold Django worker). Answers name the release, the pid and the
@@ -33,6 +34,8 @@ def application(environ, start_response):
     if MODE == "http500" or (flag and checked and os.path.exists(flag)):
         start_response("500 Internal Server Error", [("Content-Type", "text/plain")])
         return [b"release is broken: settings error\n"]
+    if MODE == "raise":
+        raise RuntimeError("release %s raises in settings_for_request" % RELEASE)
     if MODE == "hang":
         time.sleep(3600)
     if not _first:
