@@ -589,6 +589,40 @@ fn log_ioerror_logs_requests_with_read_and_write_errors_under_disable_logging() 
     assert_eq!(uris, ["/both", "/nf-last"], "{lines:#?}");
 }
 
+#[test]
+fn log_format_rerr_werr_ioerr_count_the_requests_io_errors() {
+    // uWSGI's %(rerr), %(werr) and %(ioerr) (their sum), per request.
+    let site = Site::new(
+        "lf-ioerr-vars",
+        "ioerrapp",
+        1,
+        "log-format = IO %(uri) rerr=%(rerr) werr=%(werr) ioerr=%(ioerr)\n",
+    );
+    std::fs::write(site.dir.join("ioerrapp.py"), IOERR_APP).unwrap();
+    let ini = std::fs::read_to_string(site.ini()).unwrap();
+    std::fs::write(
+        site.ini(),
+        format!("{ini}pythonpath = {}\n", site.dir.display()),
+    )
+    .unwrap();
+    let _inst = site.start();
+    reset_inside(&site, "/both", 100_000, b"abc");
+    assert_eq!(request(site.http_port, "GET", "/nf-last", &[], b""), 404);
+    let lines = wait_lines("two IO lines", &site.log(), 2, |l| l.starts_with("IO "));
+    let counts = |line: &str| -> (u64, u64, u64) {
+        let v: Vec<u64> = line
+            .split_whitespace()
+            .skip(2)
+            .map(|kv| kv.split_once('=').unwrap().1.parse().unwrap())
+            .collect();
+        (v[0], v[1], v[2])
+    };
+    let (r, w, io) = counts(&lines[0]);
+    assert!(lines[0].starts_with("IO /both "), "{lines:#?}");
+    assert!(r >= 1 && w >= 1 && io == r + w, "{lines:#?}");
+    assert_eq!(counts(&lines[1]), (0, 0, 0), "{lines:#?}");
+}
+
 /// `logto2` (core/uwsgi.c: logto() again after setuid): the file is created
 /// by the user dropped to and takes every line from then on; `logto` keeps
 /// only what came before the drop.

@@ -146,9 +146,9 @@ def _variables(worker, lg, x_forwarded_for):
         "modifier1": lambda c: "0",
         "modifier2": lambda c: "0",
         "headers": lambda c: str(c.req.head_count),
-        "werr": lambda c: "0",
-        "rerr": lambda c: "0",
-        "ioerr": lambda c: "0",
+        "werr": lambda c: str(getattr(c.req, "werr", 0)),
+        "rerr": lambda c: str(getattr(c.req, "rerr", 0)),
+        "ioerr": lambda c: str(getattr(c.req, "rerr", 0) + getattr(c.req, "werr", 0)),
     }
 
 

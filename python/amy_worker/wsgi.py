@@ -197,6 +197,10 @@ class Request(object):
         self.headers = None
         self.head_sent = False
         self.head_len = 0
+        # uWSGI's read_errors/write_errors of the request being logged, for
+        # log-format's %(rerr), %(werr), %(ioerr); set just before the line.
+        self.rerr = 0
+        self.werr = 0
         self.head_count = 0
         self.body_bytes = 0
         self.extra = ""
@@ -446,6 +450,8 @@ def run_app(worker, req, env, wsgi_input, pairs, block_size):
     elif worker.logging or slow or rl.conditional:
         code = status[:3] if type(status) is str and status[:3].isdigit() else "0"
         if worker.logging or slow or rl.wanted(code, req.body_bytes, via, wsgi_input.errors, write_errors):
+            req.rerr = wsgi_input.errors
+            req.werr = write_errors
             rl.write(worker, env, req, count, pairs, block_size, end, end - start, via, code, lvars)
     unread = wsgi_input.unread()
     return unread if unread > 0 else CLOSE
