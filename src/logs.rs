@@ -29,7 +29,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::config::logging::{LoggerKind, LoggerSpec, Logging};
+use crate::config::logging::{Encoder, LoggerKind, LoggerSpec, Logging};
 
 /// How much the pump reads at once.
 const CHUNK: usize = 64 * 1024;
@@ -49,6 +49,7 @@ const PIPE_SIZE: i32 = 1024 * 1024;
 pub const REQUEST_MARK: u8 = 0x1e;
 
 pub mod date;
+pub mod encode;
 mod syslog;
 
 pub use date::set_log_date;
@@ -63,6 +64,10 @@ struct Inner {
     outputs: Vec<Output>,
     main: Vec<usize>,
     req: Option<Vec<usize>>,
+    /// `log-encoder` (main lines, and request lines without a `req-logger`)
+    /// and `log-req-encoder` (request lines a `req-logger` takes).
+    encoders: Vec<Encoder>,
+    req_encoders: Vec<Encoder>,
 }
 
 enum Target {
@@ -96,6 +101,19 @@ impl std::fmt::Debug for LogSink {
             .field("targets", &targets)
             .finish()
     }
+}
+
+/// `data` (whole lines, or a partial one) with each line through the encoders;
+/// borrowed as is when there are none.
+fn encoded<'a>(encoders: &[Encoder], data: &'a [u8]) -> std::borrow::Cow<'a, [u8]> {
+    if encoders.is_empty() {
+        return std::borrow::Cow::Borrowed(data);
+    }
+    let mut out = Vec::with_capacity(data.len() * 2);
+    for line in data.split_inclusive(|&b| b == b'\n') {
+        out.extend_from_slice(&encode::encode(encoders, line));
+    }
+    std::borrow::Cow::Owned(out)
 }
 
 fn open_log(path: &Path) -> io::Result<(File, u64)> {
@@ -177,7 +195,13 @@ impl LogSink {
             }
         }
         Ok(Arc::new(LogSink {
-            inner: Mutex::new(Inner { outputs, main, req }),
+            inner: Mutex::new(Inner {
+                outputs,
+                main,
+                req,
+                encoders: logging.encoders.clone(),
+                req_encoders: logging.req_encoders.clone(),
+            }),
         }))
     }
 
@@ -190,18 +214,40 @@ impl LogSink {
     /// counted as dropped (per destination).
     pub fn write_bytes(&self, data: &[u8]) {
         let mut inner = self.lock();
-        let Inner { outputs, main, .. } = &mut *inner;
+        let Inner {
+            outputs,
+            main,
+            encoders,
+            ..
+        } = &mut *inner;
+        let data = encoded(encoders, data);
         for &i in main.iter() {
-            outputs[i].write(data);
+            outputs[i].write(&data);
         }
     }
 
     /// Request lines: to the request loggers when set, else as [`Self::write_bytes`].
     pub fn write_request(&self, data: &[u8]) {
         let mut inner = self.lock();
-        let Inner { outputs, main, req } = &mut *inner;
+        let Inner {
+            outputs,
+            main,
+            req,
+            encoders,
+            req_encoders,
+        } = &mut *inner;
+        // uWSGI: request lines a req-logger takes go through the req encoders,
+        // otherwise through the main ones with every other line.
+        let data = encoded(
+            if req.is_some() {
+                req_encoders
+            } else {
+                encoders
+            },
+            data,
+        );
         for &i in req.as_ref().unwrap_or(main).iter() {
-            outputs[i].write(data);
+            outputs[i].write(&data);
         }
     }
 

@@ -428,7 +428,7 @@ fn unsupported_logging_keys_fail_closed_with_the_line() {
     for (key, value) in [
         ("logger", "redislog:127.0.0.1:6379"),
         ("log-route", "errs ERROR"),
-        ("log-encoder", "json"),
+        ("log-encoder", "gzip"),
         ("log-format", "%(metric.worker.0.requests)"),
     ] {
         let site = Site::new("lf-bad", "logapp", 1, &format!("{key} = {value}\n"));
@@ -673,4 +673,55 @@ fn logto2_is_opened_after_the_privilege_drop_as_the_target_user() {
         first.contains("socket bound"),
         "lines before the drop: {first}"
     );
+}
+
+#[test]
+fn log_encoders_turn_every_line_into_json_and_req_encoders_mark_request_lines() {
+    // uWSGI's documented pair: a json template without the newline, then nl.
+    let site = Site::new(
+        "lf-encoders",
+        "pep3333",
+        1,
+        "log-encoder = json {\"at\":${unix},\"msg\":\"${msg}\"}\nlog-encoder = nl\n",
+    );
+    let _inst = site.start();
+    assert_eq!(request(site.http_port, "GET", "/quote\"d", &[], b""), 404);
+    let lines = wait_lines("the request line, encoded", &site.log(), 1, |l| {
+        l.contains("/quote")
+    });
+    let every: Vec<String> = lines_of(&site.log());
+    // Every line of the log, the master's own included, is one JSON object.
+    for l in &every {
+        let v: serde_json::Value =
+            serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l:?}\n{every:#?}"));
+        assert!(v["at"].as_u64().unwrap() > 1_700_000_000, "{l}");
+    }
+    let v: serde_json::Value = serde_json::from_str(&lines[0]).unwrap();
+    let msg = v["msg"].as_str().unwrap();
+    assert!(
+        msg.starts_with("[pid: ") && msg.contains("GET /quote\"d =>"),
+        "{msg}"
+    );
+    assert!(every.iter().any(|l| l.contains("serving")), "{every:#?}");
+
+    // log-req-encoder applies to the lines a req-logger takes, not to the main log.
+    let site = Site::new(
+        "lf-req-encoders",
+        "pep3333",
+        1,
+        // (The ini trims a value's trailing space, in uWSGI too.)
+        "req-logger = file:%dreq.log\nlog-req-encoder = prefix REQ:\nlog-encoder = prefix MAIN:\n",
+    );
+    let _inst = site.start();
+    assert_eq!(request(site.http_port, "GET", "/r", &[], b""), 404);
+    let req = wait_lines("the request line", &site.dir.join("req.log"), 1, |l| {
+        l.contains("GET /r =>")
+    });
+    assert!(req[0].starts_with("REQ:[pid: "), "{req:?}");
+    let main = lines_of(&site.log());
+    assert!(
+        !main.is_empty() && main.iter().all(|l| l.starts_with("MAIN:")),
+        "{main:#?}"
+    );
+    assert!(main.iter().all(|l| !l.contains("GET /r =>")), "{main:#?}");
 }

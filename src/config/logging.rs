@@ -41,6 +41,93 @@ pub struct Logging {
     pub backupname: Option<std::path::PathBuf>,
     /// `log-truncate`: `logto` is emptied when the instance starts.
     pub truncate: bool,
+    /// `log-encoder`: applied in order to every line of the main log (and to
+    /// request lines when no `req-logger` takes them), as uWSGI's log master.
+    pub encoders: Vec<Encoder>,
+    /// `log-req-encoder`: the same for the lines a `req-logger` takes.
+    pub req_encoders: Vec<Encoder>,
+}
+
+/// One of uWSGI's embedded log encoders (core/logging.c).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Encoder {
+    Prefix(String),
+    Suffix(String),
+    /// Adds a newline.
+    Nl,
+    /// `format TEMPLATE`: literal text and `${var}`s.
+    Format(Vec<Piece>),
+    /// `json TEMPLATE`: the same, with `msg`, `msgnl` and `strftime:` values
+    /// JSON-escaped.
+    Json(Vec<Piece>),
+}
+
+/// A piece of a `format`/`json` template.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Piece {
+    Text(String),
+    /// `msg` (the line without its newline), `msgnl`, `unix`, `micros`,
+    /// `millis`, `strftime:FMT`; any other name prints nothing, as in uWSGI.
+    Var(String),
+}
+
+/// `log-encoder = NAME[ ARGS]` as uWSGI's uwsgi_setup_log_encoders splits it.
+fn parse_encoder(opt: &Opt, v: &str) -> Result<Encoder, ConfigError> {
+    let (name, args) = v.split_once(' ').unwrap_or((v, ""));
+    if let Some((_, id)) = name.split_once(':') {
+        return Err(opt.origin.error(
+            ErrorKind::Unsupported,
+            format!(
+                "{} = {v}: an encoder for the logger \"{id}\" only applies to routed lines (log-route), which are not supported",
+                opt.key
+            ),
+        ));
+    }
+    Ok(match name {
+        "prefix" => Encoder::Prefix(args.to_string()),
+        "suffix" => Encoder::Suffix(args.to_string()),
+        "nl" => Encoder::Nl,
+        "format" => Encoder::Format(template_pieces(args)),
+        "json" => Encoder::Json(template_pieces(args)),
+        "gzip" | "compress" => {
+            return Err(opt.origin.error(
+                ErrorKind::Unsupported,
+                format!("{} = {v}: the {name} encoder is not supported (lines would be written uncompressed)", opt.key),
+            ))
+        }
+        other => {
+            return Err(opt.origin.error(
+                ErrorKind::InvalidValue,
+                format!("{} = {v}: log encoder \"{other}\" not found (uWSGI exits): prefix, suffix, nl, format, json", opt.key),
+            ))
+        }
+    })
+}
+
+/// uWSGI's uwsgi_log_encoder_parse_vars: `${name}` is a variable, a `$` not
+/// followed by `{` is text, an unterminated `${…` is text.
+pub fn template_pieces(t: &str) -> Vec<Piece> {
+    let mut pieces = Vec::new();
+    let mut text = String::new();
+    let mut rest = t;
+    while let Some(at) = rest.find("${") {
+        match rest[at + 2..].find('}') {
+            Some(end) => {
+                text.push_str(&rest[..at]);
+                if !text.is_empty() {
+                    pieces.push(Piece::Text(std::mem::take(&mut text)));
+                }
+                pieces.push(Piece::Var(rest[at + 2..at + 2 + end].to_string()));
+                rest = &rest[at + 2 + end + 1..];
+            }
+            None => break,
+        }
+    }
+    text.push_str(rest);
+    if !text.is_empty() {
+        pieces.push(Piece::Text(text));
+    }
+    pieces
 }
 
 /// `log-date` without a value (or a boolean value): uWSGI's `ctime` form
@@ -136,6 +223,8 @@ pub fn is_logging_key(key: &str) -> bool {
             | "log-syslog"
             | "log-backupname"
             | "log-truncate"
+            | "log-encoder"
+            | "log-req-encoder"
     )
 }
 
@@ -179,6 +268,8 @@ pub fn apply(
         "logger" => l.loggers.push(parse_logger(opt, v, cwd, warnings)?),
         "log-backupname" => l.backupname = Some(cwd.join(v)),
         "log-truncate" => l.truncate = flag,
+        "log-encoder" => l.encoders.push(parse_encoder(opt, v)?),
+        "log-req-encoder" => l.req_encoders.push(parse_encoder(opt, v)?),
         "log-syslog" => {
             // uWSGI: `log-syslog[=ARG]` is `logger = syslog[:ARG]`.
             let spec = if v.is_empty() || v == "1" || v.eq_ignore_ascii_case("true") {
@@ -427,6 +518,35 @@ mod tests {
         }
         finish(&mut l);
         Ok((l, w))
+    }
+
+    #[test]
+    fn encoders_parse_as_uwsgi_splits_them_and_the_rest_fails_closed() {
+        let (l, _) = run(&[
+            ("log-encoder", "prefix [app]"),
+            ("log-encoder", "json {\"m\":\"${msg}\"}"),
+            ("log-encoder", "nl"),
+            ("log-req-encoder", "suffix !"),
+        ])
+        .unwrap();
+        assert_eq!(
+            l.encoders,
+            vec![
+                Encoder::Prefix("[app]".into()),
+                Encoder::Json(template_pieces("{\"m\":\"${msg}\"}")),
+                Encoder::Nl
+            ]
+        );
+        assert_eq!(l.req_encoders, vec![Encoder::Suffix("!".into())]);
+        for (v, says) in [
+            ("gzip", "not supported"),
+            ("compress", "not supported"),
+            ("prefix:mylogger x", "log-route"),
+            ("base64", "not found"),
+        ] {
+            let e = run(&[("log-encoder", v)]).unwrap_err();
+            assert!(e.to_string().contains(says), "{v}: {e}");
+        }
     }
 
     #[test]

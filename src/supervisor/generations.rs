@@ -264,6 +264,11 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<(&'static str, bool)>
             old.logging.req_loggers != new.logging.req_loggers,
         ),
         ("log-date", old.logging.date != new.logging.date),
+        ("log-encoder", old.logging.encoders != new.logging.encoders),
+        (
+            "log-req-encoder",
+            old.logging.req_encoders != new.logging.req_encoders,
+        ),
         (
             "log-backupname",
             old.logging.backupname != new.logging.backupname,
