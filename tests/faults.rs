@@ -9,10 +9,6 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-fn generation(site: &Site) -> u64 {
-    site.status_json()["generation"].as_u64().unwrap_or(0)
-}
-
 fn settled(site: &Site) -> Option<u64> {
     let s = site.status_json();
     (s["reloading"] == false && s["phase"] == "running")

@@ -4,28 +4,8 @@
 
 mod common;
 
-use std::time::Duration;
 
 use common::*;
-
-fn generation(site: &Site) -> u64 {
-    site.status_json()["generation"].as_u64().unwrap_or(0)
-}
-
-/// Waits until generation `g` serves and no reload is in progress.
-fn wait_generation(site: &Site, g: u64) {
-    wait_for(
-        &format!("generation {g} serving"),
-        Duration::from_secs(30),
-        || {
-            let s = site.status_json();
-            (s["generation"].as_u64() == Some(g)
-                && s["reloading"] == false
-                && s["phase"] == "running")
-                .then_some(())
-        },
-    );
-}
 
 #[test]
 fn fs_reload_reloads_on_a_file_change_and_on_entries_of_a_directory() {

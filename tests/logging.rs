@@ -548,14 +548,9 @@ fn reset_inside(site: &Site, uri: &str, content_length: usize, body_part: &[u8])
     drop(s);
 }
 
-#[test]
-fn log_ioerror_logs_requests_with_read_and_write_errors_under_disable_logging() {
-    let site = Site::new(
-        "lf-ioerror",
-        "ioerrapp",
-        1,
-        "disable-logging = true\nlog-ioerror = true\nlog-4xx = true\n",
-    );
+/// A one-worker site running IOERR_APP (written into its directory) with `extra`.
+fn ioerr_site(name: &str, extra: &str) -> Site {
+    let site = Site::new(name, "ioerrapp", 1, extra);
     std::fs::write(site.dir.join("ioerrapp.py"), IOERR_APP).unwrap();
     let ini = std::fs::read_to_string(site.ini()).unwrap();
     std::fs::write(
@@ -563,6 +558,15 @@ fn log_ioerror_logs_requests_with_read_and_write_errors_under_disable_logging() 
         format!("{ini}pythonpath = {}\n", site.dir.display()),
     )
     .unwrap();
+    site
+}
+
+#[test]
+fn log_ioerror_logs_requests_with_read_and_write_errors_under_disable_logging() {
+    let site = ioerr_site(
+        "lf-ioerror",
+        "disable-logging = true\nlog-ioerror = true\nlog-4xx = true\n",
+    );
     let _inst = site.start();
     // Only a write error (the whole request was read): uWSGI logs neither
     // kind alone, so no line.
@@ -592,19 +596,10 @@ fn log_ioerror_logs_requests_with_read_and_write_errors_under_disable_logging() 
 #[test]
 fn log_format_rerr_werr_ioerr_count_the_requests_io_errors() {
     // uWSGI's %(rerr), %(werr) and %(ioerr) (their sum), per request.
-    let site = Site::new(
+    let site = ioerr_site(
         "lf-ioerr-vars",
-        "ioerrapp",
-        1,
         "log-format = IO %(uri) rerr=%(rerr) werr=%(werr) ioerr=%(ioerr)\n",
     );
-    std::fs::write(site.dir.join("ioerrapp.py"), IOERR_APP).unwrap();
-    let ini = std::fs::read_to_string(site.ini()).unwrap();
-    std::fs::write(
-        site.ini(),
-        format!("{ini}pythonpath = {}\n", site.dir.display()),
-    )
-    .unwrap();
     let _inst = site.start();
     reset_inside(&site, "/both", 100_000, b"abc");
     assert_eq!(request(site.http_port, "GET", "/nf-last", &[], b""), 404);

@@ -11,25 +11,6 @@ use std::time::{Duration, Instant, SystemTime};
 
 use common::*;
 
-fn generation(site: &Site) -> u64 {
-    site.status_json()["generation"].as_u64().unwrap_or(0)
-}
-
-/// Waits until generation `g` serves and no reload is in progress.
-fn wait_generation(site: &Site, g: u64) {
-    wait_for(
-        &format!("generation {g} serving"),
-        Duration::from_secs(30),
-        || {
-            let s = site.status_json();
-            (s["generation"].as_u64() == Some(g)
-                && s["reloading"] == false
-                && s["phase"] == "running")
-                .then_some(())
-        },
-    );
-}
-
 /// The pids of generation `g`'s workers (retiring workers of older generations
 /// stay listed until they have finished their requests).
 fn pids_of_generation(site: &Site, g: u64) -> Vec<i32> {

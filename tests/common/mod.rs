@@ -467,6 +467,26 @@ pub fn raw_unix(sock: &Path, bytes: &[u8]) -> std::io::Result<Vec<u8>> {
 }
 
 /// One request over the uwsgi protocol, the way nginx sends it.
+/// The generation in service (0 while status does not answer).
+pub fn generation(site: &Site) -> u64 {
+    site.status_json()["generation"].as_u64().unwrap_or(0)
+}
+
+/// Waits until generation `g` serves and no reload is in progress.
+pub fn wait_generation(site: &Site, g: u64) {
+    wait_for(
+        &format!("generation {g} serving"),
+        Duration::from_secs(30),
+        || {
+            let s = site.status_json();
+            (s["generation"].as_u64() == Some(g)
+                && s["reloading"] == false
+                && s["phase"] == "running")
+                .then_some(())
+        },
+    );
+}
+
 /// Waits (up to `timeout`) for an idle worker whose pid is not in `before`:
 /// the replacement of a killed one, once it is ready.
 pub fn ready_replacement(site: &Site, before: &[i32], timeout: Duration) -> i32 {
