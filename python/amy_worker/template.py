@@ -26,6 +26,7 @@ import os
 import select
 import signal
 import socket
+import sys
 import traceback
 
 from .contract import EXIT_CONTRACT, FD_CONTROL, FD_MASTER_ALIVE, FD_SCOREBOARD
@@ -83,13 +84,29 @@ def run_template(cfg, app, listeners, start_worker):
         sock.send(reply.encode())
 
 
+def _fork_and_wait():
+    """(fork, waitpid) for the double fork. Under gevent's monkey-patching,
+    os.fork is fork_and_watch: a libev child watcher that misses the exit of
+    a middle child which dies before the watcher's SIGCHLD handler is in place,
+    and the patched os.waitpid then waits on the hub forever (seen: the worker
+    forked, the middle a zombie, the template in epoll_wait). So: gevent's
+    fork_gevent (the child still gets gevent.reinit()) and the real waitpid."""
+    monkey = sys.modules.get("gevent.monkey")
+    if monkey is not None and monkey.is_module_patched("os"):
+        gevent_os = sys.modules.get("gevent.os")
+        fork = getattr(gevent_os, "fork_gevent", None) or monkey.get_original("os", "fork")
+        return fork, monkey.get_original("os", "waitpid")
+    return os.fork, os.waitpid
+
+
 def _fork_worker(sock, cfg, app, listeners, worker_id, control, scoreboard, start_worker):
+    fork, waitpid = _fork_and_wait()
     r, w = os.pipe()
-    middle = os.fork()
+    middle = fork()
     if middle == 0:
         try:
             os.close(r)
-            pid = os.fork()
+            pid = fork()
             if pid == 0:
                 os.close(w)
                 _become_worker(sock, cfg, app, listeners, worker_id, control, scoreboard, start_worker)
@@ -107,7 +124,7 @@ def _fork_worker(sock, cfg, app, listeners, worker_id, control, scoreboard, star
         data = os.read(r, 32)
     finally:
         os.close(r)
-        os.waitpid(middle, 0)
+        waitpid(middle, 0)
     if not data:
         raise OSError("the intermediate process died before the worker was forked")
     return int(data)
