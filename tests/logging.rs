@@ -64,6 +64,26 @@ fn wait_lines(what: &str, path: &Path, n: usize, pred: impl Fn(&str) -> bool) ->
     })
 }
 
+/// The first `n` request lines of the site's log, and the URI each names.
+fn logged_uris(site: &Site, n: usize) -> (Vec<String>, Vec<String>) {
+    let lines = wait_lines("the request lines", &site.log(), n, |l| {
+        l.starts_with("[pid: ")
+    });
+    let uris = lines
+        .iter()
+        .map(|l| {
+            l.split(" => ")
+                .next()
+                .unwrap()
+                .rsplit(' ')
+                .next()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    (lines, uris)
+}
+
 fn send_both_requests(port: u16) {
     let h = [
         ("X-Y", "yy"),
@@ -261,13 +281,7 @@ fn log_sendfile_logs_file_responses_with_logging_disabled() {
     for (uri, code) in [("/raw/file", 200), ("/pid", 200), ("/nope", 404)] {
         assert_eq!(uwsgi_get(&site.sock(), uri).unwrap().status, code, "{uri}");
     }
-    let lines = wait_lines("two request lines", &site.log(), 2, |l| {
-        l.starts_with("[pid: ")
-    });
-    let uris: Vec<&str> = lines
-        .iter()
-        .map(|l| l.split(" => ").next().unwrap().rsplit(' ').next().unwrap())
-        .collect();
+    let (lines, uris) = logged_uris(&site, 2);
     assert_eq!(uris, ["/raw/file", "/nope"], "{lines:#?}");
 }
 
@@ -583,13 +597,7 @@ fn log_ioerror_logs_requests_with_read_and_write_errors_under_disable_logging() 
     // One worker writes its lines in order: once /nf-last is there, a
     // wrongly logged /wonly would be too.
     assert_eq!(request(site.http_port, "GET", "/nf-last", &[], b""), 404);
-    let lines = wait_lines("two request lines", &site.log(), 2, |l| {
-        l.starts_with("[pid: ")
-    });
-    let uris: Vec<&str> = lines
-        .iter()
-        .map(|l| l.split(" => ").next().unwrap().rsplit(' ').next().unwrap())
-        .collect();
+    let (lines, uris) = logged_uris(&site, 2);
     assert_eq!(uris, ["/both", "/nf-last"], "{lines:#?}");
 }
 

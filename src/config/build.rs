@@ -537,27 +537,17 @@ pub fn build(
                 }
                 c.buffer_size = Some(n.min(MAX_BUFFER_SIZE) as u32)
             }
-            "logto" => {
+            "logto" | "logto2" => {
                 if v.contains(':') {
                     warnings.push(opt.origin.warning(format!(
-                        "logto = {v}: uWSGI reads a value with ':' as a UDP address; amy-emperor treats it as a file"
+                        "{key} = {v}: uWSGI reads a value with ':' as a UDP address; amy-emperor treats it as a file"
                     )));
                 }
-                c.logto = Some(resolve(cwd, v));
+                let path = resolve(cwd, v);
                 origins
                     .log_files
-                    .push((resolve(cwd, v), format!("logto = {v}"), opt.origin.clone()));
-            }
-            "logto2" => {
-                if v.contains(':') {
-                    warnings.push(opt.origin.warning(format!(
-                        "logto2 = {v}: uWSGI reads a value with ':' as a UDP address; amy-emperor treats it as a file"
-                    )));
-                }
-                c.logto2 = Some(resolve(cwd, v));
-                origins
-                    .log_files
-                    .push((resolve(cwd, v), format!("logto2 = {v}"), opt.origin.clone()));
+                    .push((path.clone(), format!("{key} = {v}"), opt.origin.clone()));
+                *(if key == "logto" { &mut c.logto } else { &mut c.logto2 }) = Some(path);
             }
             "log-maxsize" => c.log_maxsize = number(opt, 0, u64::MAX)?,
             "log-reopen" => c.log_reopen = flag,
